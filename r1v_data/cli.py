@@ -1,0 +1,255 @@
+"""`r1v-data`: a thin Typer layer. Commands parse flags, call library functions and render.
+
+Library modules are imported inside the commands so that `r1v-data --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="r1v-data",
+    help="Build adaptive-length chain-of-thought data for vision-language reasoning models "
+    "(the Skywork R1V recipe): ingest, generate, filter, mix, publish.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+StoreOpt = Annotated[
+    Path, typer.Option("--store", "-s", help="Store directory (created if missing).")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")
+]
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from r1v_data import __version__
+
+        out.print(f"r1v {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def ingest(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files (.jsonl, .json, .parquet), folders (saved datasets, images + JSONL), "
+            "hf:ORG/NAME for a Hub dataset, or builtin:sample for the bundled sample.",
+            show_default=False,
+        ),
+    ],
+    store: StoreOpt,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Column layout: native, mathvision, math500, competition_math, gsm8k, r1v, "
+            "superclevr, vqa, mmmu. Detected from the columns when unambiguous."
+        ),
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Map a field to source column(s): --map question=problem --map images=img1,img2. "
+            "Fields: source_id question options answer solution images subject difficulty caption.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Source name for provenance (default: file stem).")
+    ] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder that relative image paths resolve in and may not leave (default: the source's)."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Dataset split (saved or Hub datasets).")
+    ] = None,
+    records_key: Annotated[
+        str | None, typer.Option(help="Key holding the rows in a JSON object file.")
+    ] = None,
+    allow_remote_images: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-remote-images", help="Fetch http(s) image URLs (refused by default)."
+        ),
+    ] = None,
+    max_pixels: Annotated[
+        int | None, typer.Option(help="Quarantine larger images. [default: 40000000]")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Read at most N rows per source.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Image decoding threads. [default: 4]")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Validate, hash and store problems; quarantine bad rows with their reason."""
+    from r1v_data.config import IngestConfig, load_config
+    from r1v_data.ingest import run_ingest
+    from r1v_data.presets import parse_map_flags
+
+    flags: dict[str, Any] = {
+        "store": store,
+        "sources": sources,
+        "preset": preset,
+        "name": name,
+        "image_root": image_root,
+        "split": split,
+        "records_key": records_key,
+        "allow_remote_images": allow_remote_images,
+        "max_pixels": max_pixels,
+        "limit": limit,
+        "workers": workers,
+        "mapping": parse_map_flags(map_) if map_ else None,
+    }
+    cfg = load_config(IngestConfig, yaml_path=config, section="ingest", sets=set_, flags=flags)
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(source: str, done: int, total: int | None) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(f"ingest {source}", total=total, rate="")
+            elapsed = bar.tasks[tasks[source]].elapsed or 0.0
+            rate = f"{done / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+            bar.update(tasks[source], completed=done, rate=rate)
+
+        result = run_ingest(cfg, progress=on_progress)
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    _render_ingest(result)
+
+
+def _render_ingest(result: Any) -> None:
+    table = Table(title=f"ingest into {result.store} (run {result.run_id})")
+    for col in ("source", "preset", "read", "added", "new provenance", "unchanged", "quarantined"):
+        table.add_column(col, justify="left" if col in ("source", "preset") else "right")
+    for s in result.sources:
+        table.add_row(
+            s.name,
+            s.preset,
+            str(s.read),
+            str(s.added),
+            str(s.new_provenance),
+            str(s.unchanged),
+            str(sum(s.quarantined.values())),
+        )
+    out.print(table)
+    reasons = result.quarantine_reasons()
+    if reasons:
+        out.print(
+            "quarantined by reason: " + ", ".join(f"{r}: {n}" for r, n in reasons.most_common())
+        )
+        out.print("see them with: r1v-data stats --store ... or SQL over the quarantine/ parts")
+
+
+@app.command()
+def stats(
+    store: StoreOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Counts by source, subject, difficulty, answer type and image sizes."""
+    from r1v_data.stats import store_stats
+    from r1v_data.store import Store
+
+    result = store_stats(Store.open(store))
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    _render_stats(result)
+
+
+def _render_stats(s: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]samples[/] {s['samples']}   [bold]images[/] {s['images']}   "
+        f"[bold]quarantined[/] {s['quarantined']}   [bold]traces[/] {s['traces']}   "
+        f"[bold]scores[/] {s['scores']}   [bold]answer conflicts[/] {s['answer_conflicts']}"
+    )
+    for key in (
+        "by_source",
+        "by_subject",
+        "by_difficulty",
+        "by_answer_type",
+        "by_image_count",
+        "by_image_format",
+        "quarantine_reasons",
+        "trace_verdicts",
+    ):
+        if s[key]:
+            table = Table(title=key.replace("_", " "), title_justify="left")
+            table.add_column(key.removeprefix("by_").replace("_", " "))
+            table.add_column("count", justify="right")
+            for k, v in s[key].items():
+                table.add_row(k, str(v))
+            out.print(table)
+    sizes = s["image_sizes"]
+    if sizes["width_max"] is not None:
+        out.print(
+            f"image width {sizes['width_min']}..{sizes['width_max']} (median {sizes['width_median']}), "
+            f"height {sizes['height_min']}..{sizes['height_max']} (median {sizes['height_median']}), "
+            f"{sizes['total_bytes'] / 1e6:.1f} MB"
+        )
+
+
+def _progress() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+
+
+def main() -> None:
+    from r1v_data.errors import R1VError
+
+    try:
+        app()
+    except R1VError as exc:
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/]: finished parts are kept; run the command again to resume"
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

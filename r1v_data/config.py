@@ -1,0 +1,87 @@
+"""Configuration models and the one loader that owns precedence:
+defaults < YAML file < `--set a.b=c` < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from r1v_data.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestConfig(Strict):
+    store: Path
+    sources: list[str] = Field(min_length=1)
+    preset: str | None = None
+    mapping: dict[str, list[str]] = Field(
+        default_factory=dict, description="sample field -> source column(s)"
+    )
+    name: str | None = Field(
+        None, description="source name recorded in provenance (one source only)"
+    )
+    image_root: Path | None = Field(None, description="folder relative image paths resolve in")
+    split: str | None = None
+    records_key: str | None = None
+    allow_remote_images: bool = False
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_image_bytes: int = Field(64 << 20, gt=0)
+    limit: int | None = Field(None, gt=0, description="read at most this many rows per source")
+    workers: int = Field(4, ge=1, le=64, description="threads decoding images")
+
+
+def load_config(
+    model: type[M],
+    *,
+    yaml_path: Path | None = None,
+    section: str | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> M:
+    """Build `model` from the layers in precedence order; flags that are None are unset."""
+    data: dict[str, Any] = {}
+    if yaml_path is not None:
+        data = _read_yaml(yaml_path, section)
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_pixels=1000000")
+        _assign(data, key.split("."), yaml.safe_load(raw) if raw else None)
+    data.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _read_yaml(path: Path, section: str | None) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    if section and isinstance(doc.get(section), dict):
+        doc = doc[section]  # a pipeline file may hold one section per stage
+    return dict(doc)
+
+
+def _assign(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {key} is not a mapping")
+    data[keys[-1]] = value

@@ -1,0 +1,38 @@
+"""One small error hierarchy. A message says what failed, why, and what to do.
+
+The CLI prints `R1VError` messages on one line with no traceback; anything else is a bug and
+keeps its traceback.
+"""
+
+
+class R1VError(Exception):
+    """Base of every error r1v raises on purpose."""
+
+
+class ConfigError(R1VError):
+    """A configuration value, flag or YAML file is wrong."""
+
+
+class SourceError(R1VError):
+    """An input source cannot be read at all (per-row problems go to the quarantine instead)."""
+
+
+class StoreError(R1VError):
+    """The store directory is missing, damaged or of an unsupported version."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing to the store."""
+
+
+class SchemaError(R1VError):
+    """Rows do not match a versioned schema, or a schema file is newer than this r1v."""
+
+
+class MissingExtraError(R1VError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(
+            f"{module} is not installed; install the '{extra}' extra: pip install 'r1v[{extra}]'"
+        )

@@ -1,0 +1,386 @@
+"""The store: a directory of Parquet parts (the data) and `r1v.duckdb` (the catalog).
+
+    STORE/
+      store.json     format and schema versions (read before anything else)
+      samples/ provenance/ quarantine/ scores/ traces/ decisions/   Parquet parts
+      r1v.duckdb     views over the parts, plus the `runs` and `manifests` tables
+      .lock          held by the one process writing to the store
+
+Parts are immutable: written under a temporary name and renamed into place when complete, so a
+reader or a crash never sees half a file. Each table folder starts with an empty part that
+carries the schema, so views work before any data arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from r1v_data import __version__, schema
+from r1v_data.errors import StoreError, StoreLockedError
+
+STORE_FORMAT = 1
+CATALOG = "r1v.duckdb"
+SCHEMA_PART = "part-0-schema.parquet"
+
+_CATALOG_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, command VARCHAR, status VARCHAR, r1v_version VARCHAR,
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, counts JSON);
+CREATE TABLE IF NOT EXISTS manifests (run_id VARCHAR PRIMARY KEY, manifest JSON);
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_run_id() -> str:
+    return utcnow().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` so that `path` either does not exist or is complete."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Store:
+    """An open store. Use `Store.open(path)` for reading, `Store.open(path, write=True)` (as a
+    context manager) for writing."""
+
+    root: Path
+    writable: bool = False
+    _lock_held: bool = field(default=False, repr=False)
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, *, write: bool = False, create: bool = False) -> Store:
+        root = Path(root).expanduser().absolute()
+        info = root / "store.json"
+        if not info.is_file():
+            if not create:
+                if root.exists() and any(root.iterdir()):
+                    raise StoreError(f"{root} is not an r1v store (no store.json)")
+                raise StoreError(
+                    f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}"
+                )
+            _initialise(root)
+        _check_versions(root)
+        store = cls(root, writable=write)
+        if write:
+            store._acquire_lock()
+            store._upgrade_versions()
+        return store
+
+    def close(self) -> None:
+        if self._lock_held:
+            (self.root / ".lock").unlink(missing_ok=True)
+            self._lock_held = False
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- locking -------------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        lock = self.root / ".lock"
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": utcnow().isoformat(),
+            "command": " ".join(sys.argv)[:300],
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = _read_lock(lock)
+                if _is_stale(other):
+                    lock.unlink(missing_ok=True)  # its process is gone: take over
+                    continue
+                raise StoreLockedError(
+                    f"store {self.root} is being written by pid {other.get('pid')} on "
+                    f"{other.get('host')} ({other.get('command', '?')}, since {other.get('since')}); "
+                    f"wait for it to finish, or delete {lock} if that process no longer exists"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(holder, f)
+            self._lock_held = True
+            self._mark_interrupted_runs()
+            return
+        raise StoreLockedError(f"could not take the lock {lock}; try again")
+
+    def _require_writable(self) -> None:
+        if not self._lock_held:
+            raise StoreError("store opened read-only; open it with write=True to write")
+
+    # ---- versions ------------------------------------------------------------------------
+    def _upgrade_versions(self) -> None:
+        info = json.loads((self.root / "store.json").read_text())
+        current = {name: schema.load(name).version for name in schema.STORE_TABLES}
+        if info.get("schemas") != current:
+            info["schemas"] = {**info.get("schemas", {}), **current}
+            info["r1v_version"] = __version__
+            (self.root / "store.json").write_text(json.dumps(info, indent=2))
+        for name in schema.STORE_TABLES:
+            _ensure_table_dir(self.root, name)
+
+    # ---- writing -------------------------------------------------------------------------
+    def write_part(
+        self, table_name: str, rows: list[dict[str, Any]] | pa.Table, run_id: str, seq: int
+    ) -> Path | None:
+        """Validate rows against the table's schema and write them as one new part."""
+        self._require_writable()
+        table = schema.conform(rows, table_name)
+        if table.num_rows == 0:
+            return None
+        path = self.root / table_name / f"part-{run_id}-{seq:05d}.parquet"
+        write_parquet_atomic(table, path)
+        return path
+
+    def writer(self, table_name: str, run_id: str, **kw: Any) -> PartWriter:
+        self._require_writable()
+        return PartWriter(self, table_name, run_id, **kw)
+
+    # ---- reading -------------------------------------------------------------------------
+    def parts(self, table_name: str) -> list[Path]:
+        return sorted((self.root / table_name).glob("*.parquet"))
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table over the current parts and,
+        when the catalog can be read, the `runs` and `manifests` tables."""
+        con = duckdb.connect()
+        for name in schema.STORE_TABLES:
+            con.execute(f"CREATE VIEW {name} AS {_scan_sql(self.root / name)}")
+        catalog = self.root / CATALOG
+        if catalog.exists() and _attach_read_only(con, catalog):
+            con.execute("CREATE VIEW runs AS SELECT * FROM catalog.runs")
+            con.execute("CREATE VIEW manifests AS SELECT * FROM catalog.manifests")
+        return con
+
+    def column_values(self, table_name: str, column: str) -> set[str]:
+        con = self.connect()
+        try:
+            rows = con.sql(f"SELECT DISTINCT {column} FROM {table_name}").fetchall()
+        finally:
+            con.close()
+        return {r[0] for r in rows}
+
+    # ---- runs and manifests ----------------------------------------------------------------
+    @contextmanager
+    def catalog(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The catalog, opened read-write for a moment (only the lock holder writes it)."""
+        self._require_writable()
+        con = duckdb.connect(str(self.root / CATALOG))
+        try:
+            con.execute(f"SET file_search_path = '{_sql_str(self.root)}'")
+            con.execute(_CATALOG_DDL)
+            yield con
+        finally:
+            con.close()
+
+    def begin_run(self, command: str) -> str:
+        run_id = new_run_id()
+        with self.catalog() as con:
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, 'running', ?, ?, NULL, NULL)",
+                [run_id, command, __version__, utcnow()],
+            )
+        return run_id
+
+    def finish_run(
+        self, run_id: str, status: str, counts: dict[str, Any], manifest: dict[str, Any]
+    ) -> None:
+        with self.catalog() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE run_id = ?",
+                [status, utcnow(), json.dumps(counts), run_id],
+            )
+            con.execute(
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?)",
+                [run_id, json.dumps(manifest, default=str)],
+            )
+            _refresh_views(con)
+
+    def _mark_interrupted_runs(self) -> None:
+        # We hold the lock, so any run still 'running' belongs to a process that died.
+        with self.catalog() as con:
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            _refresh_views(con)
+
+
+class PartWriter:
+    """Buffers rows for one table and writes a part every `flush_rows` rows, `flush_bytes`
+    bytes or `flush_seconds` seconds, so a crash loses at most one buffer."""
+
+    def __init__(
+        self,
+        store: Store,
+        table_name: str,
+        run_id: str,
+        *,
+        flush_rows: int = 512,
+        flush_bytes: int = 64 << 20,
+        flush_seconds: float = 30.0,
+    ):
+        self.store, self.table_name, self.run_id = store, table_name, run_id
+        self.flush_rows, self.flush_bytes, self.flush_seconds = (
+            flush_rows,
+            flush_bytes,
+            flush_seconds,
+        )
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+        self._last_flush = time.monotonic()
+        self._seq = 0
+        self.rows_written = 0
+        self.parts_written: list[str] = []
+
+    def add(self, row: dict[str, Any], size_hint: int = 0) -> None:
+        self._rows.append(row)
+        self._bytes += size_hint
+        if (
+            len(self._rows) >= self.flush_rows
+            or self._bytes >= self.flush_bytes
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        self._seq += 1
+        path = self.store.write_part(self.table_name, self._rows, self.run_id, self._seq)
+        self.rows_written += len(self._rows)
+        if path is not None:
+            self.parts_written.append(path.name)
+        self._rows, self._bytes = [], 0
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        # Flush on errors too: what was produced before a failure is valid and worth keeping.
+        self.flush()
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _initialise(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in schema.STORE_TABLES:
+        _ensure_table_dir(root, name)
+    info = {
+        "format": STORE_FORMAT,
+        "r1v_version": __version__,
+        "created_at": utcnow().isoformat(),
+        "schemas": {name: schema.load(name).version for name in schema.STORE_TABLES},
+    }
+    tmp = root / ".store.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, root / "store.json")
+
+
+def _ensure_table_dir(root: Path, name: str) -> None:
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    if not (folder / SCHEMA_PART).exists():
+        write_parquet_atomic(schema.load(name).arrow.empty_table(), folder / SCHEMA_PART)
+
+
+def _check_versions(root: Path) -> None:
+    try:
+        info = json.loads((root / "store.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{root}/store.json is unreadable ({exc}); the store is damaged") from exc
+    if info.get("format", 0) > STORE_FORMAT:
+        raise StoreError(
+            f"store {root} has format {info['format']} (written by r1v {info.get('r1v_version')}); "
+            f"this r1v ({__version__}) reads up to format {STORE_FORMAT}; upgrade r1v: pip install -U r1v"
+        )
+    for name, version in info.get("schemas", {}).items():
+        if name in schema.STORE_TABLES:
+            schema.check_readable(name, int(version), f"store {root}")
+
+
+def _sql_str(value: object) -> str:
+    return str(value).replace("'", "''")
+
+
+def _scan_sql(folder: Path) -> str:
+    glob = _sql_str(folder / "*.parquet")
+    return f"SELECT * FROM read_parquet('{glob}', union_by_name = true)"
+
+
+def _refresh_views(con: duckdb.DuckDBPyConnection) -> None:
+    # Persisted views use paths relative to the store so the directory can move; DuckDB resolves
+    # them against file_search_path, which `r1v-data` sets and which defaults to the current
+    # directory for a user running `duckdb r1v.duckdb` inside the store.
+    for name in schema.STORE_TABLES:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS "
+            f"SELECT * FROM read_parquet('{name}/*.parquet', union_by_name = true)"
+        )
+
+
+def _attach_read_only(con: duckdb.DuckDBPyConnection, catalog: Path) -> bool:
+    path = _sql_str(catalog)
+    for attempt in range(10):  # the writer holds the file only for a moment
+        try:
+            con.execute(f"ATTACH '{path}' AS catalog (READ_ONLY)")
+            return True
+        except duckdb.IOException:
+            time.sleep(0.05 * (attempt + 1))
+    return False
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False  # cannot tell for another host: assume it is alive
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

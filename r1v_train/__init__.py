@@ -1,0 +1,1 @@
+"""r1v_train: projector transfer, iterative SFT and GRPO on what r1v_data writes."""
