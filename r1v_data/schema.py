@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from r1v_data.errors import SchemaError
 
@@ -117,13 +118,31 @@ def _cast_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _check_required(table: pa.Table, schema: TableSchema) -> None:
-    # from_pylist fills missing keys with nulls even for non-nullable fields; refuse them here.
+    # from_pylist fills missing keys with nulls even for non-nullable fields, nested ones too
+    # (an image without its sha256); refuse them here.
     for field in schema.arrow:
-        if not field.nullable and table.column(field.name).null_count:
-            raise SchemaError(
-                f"{schema.name}: required column {field.name!r} has "
-                f"{table.column(field.name).null_count} null value(s)"
-            )
+        for chunk in table.column(field.name).chunks:
+            problem = _null_problem(chunk, field)
+            if problem:
+                raise SchemaError(f"{schema.name}: required column {problem}")
+
+
+def _null_problem(array: pa.Array, field: pa.Field, path: str = "") -> str | None:
+    name = f"{path}{field.name}"
+    if not field.nullable and array.null_count:
+        return f"{name!r} has {array.null_count} null value(s)"
+    if pa.types.is_list(field.type):
+        return _null_problem(array.flatten(), field.type.value_field, f"{name}[].")
+    if pa.types.is_struct(field.type):
+        valid = pc.is_valid(array)
+        for i, child_field in enumerate(field.type):
+            child = array.field(i)
+            if not child_field.nullable and pc.sum(pc.and_(valid, pc.is_null(child))).as_py():
+                return f"{name}.{child_field.name!r} has null value(s)"
+            problem = _null_problem(child.filter(valid), child_field, f"{name}.")
+            if problem:
+                return problem
+    return None
 
 
 def check_readable(name: str, version: int, where: str) -> None:

@@ -187,8 +187,15 @@ class Store:
             con.execute(f"CREATE VIEW {name} AS {_scan_sql(self.root / name)}")
         catalog = self.root / CATALOG
         if catalog.exists() and _attach_read_only(con, catalog):
-            con.execute("CREATE VIEW runs AS SELECT * FROM catalog.runs")
-            con.execute("CREATE VIEW manifests AS SELECT * FROM catalog.manifests")
+            # Copy the small catalog tables and let go of the file at once: an attached reader
+            # would block the next writer for as long as this connection lives.
+            try:
+                con.execute("CREATE TABLE runs AS SELECT * FROM catalog.runs")
+                con.execute("CREATE TABLE manifests AS SELECT * FROM catalog.manifests")
+            except duckdb.CatalogException:
+                pass  # a catalog from before the first run finished
+            finally:
+                con.execute("DETACH catalog")
         return con
 
     def column_values(self, table_name: str, column: str) -> set[str]:
@@ -204,7 +211,7 @@ class Store:
     def catalog(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The catalog, opened read-write for a moment (only the lock holder writes it)."""
         self._require_writable()
-        con = duckdb.connect(str(self.root / CATALOG))
+        con = _connect_catalog(self.root / CATALOG)
         try:
             con.execute(f"SET file_search_path = '{_sql_str(self.root)}'")
             con.execute(_CATALOG_DDL)
@@ -354,6 +361,20 @@ def _refresh_views(con: duckdb.DuckDBPyConnection) -> None:
             f"CREATE OR REPLACE VIEW {name} AS "
             f"SELECT * FROM read_parquet('{name}/*.parquet', union_by_name = true)"
         )
+
+
+def _connect_catalog(path: Path, wait_s: float = 15.0) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:  # a reader holds it for a moment, or a user's session
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"the catalog {path} is held open by another process ({exc}); "
+                    "close other DuckDB sessions on it and run again"
+                ) from None
+            time.sleep(0.1)
 
 
 def _attach_read_only(con: duckdb.DuckDBPyConnection, catalog: Path) -> bool:

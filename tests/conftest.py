@@ -1,0 +1,60 @@
+"""Shared fixtures: the real sample data in ../shared/data and the real `r1v-data` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("R1V_SHARED", REPO.parent / "shared")) / "data"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared sample data is not at {SHARED_DATA} (set R1V_SHARED)")
+    return SHARED_DATA
+
+
+def run_cli(
+    *args: Any, tool: str = "r1v-data", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script exactly as a user would, with no terminal attached."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.run(
+        [str(BIN / tool), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{tool} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+            f"stderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def ingest_json(*args: Any) -> dict[str, Any]:
+    return json.loads(run_cli("ingest", *args, "--json").stdout)
+
+
+def stats_json(store: Path) -> dict[str, Any]:
+    return json.loads(run_cli("stats", "--store", store, "--json").stdout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
