@@ -59,14 +59,16 @@ def _root(
 @app.command()
 def ingest(
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="Files (.jsonl, .json, .parquet), folders (saved datasets, images + JSONL), "
             "hf:ORG/NAME for a Hub dataset, or builtin:sample for the bundled sample.",
             show_default=False,
         ),
-    ],
-    store: StoreOpt,
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", "-s", help="Store directory (created if missing).")
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(

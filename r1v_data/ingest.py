@@ -9,9 +9,9 @@ before anything is written.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -23,10 +23,10 @@ from r1v_data.errors import ConfigError
 from r1v_data.images import ImageLimits, ImageRejected, load_image
 from r1v_data.presets import Preset, resolve
 from r1v_data.sources import RAW_LIMIT, Record, Source, open_source
-from r1v_data.store import Store, utcnow
+from r1v_data.store import PartWriter, Store, utcnow
 
 Progress = Callable[[str, int, int | None], None]  # (source name, rows done, total or None)
-CHUNK = 64  # rows decoded in parallel at a time
+CHUNK = 64  # rows in flight per decoding thread; progress is reported every CHUNK rows
 
 
 @dataclass
@@ -81,6 +81,9 @@ class IngestResult:
             "quarantine_reasons": dict(self.quarantine_reasons()),
             "sources": [s.as_dict() for s in self.sources],
         }
+
+
+Writers = tuple[PartWriter, PartWriter, PartWriter]  # samples, provenance, quarantine
 
 
 @dataclass
@@ -171,69 +174,94 @@ def _ingest_source(
     limits: ImageLimits,
     pool: ThreadPoolExecutor,
     known: _Known,
-    writers: tuple[Any, Any, Any],
+    writers: Writers,
     run_id: str,
     counts: SourceCounts,
     progress: Progress | None,
 ) -> None:
-    samples, provenance, quarantine = writers
-    name = plan.source.name
     records: Iterator[Record] = plan.source.records()
     if cfg.limit:
         records = islice(records, cfg.limit)
-    total = (
-        min(plan.source.total, cfg.limit) if plan.source.total and cfg.limit else plan.source.total
-    )
-    while chunk := list(islice(records, CHUNK)):
-        for prep in pool.map(lambda r: _prepare(r, plan, limits), chunk):
-            counts.read += 1
-            now = utcnow()
-            if prep.sample is None:
-                qid = text.stable_hash(name, prep.location, prep.reason)
-                counts.quarantined[prep.reason or "unknown"] += 1
-                if qid not in known.quarantine:
-                    known.quarantine.add(qid)
-                    quarantine.add(
-                        {
-                            "quarantine_id": qid,
-                            "source": name,
-                            "location": prep.location,
-                            "reason": prep.reason,
-                            "detail": prep.detail,
-                            "raw": prep.raw,
-                            "run_id": run_id,
-                            "created_at": now,
-                        }
-                    )
-                continue
-            sid = prep.sample["sample_id"]
-            key = (sid, name, prep.location)
-            if key in known.provenance:
-                counts.unchanged += 1
-                continue
-            known.provenance.add(key)
-            provenance.add(
+    total = plan.source.total
+    if total is not None and cfg.limit:
+        total = min(total, cfg.limit)
+    for prep in _prepared_in_order(records, plan, limits, pool, window=CHUNK * cfg.workers):
+        _store_one(prep, plan.source.name, known, writers, run_id, counts)
+        if progress and counts.read % CHUNK == 0:
+            progress(plan.source.name, counts.read, total)
+    if progress:
+        progress(plan.source.name, counts.read, total)
+
+
+def _prepared_in_order(
+    records: Iterator[Record],
+    plan: Plan,
+    limits: ImageLimits,
+    pool: ThreadPoolExecutor,
+    window: int,
+) -> Iterator[Prepared]:
+    """Decode rows on the pool, `window` ahead of the consumer, yielding in source order, so
+    writing parts (on this thread) overlaps with decoding images (on the pool)."""
+    pending: deque[Future[Prepared]] = deque()
+    for record in records:
+        pending.append(pool.submit(_prepare, record, plan, limits))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _store_one(
+    prep: Prepared, name: str, known: _Known, writers: Writers, run_id: str, counts: SourceCounts
+) -> None:
+    samples, provenance, quarantine = writers
+    counts.read += 1
+    now = utcnow()
+    if prep.sample is None:
+        reason = prep.reason or "unknown"
+        counts.quarantined[reason] += 1
+        qid = text.stable_hash(name, prep.location, reason)
+        if qid not in known.quarantine:
+            known.quarantine.add(qid)
+            quarantine.add(
                 {
-                    "sample_id": sid,
+                    "quarantine_id": qid,
                     "source": name,
-                    "source_id": prep.sample["source_id"],
                     "location": prep.location,
-                    "answer": prep.sample["answer"],
+                    "reason": reason,
+                    "detail": prep.detail,
+                    "raw": prep.raw,
                     "run_id": run_id,
                     "created_at": now,
                 }
             )
-            if sid in known.samples:
-                counts.new_provenance += 1
-                continue
-            known.samples.add(sid)
-            counts.added += 1
-            samples.add(
-                {**prep.sample, "source": name, "run_id": run_id, "created_at": now},
-                size_hint=prep.image_bytes,
-            )
-        if progress:
-            progress(name, counts.read, total)
+        return
+    sid = prep.sample["sample_id"]
+    key = (sid, name, prep.location)
+    if key in known.provenance:
+        counts.unchanged += 1
+        return
+    known.provenance.add(key)
+    provenance.add(
+        {
+            "sample_id": sid,
+            "source": name,
+            "source_id": prep.sample["source_id"],
+            "location": prep.location,
+            "answer": prep.sample["answer"],
+            "run_id": run_id,
+            "created_at": now,
+        }
+    )
+    if sid in known.samples:
+        counts.new_provenance += 1
+        return
+    known.samples.add(sid)
+    counts.added += 1
+    samples.add(
+        {**prep.sample, "source": name, "run_id": run_id, "created_at": now},
+        size_hint=prep.image_bytes,
+    )
 
 
 def _prepare(record: Record, plan: Plan, limits: ImageLimits) -> Prepared:
