@@ -59,10 +59,15 @@ def load_config(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(map(str, error["loc"])) or "config"
+    if error["type"] == "missing":
+        return f"{where} is required (give it on the command line or in --config)"
+    return f"{where}: {error['msg']}"
 
 
 def _read_yaml(path: Path, section: str | None) -> dict[str, Any]:
