@@ -73,7 +73,7 @@ def ingest(
         str | None,
         typer.Option(
             help="Column layout: native, mathvision, math500, competition_math, gsm8k, r1v, "
-            "superclevr, vqa, mmmu. Detected from the columns when unambiguous."
+            "superclevr, vqa, imagefolder, mmmu. Detected from the columns when unambiguous."
         ),
     ] = None,
     map_: Annotated[
@@ -192,29 +192,37 @@ def stats(
     _render_stats(result)
 
 
+_BREAKDOWNS = (
+    "by_source",
+    "by_subject",
+    "by_difficulty",
+    "by_answer_type",
+    "by_image_count",
+    "by_image_format",
+    "quarantine_reasons",
+    "trace_verdicts",
+)
+
+
 def _render_stats(s: dict[str, Any]) -> None:
     out.print(
         f"[bold]samples[/] {s['samples']}   [bold]images[/] {s['images']}   "
         f"[bold]quarantined[/] {s['quarantined']}   [bold]traces[/] {s['traces']}   "
         f"[bold]scores[/] {s['scores']}   [bold]answer conflicts[/] {s['answer_conflicts']}"
     )
-    for key in (
-        "by_source",
-        "by_subject",
-        "by_difficulty",
-        "by_answer_type",
-        "by_image_count",
-        "by_image_format",
-        "quarantine_reasons",
-        "trace_verdicts",
-    ):
+    from rich.box import SIMPLE
+    from rich.columns import Columns
+
+    tables = []
+    for key in _BREAKDOWNS:
         if s[key]:
-            table = Table(title=key.replace("_", " "), title_justify="left")
-            table.add_column(key.removeprefix("by_").replace("_", " "))
+            table = Table(box=SIMPLE)
+            table.add_column(key.removeprefix("by_").replace("_", " "), max_width=32, no_wrap=True)
             table.add_column("count", justify="right")
             for k, v in s[key].items():
                 table.add_row(k, str(v))
-            out.print(table)
+            tables.append(table)
+    out.print(Columns(tables))
     sizes = s["image_sizes"]
     if sizes["width_max"] is not None:
         out.print(

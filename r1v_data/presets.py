@@ -146,6 +146,19 @@ PRESETS: dict[str, Preset] = {
             frozenset({"image", "question", "answer"}),
         ),
         Preset(
+            "imagefolder",
+            "datasets' imagefolder metadata.jsonl: file_name, question, answer",
+            {
+                "source_id": ("id",),
+                "question": ("question",),
+                "answer": ("answer",),
+                "images": ("file_name",),
+                "options": ("options",),
+                "subject": ("subject",),
+            },
+            frozenset({"file_name", "question", "answer"}),
+        ),
+        Preset(
             "mmmu",
             "MMMU / MMMU-Pro: question with <image N>, options, answer letter, image_1..image_7",
             {

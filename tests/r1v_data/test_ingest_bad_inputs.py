@@ -245,3 +245,16 @@ def test_sigkill_mid_ingest_then_resume_stores_each_sample_once(tmp_path: Path) 
     assert not list(store.rglob("*.tmp"))
     statuses = sorted(s for (s,) in con.sql("SELECT status FROM runs").fetchall())
     assert statuses == ["interrupted", "ok"]
+
+
+def test_image_folder_with_metadata_and_offline_hub(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    _png(folder / "a.png")
+    _png(folder / "sub" / "b.png", colour="blue")
+    (folder / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "a.png", "question": "Colour?", "answer": "red"}) + "\n"
+        + json.dumps({"file_name": "sub/b.png", "question": "Colour?", "answer": "blue"}) + "\n")
+    result = ingest_json(folder, "--store", tmp_path / "s")
+    assert (result["added"], result["sources"][0]["preset"], result["sources"][0]["name"]) == (2, "imagefolder", "folder")
+    proc = run_cli("ingest", "hf:no-such-org/no-such-set", "--store", tmp_path / "s", check=False)
+    assert proc.returncode == 1 and "cannot load Hub dataset" in proc.stderr and "Traceback" not in proc.stderr
