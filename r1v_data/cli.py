@@ -154,26 +154,33 @@ def ingest(
 
 
 def _render_ingest(result: Any) -> None:
-    table = Table(title=f"ingest into {result.store} (run {result.run_id})")
-    for col in ("source", "preset", "read", "added", "new provenance", "unchanged", "quarantined"):
+    from rich.markup import escape
+
+    table = Table(title=escape(f"ingest into {result.store} (run {result.run_id})"))
+    for col in (
+        "source",
+        "preset",
+        "read",
+        "added",
+        "known, new place",
+        "unchanged",
+        "quarantined",
+    ):
         table.add_column(col, justify="left" if col in ("source", "preset") else "right")
     for s in result.sources:
-        table.add_row(
-            s.name,
-            s.preset,
-            str(s.read),
-            str(s.added),
-            str(s.new_provenance),
-            str(s.unchanged),
-            str(sum(s.quarantined.values())),
-        )
+        numbers = (s.read, s.added, s.new_provenance, s.unchanged, sum(s.quarantined.values()))
+        table.add_row(escape(s.name), s.preset, *map(str, numbers))
     out.print(table)
     reasons = result.quarantine_reasons()
     if reasons:
+        listed = ", ".join(f"{r}: {n}" for r, n in reasons.most_common())
+        out.print(escape(f"quarantined by reason: {listed}"), soft_wrap=True)
         out.print(
-            "quarantined by reason: " + ", ".join(f"{r}: {n}" for r, n in reasons.most_common())
+            f"inspect them with: r1v-data sql --store {escape(str(result.store))} "
+            '"SELECT location, reason, detail FROM quarantine"',
+            soft_wrap=True,
+            highlight=False,
         )
-        out.print("see them with: r1v-data stats --store ... or SQL over the quarantine/ parts")
 
 
 @app.command()
@@ -212,6 +219,7 @@ def _render_stats(s: dict[str, Any]) -> None:
     )
     from rich.box import SIMPLE
     from rich.columns import Columns
+    from rich.markup import escape
 
     tables = []
     for key in _BREAKDOWNS:
@@ -220,7 +228,7 @@ def _render_stats(s: dict[str, Any]) -> None:
             table.add_column(key.removeprefix("by_").replace("_", " "), max_width=32, no_wrap=True)
             table.add_column("count", justify="right")
             for k, v in s[key].items():
-                table.add_row(k, str(v))
+                table.add_row(escape(k), str(v))
             tables.append(table)
     out.print(Columns(tables))
     sizes = s["image_sizes"]
@@ -230,6 +238,37 @@ def _render_stats(s: dict[str, Any]) -> None:
             f"height {sizes['height_min']}..{sizes['height_max']} (median {sizes['height_median']}), "
             f"{sizes['total_bytes'] / 1e6:.1f} MB"
         )
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str, typer.Argument(help="A DuckDB query over the store's tables.", show_default=False)
+    ],
+    store: StoreOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON objects.")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many rows.")] = 50,
+) -> None:
+    """Query a store: samples, provenance, quarantine, scores, traces, decisions, runs, manifests."""
+    from rich.markup import escape
+
+    from r1v_data.store import Store
+
+    columns, rows = Store.open(store).query(query, limit=limit)
+    if as_json:
+        out.print_json(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(escape(_cell(v)) for v in row))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    text = str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _progress() -> Any:

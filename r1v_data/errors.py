@@ -29,6 +29,10 @@ class SchemaError(R1VError):
     """Rows do not match a versioned schema, or a schema file is newer than this r1v."""
 
 
+class QueryError(R1VError):
+    """A user's SQL query or expression is malformed or fails."""
+
+
 class MissingExtraError(R1VError):
     """An optional dependency is not installed."""
 

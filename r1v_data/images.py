@@ -69,8 +69,11 @@ def _read_bytes(
         ref.save(buf, format=ref.format or "PNG")
         return buf.getvalue(), None
     if isinstance(ref, dict):
-        if ref.get("bytes"):
-            return bytes(ref["bytes"]), ref.get("path")
+        data = ref.get("bytes")
+        if isinstance(data, str):  # JSON exports carry the bytes as base64 text
+            return _decode_base64(data, "image bytes"), ref.get("path")
+        if data:
+            return bytes(data), ref.get("path")
         ref = ref.get("path")
     if not isinstance(ref, str) or not ref.strip():
         raise ImageRejected("missing image", f"empty image reference {ref!r}")
@@ -83,17 +86,26 @@ def _read_bytes(
 
 
 def _read_local(ref: str, base_dir: Path, root: Path, limits: ImageLimits) -> bytes:
+    try:
+        return _read_inside(ref, base_dir, root, limits)
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops, long names
+        raise ImageRejected(
+            "invalid image path", f"{ref[:200]!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _read_inside(ref: str, base_dir: Path, root: Path, limits: ImageLimits) -> bytes:
     raw = Path(ref.removeprefix("file://"))
     path = raw if raw.is_absolute() else base_dir / raw
     base = root.resolve()
     # resolve() follows symlinks and `..`, so a link inside the folder pointing out is caught too.
-    resolved = path.resolve()
+    resolved = path.resolve(strict=False)
     if not resolved.is_relative_to(base):
         raise ImageRejected(
             "image outside source folder", f"{ref} resolves to {resolved}, outside {base}"
         )
     if not resolved.is_file():
-        raise ImageRejected("image not found", f"{ref} (looked in {base})")
+        raise ImageRejected("image not found", f"{ref} (looked in {base_dir})")
     size = resolved.stat().st_size
     if size > limits.max_bytes:
         raise ImageRejected("image over size limit", f"{ref}: {size} bytes > {limits.max_bytes}")
@@ -104,10 +116,14 @@ def _decode_data_url(ref: str) -> bytes:
     header, _, payload = ref.partition(",")
     if not header.endswith(";base64"):
         raise ImageRejected("not an image", "data: URL is not base64-encoded")
+    return _decode_base64(payload, "data: URL")
+
+
+def _decode_base64(payload: str, what: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except ValueError as exc:
-        raise ImageRejected("not an image", f"data: URL does not decode: {exc}") from exc
+        raise ImageRejected("not an image", f"{what} is not valid base64: {exc}") from exc
 
 
 def _fetch_remote(url: str, limits: ImageLimits) -> bytes:

@@ -1,4 +1,4 @@
-"""`run_ingest`: read sources, turn rows into samples, and store them once each.
+"""`run_ingest`: read sources, turn rows into samples, and store each problem once.
 
 Identity is content: the same problem ingested twice, or from two sources, is one sample with
 one provenance row per occurrence. A row that cannot become a sample goes to the quarantine
@@ -8,7 +8,6 @@ before anything is written.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,13 +19,14 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.config import IngestConfig
 from r1v_data.errors import ConfigError
-from r1v_data.images import ImageLimits, ImageRejected, load_image
-from r1v_data.presets import Preset, resolve
-from r1v_data.sources import RAW_LIMIT, Record, Source, open_source
+from r1v_data.images import ImageLimits
+from r1v_data.presets import resolve
+from r1v_data.samples import Prepared, RowPlan, prepare
+from r1v_data.sources import Record, Source, open_source
 from r1v_data.store import PartWriter, Store, utcnow
 
 Progress = Callable[[str, int, int | None], None]  # (source name, rows done, total or None)
-CHUNK = 64  # rows in flight per decoding thread; progress is reported every CHUNK rows
+WINDOW = 64  # rows decoded ahead per worker thread; progress is reported every WINDOW rows
 
 
 @dataclass
@@ -71,19 +71,17 @@ class IngestResult:
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        totals = {
+            k: self.total(k)
+            for k in ("read", "added", "new_provenance", "unchanged", "quarantined")
+        }
         return {
             "run_id": self.run_id,
             "store": str(self.store),
-            **{
-                k: self.total(k)
-                for k in ("read", "added", "new_provenance", "unchanged", "quarantined")
-            },
+            **totals,
             "quarantine_reasons": dict(self.quarantine_reasons()),
             "sources": [s.as_dict() for s in self.sources],
         }
-
-
-Writers = tuple[PartWriter, PartWriter, PartWriter]  # samples, provenance, quarantine
 
 
 @dataclass
@@ -91,46 +89,37 @@ class Plan:
     """A source opened and understood, before anything is written."""
 
     source: Source
-    preset: Preset
-    mapping: dict[str, tuple[str, ...]]
-    image_base: Path
-    image_root: Path
+    rows: RowPlan
 
 
 @dataclass
-class Prepared:
-    location: str
-    sample: dict[str, Any] | None = None
-    reason: str | None = None
-    detail: str | None = None
-    raw: str | None = None
-    image_bytes: int = 0
+class Writers:
+    samples: PartWriter
+    provenance: PartWriter
+    quarantine: PartWriter
 
 
 def run_ingest(cfg: IngestConfig, progress: Progress | None = None) -> IngestResult:
     if cfg.name and len(cfg.sources) > 1:
         raise ConfigError("--name names one source; ingest several sources in separate commands")
     plans = [_plan(spec, cfg) for spec in cfg.sources]  # fail here, before writing anything
-    limits = ImageLimits(cfg.max_pixels, cfg.max_image_bytes, cfg.allow_remote_images)
+    _disambiguate_names(plans)
     with Store.open(cfg.store, write=True, create=True) as store:
         run_id = store.begin_run("ingest")
         known = _Known.load(store)
         results: list[SourceCounts] = []
         status = "failed"
         try:
-            with (
-                store.writer("samples", run_id, flush_rows=256) as samples,
-                store.writer("provenance", run_id, flush_rows=4096) as provenance,
-                store.writer("quarantine", run_id, flush_rows=1024) as quarantine,
-                ThreadPoolExecutor(cfg.workers) as pool,
-            ):
+            samples = store.writer("samples", run_id, flush_rows=256)
+            # provenance and quarantine rows point at samples: samples reach disk first
+            provenance = store.writer("provenance", run_id, flush_rows=4096, after=(samples,))
+            quarantine = store.writer("quarantine", run_id, flush_rows=1024)
+            with samples, provenance, quarantine, ThreadPoolExecutor(cfg.workers) as pool:
+                writers = Writers(samples, provenance, quarantine)
                 for plan in plans:
-                    counts = SourceCounts(plan.source.name, plan.source.spec, plan.preset.name)
+                    counts = SourceCounts(plan.source.name, plan.source.spec, plan.rows.preset.name)
                     results.append(counts)
-                    writers = (samples, provenance, quarantine)
-                    _ingest_source(
-                        plan, cfg, limits, pool, known, writers, run_id, counts, progress
-                    )
+                    _ingest_source(plan, cfg, pool, known, writers, run_id, counts, progress)
             status = "ok"
         finally:
             result = IngestResult(run_id, store.root, results)
@@ -145,15 +134,22 @@ def _plan(spec: str, cfg: IngestConfig) -> Plan:
     columns, first = source.peek_columns()
     preset, mapping = resolve(cfg.preset, cfg.mapping, columns, first)
     root = (cfg.image_root or source.base_dir).absolute()
-    return Plan(source, preset, mapping, root / preset.image_dir, root)
+    limits = ImageLimits(cfg.max_pixels, cfg.max_image_bytes, cfg.allow_remote_images)
+    return Plan(source, RowPlan(preset, mapping, root / preset.image_dir, root, limits))
+
+
+def _disambiguate_names(plans: list[Plan]) -> None:
+    # a/test.jsonl and b/test.jsonl in one command: name them a/test and b/test
+    names = Counter(p.source.name for p in plans)
+    for plan in plans:
+        if names[plan.source.name] > 1 and plan.source.uri.startswith("/"):
+            plan.source.name = f"{Path(plan.source.uri).parent.name}/{plan.source.name}"
 
 
 class _Known:
     """What the store holds already, so a re-run adds nothing it has."""
 
-    def __init__(
-        self, samples: set[str], provenance: set[tuple[str, str, str]], quarantine: set[str]
-    ):
+    def __init__(self, samples: set[str], provenance: set[tuple[Any, ...]], quarantine: set[str]):
         self.samples, self.provenance, self.quarantine = samples, provenance, quarantine
 
     @classmethod
@@ -161,7 +157,12 @@ class _Known:
         con = store.connect()
         try:
             samples = {r[0] for r in con.sql("SELECT sample_id FROM samples").fetchall()}
-            prov = set(con.sql("SELECT sample_id, source, location FROM provenance").fetchall())
+            # Only provenance whose sample is stored counts: after a crash between the two
+            # writes, the sample is added again rather than lost.
+            prov = set(
+                con.sql("""SELECT sample_id, coalesce(source_path, source), location, answer
+                                  FROM provenance SEMI JOIN samples USING (sample_id)""").fetchall()
+            )
             quarantine = {r[0] for r in con.sql("SELECT quarantine_id FROM quarantine").fetchall()}
         finally:
             con.close()
@@ -171,7 +172,6 @@ class _Known:
 def _ingest_source(
     plan: Plan,
     cfg: IngestConfig,
-    limits: ImageLimits,
     pool: ThreadPoolExecutor,
     known: _Known,
     writers: Writers,
@@ -180,31 +180,26 @@ def _ingest_source(
     progress: Progress | None,
 ) -> None:
     records: Iterator[Record] = plan.source.records()
+    total = plan.source.total
     if cfg.limit:
         records = islice(records, cfg.limit)
-    total = plan.source.total
-    if total is not None and cfg.limit:
-        total = min(total, cfg.limit)
-    for prep in _prepared_in_order(records, plan, limits, pool, window=CHUNK * cfg.workers):
-        _store_one(prep, plan.source.name, known, writers, run_id, counts)
-        if progress and counts.read % CHUNK == 0:
+        total = min(total, cfg.limit) if total is not None else None
+    for prep in _prepared_in_order(records, plan.rows, pool, window=WINDOW * cfg.workers):
+        _store_one(prep, plan.source, known, writers, run_id, counts)
+        if progress and counts.read % WINDOW == 0:
             progress(plan.source.name, counts.read, total)
     if progress:
         progress(plan.source.name, counts.read, total)
 
 
 def _prepared_in_order(
-    records: Iterator[Record],
-    plan: Plan,
-    limits: ImageLimits,
-    pool: ThreadPoolExecutor,
-    window: int,
+    records: Iterator[Record], rows: RowPlan, pool: ThreadPoolExecutor, window: int
 ) -> Iterator[Prepared]:
-    """Decode rows on the pool, `window` ahead of the consumer, yielding in source order, so
+    """Prepare rows on the pool, `window` ahead of the consumer, yielding in source order, so
     writing parts (on this thread) overlaps with decoding images (on the pool)."""
     pending: deque[Future[Prepared]] = deque()
     for record in records:
-        pending.append(pool.submit(_prepare, record, plan, limits))
+        pending.append(pool.submit(prepare, record, rows))
         if len(pending) >= window:
             yield pending.popleft().result()
     while pending:
@@ -212,21 +207,26 @@ def _prepared_in_order(
 
 
 def _store_one(
-    prep: Prepared, name: str, known: _Known, writers: Writers, run_id: str, counts: SourceCounts
+    prep: Prepared,
+    source: Source,
+    known: _Known,
+    writers: Writers,
+    run_id: str,
+    counts: SourceCounts,
 ) -> None:
-    samples, provenance, quarantine = writers
     counts.read += 1
     now = utcnow()
     if prep.sample is None:
         reason = prep.reason or "unknown"
         counts.quarantined[reason] += 1
-        qid = text.stable_hash(name, prep.location, reason)
+        qid = text.stable_hash(source.uri, prep.location, reason)
         if qid not in known.quarantine:
             known.quarantine.add(qid)
-            quarantine.add(
+            writers.quarantine.add(
                 {
                     "quarantine_id": qid,
-                    "source": name,
+                    "source": source.name,
+                    "source_path": source.uri,
                     "location": prep.location,
                     "reason": reason,
                     "detail": prep.detail,
@@ -236,19 +236,21 @@ def _store_one(
                 }
             )
         return
-    sid = prep.sample["sample_id"]
-    key = (sid, name, prep.location)
+    sample = prep.sample
+    sid = sample["sample_id"]
+    key = (sid, source.uri, prep.location, sample["answer"])
     if key in known.provenance:
         counts.unchanged += 1
         return
     known.provenance.add(key)
-    provenance.add(
+    writers.provenance.add(
         {
             "sample_id": sid,
-            "source": name,
-            "source_id": prep.sample["source_id"],
+            "source": source.name,
+            "source_path": source.uri,
+            "source_id": sample["source_id"],
             "location": prep.location,
-            "answer": prep.sample["answer"],
+            "answer": sample["answer"],
             "run_id": run_id,
             "created_at": now,
         }
@@ -258,136 +260,30 @@ def _store_one(
         return
     known.samples.add(sid)
     counts.added += 1
-    samples.add(
-        {**prep.sample, "source": name, "run_id": run_id, "created_at": now},
+    writers.samples.add(
+        {**sample, "source": source.name, "run_id": run_id, "created_at": now},
         size_hint=prep.image_bytes,
     )
 
 
-def _prepare(record: Record, plan: Plan, limits: ImageLimits) -> Prepared:
-    """One source row -> a sample row (without store bookkeeping) or a quarantine reason."""
-    if record.error:
-        return Prepared(
-            record.location, reason=record.error[0], detail=record.error[1], raw=record.raw
-        )
-    row = record.data or {}
-    try:
-        if plan.preset.transform:
-            row = plan.preset.transform(row)
-        sample = _build_sample(row, plan)
-        images = [
-            load_image(ref, plan.image_base, limits, plan.image_root)
-            for ref in _image_refs(row, plan.mapping.get("images", ()))
-        ]
-    except ImageRejected as exc:
-        return Prepared(record.location, reason=exc.reason, detail=exc.detail, raw=_raw(row))
-    except _BadRow as exc:
-        return Prepared(record.location, reason=exc.reason, detail=exc.detail, raw=_raw(row))
-    sample["images"] = images
-    sample["sample_id"] = text.sample_id(sample["question"], [im["sha256"] for im in images])
-    return Prepared(
-        record.location, sample=sample, image_bytes=sum(len(im["bytes"]) for im in images)
-    )
-
-
-class _BadRow(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(reason)
-        self.reason, self.detail = reason, detail
-
-
-def _pick(row: dict[str, Any], columns: tuple[str, ...]) -> Any:
-    for col in columns:
-        if row.get(col) is not None:
-            return row[col]
-    return None
-
-
-def _build_sample(row: dict[str, Any], plan: Plan) -> dict[str, Any]:
-    m = plan.mapping
-    question = _pick(row, m.get("question", ()))
-    if isinstance(question, int | float) and not isinstance(question, bool):
-        question = str(question)
-    if not isinstance(question, str) or not question.strip():
-        raise _BadRow(
-            "missing question", f"no question text in column(s) {list(m.get('question', ()))}"
-        )
-    try:
-        options = text.parse_options(_pick(row, m.get("options", ())))
-    except ValueError as exc:
-        raise _BadRow("invalid options", str(exc)) from exc
-    answer = text.answer_to_text(_pick(row, m.get("answer", ())))
-    letter = text.match_option_letter(answer, options) if answer and options else None
-    raw_difficulty = _pick(row, m.get("difficulty", ()))
-    used = {c for cols in m.values() for c in cols}
-    extra = {k: _jsonable(v) for k, v in row.items() if k not in used}
-    difficulty = text.parse_difficulty(raw_difficulty)
-    if raw_difficulty is not None and difficulty is None:
-        extra["difficulty_raw"] = _jsonable(raw_difficulty)  # kept, not lost
-    return {
-        "source_id": _str_or_none(_pick(row, m.get("source_id", ()))),
-        "question": text.render_question(text.normalise_placeholders(question.strip()), options),
-        "options": options,
-        "answer": letter or answer,
-        "answer_type": text.answer_type(letter or answer, is_choice=letter is not None),
-        "solution": _str_or_none(_pick(row, m.get("solution", ()))),
-        "subject": _str_or_none(_pick(row, m.get("subject", ()))),
-        "difficulty": difficulty,
-        "caption": _str_or_none(_pick(row, m.get("caption", ()))),
-        "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None,
-    }
-
-
-def _image_refs(row: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
-    refs: list[Any] = []
-    for col in columns:
-        value = row.get(col)
-        if value is None:
-            continue
-        if isinstance(value, list):
-            refs.extend(v for v in value if v is not None)
-        else:
-            refs.append(value)
-    return refs
-
-
-def _str_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    return s or None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
-
-
-def _raw(row: dict[str, Any]) -> str:
-    return json.dumps(_jsonable(row), ensure_ascii=False, default=str)[:RAW_LIMIT]
-
-
 def _manifest(cfg: IngestConfig, plans: list[Plan], result: IngestResult) -> dict[str, Any]:
+    inputs = [
+        {
+            "spec": p.source.spec,
+            "name": p.source.name,
+            "uri": p.source.uri,
+            "kind": p.source.kind,
+            "preset": p.rows.preset.name,
+            "mapping": {k: list(v) for k, v in p.rows.mapping.items()},
+            "fingerprint": p.source.fingerprint,
+        }
+        for p in plans
+    ]
     return {
         "command": "ingest",
         "r1v_version": __version__,
         "run_id": result.run_id,
         "config": cfg.model_dump(mode="json"),
-        "inputs": [
-            {
-                "spec": p.source.spec,
-                "name": p.source.name,
-                "kind": p.source.kind,
-                "preset": p.preset.name,
-                "mapping": {k: list(v) for k, v in p.mapping.items()},
-                "fingerprint": p.source.fingerprint,
-            }
-            for p in plans
-        ],
+        "inputs": inputs,
         "counts": result.as_dict(),
     }

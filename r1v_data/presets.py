@@ -215,6 +215,8 @@ def resolve(
         if preset_name not in PRESETS:
             raise ConfigError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
         preset = PRESETS[preset_name]
+    elif not columns:  # no row parsed: nothing to detect, every row goes to the quarantine
+        preset = PRESETS["native"]
     elif "question" in mapping:
         preset = Preset("custom", "column mapping from flags", {}, frozenset())
     else:

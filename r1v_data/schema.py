@@ -101,7 +101,13 @@ def conform(rows: list[dict[str, Any]] | pa.Table, name: str) -> pa.Table:
         else:
             table = pa.Table.from_pylist(rows, schema=schema.arrow)
         table.validate(full=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        TypeError,
+        UnicodeError,
+    ) as exc:
         raise SchemaError(f"{name}: rows do not match schema v{schema.version}: {exc}") from exc
     _check_required(table, schema)
     return table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from r1v_data.errors import SourceError
 BUNDLED_SAMPLE = "builtin:sample"
 HUB_PREFIXES = ("hf://", "hf:")
 RAW_LIMIT = 4000  # characters of a bad record kept in the quarantine
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -36,7 +37,8 @@ class Source:
     kind: str
     base_dir: Path  # relative image paths resolve here and may not leave it
     total: int | None
-    _iter: Any = field(repr=False, default=None)
+    uri: str  # absolute path or Hub id: tells apart two files that share a name
+    _iter: Callable[[], Iterator[Record]] = field(repr=False)
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def records(self) -> Iterator[Record]:
@@ -80,7 +82,7 @@ def open_source(spec: str, *, split: str | None = None, records_key: str | None 
     if suffix == ".json":
         return _json(path, spec, records_key)
     if suffix == ".parquet":
-        return _parquet([path], spec, path.stem, path.parent)
+        return _parquet([path], spec, path.stem, path.parent, path)
     raise SourceError(
         f"source {spec!r}: unsupported file type {suffix!r} (use .jsonl, .json, .parquet, "
         "a saved datasets folder, a folder of images with a JSONL, or hf:NAME)"
@@ -94,18 +96,12 @@ def _jsonl(path: Path, spec: str) -> Source:
     def records() -> Iterator[Record]:
         with open(path, "rb") as f:
             for lineno, line in enumerate(f, start=1):
+                if lineno == 1:
+                    line = line.removeprefix(BOM)
                 if line.strip():
                     yield _parse_line(line, f"{path.name}:{lineno}")
 
-    return Source(
-        spec,
-        path.stem,
-        "jsonl",
-        path.parent.absolute(),
-        _count_lines(path),
-        records,
-        _file_fingerprint(path),
-    )
+    return _file_source(path, spec, "jsonl", _count_lines(path), records)
 
 
 def _parse_line(line: bytes, location: str) -> Record:
@@ -117,16 +113,16 @@ def _parse_line(line: bytes, location: str) -> Record:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Record(
-            location, error=("unparseable record", f"invalid JSON: {exc}"), raw=text[:RAW_LIMIT]
-        )
+        return _bad(location, f"invalid JSON: {exc}", text)
+    except RecursionError:
+        return _bad(location, "JSON nested too deeply", text)
     if not isinstance(obj, dict):
-        return Record(
-            location,
-            error=("unparseable record", f"a JSON {type(obj).__name__}, not an object"),
-            raw=text[:RAW_LIMIT],
-        )
+        return _bad(location, f"a JSON {type(obj).__name__}, not an object", text)
     return Record(location, data=obj)
+
+
+def _bad(location: str, detail: str, raw: str) -> Record:
+    return Record(location, error=("unparseable record", detail), raw=raw[:RAW_LIMIT])
 
 
 def _count_lines(path: Path) -> int:
@@ -141,13 +137,17 @@ def _count_lines(path: Path) -> int:
 # ---- JSON documents ----------------------------------------------------------------------------
 def _json(path: Path, spec: str, records_key: str | None) -> Source:
     _check_readable(path)
+    raw = path.read_bytes()
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise SourceError(f"source {spec!r} is not UTF-8 text: {exc}") from exc
-    except json.JSONDecodeError:
-        # Many ".json" files are really JSON lines; read them as such, row by row.
-        return _jsonl(path, spec)
+    except RecursionError:
+        raise SourceError(f"source {spec!r}: JSON nested too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        if _first_line_is_object(raw):
+            return _jsonl(path, spec)  # many ".json" files are really JSON lines
+        raise SourceError(f"source {spec!r} is not valid JSON: {exc}") from None
     rows, key = _json_rows(doc, records_key, spec)
     prefix = f"{path.name}:{key}" if key else path.name
 
@@ -156,15 +156,18 @@ def _json(path: Path, spec: str, records_key: str | None) -> Source:
             if isinstance(row, dict):
                 yield Record(f"{prefix}[{i}]", data=row)
             else:
-                yield Record(
-                    f"{prefix}[{i}]",
-                    error=("unparseable record", f"a JSON {type(row).__name__}, not an object"),
-                    raw=json.dumps(row, default=str)[:RAW_LIMIT],
-                )
+                raw_row = json.dumps(row, default=str)
+                yield _bad(f"{prefix}[{i}]", f"a JSON {type(row).__name__}, not an object", raw_row)
 
-    return Source(
-        spec, path.stem, "json", path.parent.absolute(), len(rows), records, _file_fingerprint(path)
-    )
+    return _file_source(path, spec, "json", len(rows), records)
+
+
+def _first_line_is_object(raw: bytes) -> bool:
+    first = raw.removeprefix(BOM).split(b"\n", 1)[0]
+    try:
+        return isinstance(json.loads(first), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any], str | None]:
@@ -180,19 +183,26 @@ def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any],
                 f"source {spec!r}: no list under key {records_key!r} (keys: {sorted(doc)[:10]})"
             )
         return doc[records_key], records_key
-    lists = [k for k, v in doc.items() if isinstance(v, list)]
-    if len(lists) == 1:  # e.g. {"info": ..., "questions": [...]}
+    # {"info": ..., "questions": [{...}, ...]}: the one key holding a list of objects
+    lists = [
+        k
+        for k, v in doc.items()
+        if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)
+    ]
+    if len(lists) == 1:
         return doc[lists[0]], lists[0]
+    if len(lists) > 1:
+        raise SourceError(
+            f"source {spec!r}: several keys hold rows ({', '.join(lists)}); pass --records-key"
+        )
     if doc and all(isinstance(v, dict) for v in doc.values()):  # {id: record}
         return [{"id": k, **v} for k, v in doc.items()], None
-    raise SourceError(
-        f"source {spec!r}: cannot tell which key holds the records; pass --records-key "
-        f"(candidates: {lists or sorted(doc)[:10]})"
-    )
+    return [doc], None  # a single record
 
 
 # ---- Parquet ---------------------------------------------------------------------------------
-def _parquet(paths: list[Path], spec: str, name: str, base_dir: Path) -> Source:
+def _parquet(paths: list[Path], spec: str, name: str, base_dir: Path, uri: Path) -> Source:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -204,13 +214,24 @@ def _parquet(paths: list[Path], spec: str, name: str, base_dir: Path) -> Source:
     def records() -> Iterator[Record]:
         for path, pf in zip(paths, files, strict=True):
             row = 0
-            for batch in pf.iter_batches(batch_size=256):
-                for item in batch.to_pylist():
+            for group in range(pf.num_row_groups):
+                size = pf.metadata.row_group(group).num_rows
+                try:
+                    items = pf.read_row_group(group).to_pylist()
+                except (OSError, pa.ArrowException) as exc:
+                    # A damaged row group is recorded once, with the rows it held, and skipped.
+                    where = f"{path.name}:rows {row}-{row + size - 1}"
+                    yield Record(where, error=("unreadable row group", f"row group {group}: {exc}"))
+                    row += size
+                    continue
+                for item in items:
                     yield Record(f"{path.name}:row {row}", data=item)
                     row += 1
 
     fingerprint = {"files": [_file_fingerprint(p) for p in paths]}
-    return Source(spec, name, "parquet", base_dir.absolute(), total, records, fingerprint)
+    return Source(
+        spec, name, "parquet", base_dir.absolute(), total, str(uri.absolute()), records, fingerprint
+    )
 
 
 # ---- folders -------------------------------------------------------------------------------
@@ -222,11 +243,10 @@ def _open_dir(path: Path, spec: str, split: str | None, records_key: str | None)
         return _renamed(_jsonl(metadata, spec), path.name)
     tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".ndjson"))
     if len(tables) == 1:
-        src = open_source(str(tables[0]), records_key=records_key)
-        return _renamed(src, path.name, spec)
+        return _renamed(open_source(str(tables[0]), records_key=records_key), path.name)
     parquet = sorted(path.rglob("*.parquet"))
     if parquet and not tables:
-        return _parquet(parquet, spec, path.name, path)
+        return _parquet(parquet, spec, path.name, path, path)
     found = ", ".join(p.name for p in tables) or "no .jsonl/.json/.parquet files"
     raise SourceError(
         f"source {spec!r} is a folder and it is not clear which file holds the rows "
@@ -234,10 +254,8 @@ def _open_dir(path: Path, spec: str, split: str | None, records_key: str | None)
     )
 
 
-def _renamed(src: Source, name: str, spec: str | None = None) -> Source:
+def _renamed(src: Source, name: str) -> Source:
     src.name = name
-    if spec:
-        src.spec = spec
     return src
 
 
@@ -249,7 +267,7 @@ def _saved_dataset(path: Path, spec: str, split: str | None) -> Source:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises many types for a damaged folder
         raise SourceError(f"source {spec!r}: not a readable saved dataset ({exc})") from exc
-    return _from_datasets(ds, spec, path.name, path.absolute(), split, {"path": str(path)})
+    return _from_datasets(ds, spec, path.name, path.absolute(), split, str(path.absolute()))
 
 
 def _open_hub(spec: str, split: str | None) -> Source:
@@ -259,29 +277,26 @@ def _open_hub(spec: str, split: str | None) -> Source:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:  # offline, unknown name, gated: all end here
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise SourceError(
-            f"source {spec!r}: cannot load Hub dataset {name!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            f"source {spec!r}: cannot load Hub dataset {name!r} ({type(exc).__name__}: {first_line})"
         ) from exc
-    # Hub datasets carry their images as bytes; paths in them must not reach this machine's files,
-    # so the base folder is an empty private location.
+    # Hub datasets carry their images as bytes; a path in them must not reach this machine's
+    # files, so relative paths resolve in a folder that does not exist.
     return _from_datasets(
-        ds, spec, name.replace("/", "__"), Path("/nonexistent-hub-base"), None, {"hub": name}
+        ds, spec, name.replace("/", "__"), Path("/nonexistent-hub-base"), None, f"hf:{name}"
     )
 
 
 def _from_datasets(
-    ds: Any, spec: str, name: str, base_dir: Path, split: str | None, fingerprint: dict[str, Any]
+    ds: Any, spec: str, name: str, base_dir: Path, split: str | None, uri: str
 ) -> Source:
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
-        if split is not None:
-            if split not in ds:
-                raise SourceError(f"source {spec!r} has no split {split!r} (splits: {list(ds)})")
-            parts = {split: ds[split]}
-        else:
-            parts = dict(ds)
+        if split is not None and split not in ds:
+            raise SourceError(f"source {spec!r} has no split {split!r} (splits: {list(ds)})")
+        parts = {split: ds[split]} if split is not None else dict(ds)
     else:
         parts = {split or "train": ds}
 
@@ -295,15 +310,23 @@ def _from_datasets(
                     row += 1
 
     fingerprint = {
-        **fingerprint,
+        "uri": uri,
         "fingerprints": {k: getattr(v, "_fingerprint", None) for k, v in parts.items()},
     }
-    return Source(
-        spec, name, "datasets", base_dir, sum(len(p) for p in parts.values()), records, fingerprint
-    )
+    total = sum(len(p) for p in parts.values())
+    return Source(spec, name, "datasets", base_dir, total, uri, records, fingerprint)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def _file_source(
+    path: Path, spec: str, kind: str, total: int, records: Callable[[], Iterator[Record]]
+) -> Source:
+    uri = str(path.absolute())
+    return Source(
+        spec, path.stem, kind, path.parent.absolute(), total, uri, records, _file_fingerprint(path)
+    )
+
+
 def _check_readable(path: Path) -> None:
     try:
         with open(path, "rb") as f:

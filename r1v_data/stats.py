@@ -8,9 +8,15 @@ import duckdb
 
 from r1v_data.store import Store
 
+# Quarantined rows still bad: not ingested since from the same place (fixed and re-ingested).
+_OPEN_QUARANTINE = """(SELECT * FROM quarantine q WHERE NOT EXISTS (
+    SELECT 1 FROM provenance p WHERE p.location = q.location AND p.created_at > q.created_at
+    AND coalesce(p.source_path, p.source) = coalesce(q.source_path, q.source)))"""
+
 _COUNTS = {
     "samples": "SELECT count(*) FROM samples",
-    "quarantined": "SELECT count(*) FROM quarantine",
+    "quarantined": f"SELECT count(*) FROM {_OPEN_QUARANTINE}",
+    "quarantined_total": "SELECT count(*) FROM quarantine",
     "traces": "SELECT count(*) FROM traces",
     "scores": "SELECT count(*) FROM scores",
     "decisions": "SELECT count(*) FROM decisions",
@@ -32,7 +38,7 @@ _BREAKDOWNS = {
     "by_image_count": "SELECT CAST(len(images) AS VARCHAR), count(*) FROM samples GROUP BY len(images) ORDER BY len(images)",
     "by_image_format": """SELECT im.format, count(*) FROM (SELECT unnest(images) AS im FROM samples)
                           GROUP BY 1 ORDER BY 2 DESC""",
-    "quarantine_reasons": "SELECT reason, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC, 1",
+    "quarantine_reasons": f"SELECT reason, count(*) FROM {_OPEN_QUARANTINE} GROUP BY 1 ORDER BY 2 DESC, 1",
     "trace_verdicts": "SELECT coalesce(verdict, '(none)'), count(*) FROM traces GROUP BY 1 ORDER BY 2 DESC",
 }
 

@@ -13,6 +13,7 @@ carries the schema, so views work before any data arrives.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r1v_data import __version__, schema
-from r1v_data.errors import StoreError, StoreLockedError
+from r1v_data.errors import QueryError, StoreError, StoreLockedError
 
 STORE_FORMAT = 1
 CATALOG = "r1v.duckdb"
@@ -94,20 +95,14 @@ class Store:
 
     root: Path
     writable: bool = False
-    _lock_held: bool = field(default=False, repr=False)
+    _lock_fd: int | None = field(default=None, repr=False)
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path, *, write: bool = False, create: bool = False) -> Store:
         root = Path(root).expanduser().absolute()
-        info = root / "store.json"
-        if not info.is_file():
-            if not create:
-                if root.exists() and any(root.iterdir()):
-                    raise StoreError(f"{root} is not an r1v store (no store.json)")
-                raise StoreError(
-                    f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}"
-                )
+        if not (root / "store.json").is_file():
+            _refuse_non_store(root, create)
             _initialise(root)
         _check_versions(root)
         store = cls(root, writable=write)
@@ -117,9 +112,11 @@ class Store:
         return store
 
     def close(self) -> None:
-        if self._lock_held:
-            (self.root / ".lock").unlink(missing_ok=True)
-            self._lock_held = False
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # a free store has an empty lock file
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Store:
         return self
@@ -129,45 +126,48 @@ class Store:
 
     # ---- locking -------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
+        """An exclusive flock on STORE/.lock, held until close(). The kernel drops it when the
+        process dies, so a crashed writer never blocks the next one, and two processes can
+        never both take it over."""
         lock = self.root / ".lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = _read_lock(lock)
+            who = (
+                f"pid {other.get('pid')} on {other.get('host')} ({other.get('command', '?')}, "
+                f"since {other.get('since')})"
+                if other
+                else "another process"
+            )
+            raise StoreLockedError(
+                f"store {self.root} is being written by {who}; wait for it to finish"
+            ) from None
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": utcnow().isoformat(),
             "command": " ".join(sys.argv)[:300],
         }
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                other = _read_lock(lock)
-                if _is_stale(other):
-                    lock.unlink(missing_ok=True)  # its process is gone: take over
-                    continue
-                raise StoreLockedError(
-                    f"store {self.root} is being written by pid {other.get('pid')} on "
-                    f"{other.get('host')} ({other.get('command', '?')}, since {other.get('since')}); "
-                    f"wait for it to finish, or delete {lock} if that process no longer exists"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(holder, f)
-            self._lock_held = True
-            self._mark_interrupted_runs()
-            return
-        raise StoreLockedError(f"could not take the lock {lock}; try again")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._lock_fd = fd
+        self._mark_interrupted_runs()
 
     def _require_writable(self) -> None:
-        if not self._lock_held:
+        if self._lock_fd is None:
             raise StoreError("store opened read-only; open it with write=True to write")
 
     # ---- versions ------------------------------------------------------------------------
     def _upgrade_versions(self) -> None:
-        info = json.loads((self.root / "store.json").read_text())
+        info = _read_info(self.root)
         current = {name: schema.load(name).version for name in schema.STORE_TABLES}
         if info.get("schemas") != current:
             info["schemas"] = {**info.get("schemas", {}), **current}
             info["r1v_version"] = __version__
-            (self.root / "store.json").write_text(json.dumps(info, indent=2))
+            _write_info(self.root, info)
         for name in schema.STORE_TABLES:
             _ensure_table_dir(self.root, name)
 
@@ -211,13 +211,22 @@ class Store:
                 con.execute("DETACH catalog")
         return con
 
-    def column_values(self, table_name: str, column: str) -> set[str]:
+    def query(self, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a user's query; DuckDB errors become a one-line QueryError."""
         con = self.connect()
         try:
-            rows = con.sql(f"SELECT DISTINCT {column} FROM {table_name}").fetchall()
+            rel = con.sql(sql)
+            if rel is None:
+                raise QueryError(
+                    "the query returned no rows (only SELECT-like queries are supported)"
+                )
+            if limit is not None:
+                rel = rel.limit(limit)
+            return rel.columns, rel.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             con.close()
-        return {r[0] for r in rows}
 
     # ---- runs and manifests ----------------------------------------------------------------
     @contextmanager
@@ -264,7 +273,10 @@ class Store:
 
 class PartWriter:
     """Buffers rows for one table and writes a part every `flush_rows` rows, `flush_bytes`
-    bytes or `flush_seconds` seconds, so a crash loses at most one buffer."""
+    bytes or `flush_seconds` seconds, so a crash loses at most one buffer.
+
+    `after` names writers whose rows must reach disk before this writer's (rows here refer to
+    rows there, e.g. provenance to samples): they are flushed first."""
 
     def __init__(
         self,
@@ -275,6 +287,7 @@ class PartWriter:
         flush_rows: int = 512,
         flush_bytes: int = 64 << 20,
         flush_seconds: float = 30.0,
+        after: tuple[PartWriter, ...] = (),
     ):
         self.store, self.table_name, self.run_id = store, table_name, run_id
         self.flush_rows, self.flush_bytes, self.flush_seconds = (
@@ -282,6 +295,7 @@ class PartWriter:
             flush_bytes,
             flush_seconds,
         )
+        self.after = after
         self._rows: list[dict[str, Any]] = []
         self._bytes = 0
         self._last_flush = time.monotonic()
@@ -303,6 +317,8 @@ class PartWriter:
         self._last_flush = time.monotonic()
         if not self._rows:
             return
+        for writer in self.after:
+            writer.flush()
         self._seq += 1
         path = self.store.write_part(self.table_name, self._rows, self.run_id, self._seq)
         self.rows_written += len(self._rows)
@@ -319,6 +335,20 @@ class PartWriter:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+def _refuse_non_store(root: Path, create: bool) -> None:
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"--store {root} is a file, not a store directory")
+    if root.exists() and any(root.iterdir()):
+        raise StoreError(
+            f"{root} is not an r1v store (no store.json) and is not empty; "
+            "choose a new or empty directory"
+        )
+    if not create:
+        raise StoreError(
+            f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}"
+        )
+
+
 def _initialise(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for name in schema.STORE_TABLES:
@@ -329,9 +359,31 @@ def _initialise(root: Path) -> None:
         "created_at": utcnow().isoformat(),
         "schemas": {name: schema.load(name).version for name in schema.STORE_TABLES},
     }
+    _write_info(root, info)
+
+
+def _write_info(root: Path, info: dict[str, Any]) -> None:
     tmp = root / ".store.json.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, root / "store.json")
+
+
+def _read_info(root: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((root / "store.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{root}/store.json is unreadable ({exc}); the store is damaged") from exc
+    schemas = info.get("schemas", {}) if isinstance(info, dict) else None
+    valid = (
+        isinstance(schemas, dict)
+        and isinstance(info.get("format", 0), int)
+        and all(isinstance(v, int) for v in schemas.values())
+    )
+    if not valid:
+        raise StoreError(
+            f"{root}/store.json is damaged (expected format and integer schema versions)"
+        )
+    return info
 
 
 def _ensure_table_dir(root: Path, name: str) -> None:
@@ -342,10 +394,7 @@ def _ensure_table_dir(root: Path, name: str) -> None:
 
 
 def _check_versions(root: Path) -> None:
-    try:
-        info = json.loads((root / "store.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{root}/store.json is unreadable ({exc}); the store is damaged") from exc
+    info = _read_info(root)
     if info.get("format", 0) > STORE_FORMAT:
         raise StoreError(
             f"store {root} has format {info['format']} (written by r1v {info.get('r1v_version')}); "
@@ -353,7 +402,7 @@ def _check_versions(root: Path) -> None:
         )
     for name, version in info.get("schemas", {}).items():
         if name in schema.STORE_TABLES:
-            schema.check_readable(name, int(version), f"store {root}")
+            schema.check_readable(name, version, f"store {root}")
 
 
 def _sql_str(value: object) -> str:
@@ -406,15 +455,3 @@ def _read_lock(lock: Path) -> dict[str, Any]:
         return json.loads(lock.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _is_stale(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False  # cannot tell for another host: assume it is alive
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -17,6 +17,7 @@ _NUMBER = re.compile(
     r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*(°|%|\\%|\^\\circ|\^\{\\circ\})?$"
 )
 LETTERS = string.ascii_uppercase
+MAX_LEVEL = 1000  # difficulty levels are small integers; anything else stays raw in `extra`
 
 
 def normalise_placeholders(question: str) -> str:
@@ -63,7 +64,7 @@ def parse_options(value: Any) -> list[str]:
             try:
                 value = parse(value)
                 break
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
                 continue
         else:
             raise ValueError(f"options is a string that is not a list: {value[:80]!r}")
@@ -76,7 +77,7 @@ def parse_options(value: Any) -> list[str]:
 
 def answer_to_text(value: Any) -> str | None:
     """Reference answers as text: 27.0 -> "27", True -> "True", lists joined by ", "."""
-    if value is None:
+    if value is None or _is_nan(value):
         return None
     if isinstance(value, bool):
         return str(value)
@@ -84,6 +85,8 @@ def answer_to_text(value: Any) -> str | None:
         return str(int(value))
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     text = str(value).strip()
     return text or None
 
@@ -120,13 +123,19 @@ def answer_type(answer: str | None, is_choice: bool) -> str | None:
     return "text"
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
 def parse_difficulty(value: Any) -> int | None:
     """1..N levels: 3, "3", "Level 3" -> 3; anything else -> None (the raw value stays in extra)."""
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool) or _is_nan(value):
         return None
+    level: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    m = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", str(value), re.IGNORECASE)
-    return int(m.group(1)) if m else None
+        level = value
+    elif isinstance(value, float) and value.is_integer():
+        level = int(value)
+    elif m := re.fullmatch(r"\s*(?:level\s*)?(\d{1,6})\s*", str(value), re.IGNORECASE):
+        level = int(m.group(1))
+    return level if level is not None and 0 <= level <= MAX_LEVEL else None
