@@ -184,6 +184,156 @@ def _render_ingest(result: Any) -> None:
 
 
 @app.command()
+def generate(
+    store: StoreOpt,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. [default: builtin, a weak "
+            "embedded model for trying r1v out]"
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Self-distillation rounds: round r+1 retries the "
+            "problems with no correct trace yet. [default: 1]"
+        ),
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per problem. [default: 1]")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
+    where: Annotated[
+        str | None, typer.Option(help='SQL filter over samples, e.g. "difficulty >= 3".')
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="[default: 0.6]")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Completion token limit. [default: 1024]")
+    ] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="[default: 1.0]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed. [default: 0]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Distil <think> traces from a teacher; resumable, verified, over self-distillation rounds."""
+    from r1v_data.config import GenerateConfig, load_config
+    from r1v_data.generate import run_generate
+
+    sampling = {
+        k: v
+        for k, v in {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "repetition_penalty": repetition_penalty,
+            "seed": seed,
+        }.items()
+        if v is not None
+    }
+    sets = list(set_ or []) + [f"sampling.{k}={v}" for k, v in sampling.items()]
+    flags = {
+        "store": store,
+        "teacher": teacher,
+        "rounds": rounds,
+        "n": n,
+        "limit": limit,
+        "where": where,
+    }
+    cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
+    with _progress() as bar:
+        task = bar.add_task(f"generate ({cfg.teacher})", total=None, rate="")
+
+        def on_progress(done: int, total: int | None, tokens: int) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        result = run_generate(cfg, progress=on_progress)
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    _render_generate(result.as_dict())
+
+
+def _render_generate(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    out.print(
+        escape(
+            f"generate with {r['teacher']} (run {r['run_id']}): {r['requests']} requests, "
+            f"{r['skipped']} already done, {r['sent']} sent, {r['refused']} refused, "
+            f"{r['completion_tokens']:,} completion tokens in {r['seconds']:.1f} s "
+            f"({r['completion_tokens_per_s']:,} tok/s)"
+        ),
+        soft_wrap=True,
+    )
+    out.print(
+        "verdicts: " + (", ".join(f"{k}: {v}" for k, v in r["verdicts"].items()) or "none"),
+        soft_wrap=True,
+    )
+    out.print(f"truncated: {r['truncated']}, repetition loops: {r['repetition']}", soft_wrap=True)
+    if r["failed"]:
+        out.print(
+            escape("failed: " + ", ".join(f"{k}: {v}" for k, v in r["failed"].items())),
+            soft_wrap=True,
+        )
+    for rnd in r["rounds"]:
+        out.print(
+            f"round {rnd['round']}: {rnd.get('samples', 0)} problems, {rnd.get('requests', 0)} requests, "
+            f"{rnd.get('skipped', 0)} already done, {rnd.get('sent', 0)} sent",
+            soft_wrap=True,
+        )
+
+
+@app.command("import-traces")
+def import_traces(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="JSONL/JSON/Parquet files of completions.", show_default=False),
+    ],
+    store: StoreOpt,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher name (default: each row's model).")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Match ids among this source's samples only.")
+    ] = None,
+    records_key: Annotated[
+        str | None, typer.Option(help="Key holding the rows in a JSON file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import completions made elsewhere as traces: parsed, verified and stored like generated ones."""
+    from r1v_data.config import ImportTracesConfig, load_config
+    from r1v_data.import_traces import run_import_traces
+
+    flags = {
+        "store": store,
+        "files": files,
+        "teacher": teacher,
+        "source": source,
+        "records_key": records_key,
+    }
+    result = run_import_traces(load_config(ImportTracesConfig, flags=flags)).as_dict()
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    out.print(
+        f"read {result['read']}, imported {result['imported']}, already there {result['unchanged']}, "
+        f"unmatched (quarantined) {result['unmatched']}",
+        soft_wrap=True,
+    )
+    out.print(
+        "verdicts: " + ", ".join(f"{k}: {v}" for k, v in result["verdicts"].items()), soft_wrap=True
+    )
+    if result["label_agreement"]:
+        agree = result["label_agreement"]
+        total = sum(agree.values())
+        out.print(
+            f"agreement with the file's own correctness labels: {agree.get('agree', 0)}/{total}"
+        )
+
+
+@app.command()
 def stats(
     store: StoreOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,

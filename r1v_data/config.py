@@ -4,7 +4,7 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +36,46 @@ class IngestConfig(Strict):
     max_image_bytes: int = Field(64 << 20, gt=0)
     limit: int | None = Field(None, gt=0, description="read at most this many rows per source")
     workers: int = Field(4, ge=1, le=64, description="threads decoding images")
+
+
+class SamplingConfig(Strict):
+    """Teacher sampling; R1V distils with temperature around 0.6 and long completions."""
+
+    temperature: float = Field(0.6, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=5.0)
+    max_tokens: int = Field(1024, ge=1, le=262_144)
+    seed: int | None = Field(
+        0, description="base seed; request seed = seed + 1000*(round-1) + index"
+    )
+
+
+class GenerateConfig(Strict):
+    store: Path
+    teacher: str = Field(
+        "builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL"
+    )
+    teacher_options: dict[str, Any] = Field(
+        default_factory=dict, description="passed to the backend, e.g. batch_size, concurrency"
+    )
+    rounds: int = Field(1, ge=1, le=20, description="self-distillation rounds")
+    n: int = Field(1, ge=1, le=1024, description="samples per problem")
+    limit: int | None = Field(None, gt=0, description="at most this many samples (stable order)")
+    where: str | None = Field(None, description="SQL filter over the samples table")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    image_policy: Literal["caption", "refuse"] = "caption"
+    flush_rows: int = Field(32, ge=1, description="write a trace part every this many results ...")
+    flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
+    verify_timeout_s: float = Field(5.0, gt=0)
+
+
+class ImportTracesConfig(Strict):
+    store: Path
+    files: list[Path] = Field(min_length=1)
+    teacher: str | None = Field(None, description="teacher name (default: each row's `model`)")
+    source: str | None = Field(None, description="match ids only among this source's samples")
+    records_key: str | None = None
 
 
 def load_config(

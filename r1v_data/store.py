@@ -228,6 +228,16 @@ class Store:
         finally:
             con.close()
 
+    def ids(self, table_name: str, column: str) -> set[Any]:
+        """The distinct values of one column (identity sets for resuming work)."""
+        if table_name not in schema.STORE_TABLES or column not in schema.load(table_name).columns:
+            raise StoreError(f"no column {table_name}.{column}")
+        con = self.connect()
+        try:
+            return {r[0] for r in con.sql(f"SELECT DISTINCT {column} FROM {table_name}").fetchall()}
+        finally:
+            con.close()
+
     # ---- runs and manifests ----------------------------------------------------------------
     @contextmanager
     def catalog(self) -> Iterator[duckdb.DuckDBPyConnection]:

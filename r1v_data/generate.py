@@ -1,0 +1,329 @@
+"""`run_generate`: distil traces from a teacher, resumably, over several self-distillation rounds.
+
+Every request has an id that hashes what determines its output (sample, teacher, rendered
+prompt, sampling parameters, sample index, round). Before sending, ids already in the store are
+skipped, so a re-run, or a run killed with SIGKILL and restarted, never repeats a finished
+request and never writes a trace twice. Round r+1 regenerates only the samples that have no
+correct trace from this teacher yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from r1v_data import __version__, text
+from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
+from r1v_data.config import GenerateConfig
+from r1v_data.errors import QueryError
+from r1v_data.prompts import PROMPT_VERSION, build_prompt
+from r1v_data.store import PartWriter, Store, utcnow
+from r1v_data.traces import parse_completion
+from r1v_data.verify import VERIFIER_NAME, VerifierPool
+
+# (requests finished, requests to send or None, completion tokens so far)
+Progress = Callable[[int, int | None, int], None]
+
+_SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
+
+
+@dataclass
+class GenerateResult:
+    run_id: str
+    teacher: str
+    requests: int = 0  # requests this run considered (all rounds)
+    skipped: int = 0  # already in the store: not sent again
+    sent: int = 0
+    refused: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    repetition: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    rounds: list[dict[str, int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("failed", "verdicts")}
+        tokens_per_s = self.completion_tokens / self.seconds if self.seconds else 0.0
+        return {
+            **out,
+            "failed": dict(self.failed),
+            "verdicts": dict(self.verdicts),
+            "completion_tokens_per_s": round(tokens_per_s, 1),
+        }
+
+
+@dataclass
+class _Pending:
+    sample: dict[str, Any]
+    round: int
+    index: int
+    sampling: Sampling
+    rendered: str
+    prefix: str  # what the assistant turn started with, when the backend prefilled it
+
+
+def run_generate(
+    cfg: GenerateConfig, progress: Progress | None = None, backend: Backend | None = None
+) -> GenerateResult:
+    """Generate traces for the samples of `cfg.store`; `backend` overrides `cfg.teacher`
+    (a caller that already holds a loaded model)."""
+    with Store.open(cfg.store, write=True) as store:
+        _check_where(store, cfg.where)
+        owned = backend is None  # close only what this call built
+        backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
+        run_id = store.begin_run("generate")
+        result = GenerateResult(run_id, backend.spec)
+        start = time.perf_counter()
+        status = "failed"
+        try:
+            with (
+                VerifierPool(timeout_s=cfg.verify_timeout_s) as verifier,
+                store.writer(
+                    "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
+                ) as writer,
+            ):
+                for round_ in range(1, cfg.rounds + 1):
+                    counts = _run_round(
+                        store, backend, cfg, round_, writer, verifier, result, progress
+                    )
+                    result.rounds.append(counts)
+                    writer.flush()  # the next round reads this one's verdicts from the store
+                    if counts["requests"] == 0:
+                        break
+            status = "ok"
+        finally:
+            result.seconds = time.perf_counter() - start
+            manifest = {
+                "command": "generate",
+                "r1v_version": __version__,
+                "run_id": run_id,
+                "config": cfg.model_dump(mode="json"),
+                "teacher": backend.spec,
+                "prompt_version": PROMPT_VERSION,
+                "verifier": VERIFIER_NAME,
+                "counts": result.as_dict(),
+            }
+            store.finish_run(run_id, status, result.as_dict(), manifest)
+            if owned:
+                backend.close()
+    return result
+
+
+def _check_where(store: Store, where: str | None) -> None:
+    if where:  # refuse a malformed filter before anything is generated or written
+        store.query(f"SELECT sample_id FROM samples WHERE {where}", limit=0)
+
+
+def _run_round(
+    store: Store,
+    backend: Backend,
+    cfg: GenerateConfig,
+    round_: int,
+    writer: PartWriter,
+    verifier: VerifierPool,
+    result: GenerateResult,
+    progress: Progress | None,
+) -> dict[str, int]:
+    done = store.ids("traces", "request_id")
+    samples = _select_samples(store, cfg, backend.spec, round_)
+    pending: dict[str, _Pending] = {}
+    counts = Counter(round=round_, samples=len(samples))
+    requests = _requests(samples, backend, cfg, round_, done, pending, counts, writer, result)
+    to_send = _count_requests(len(samples), cfg) - counts["skipped"] if progress else None
+    finished = 0
+    for res in backend.generate(requests):
+        job = pending.pop(res.request_id)
+        writer.add(_trace_row(res, job, backend.spec, verifier, writer.run_id, result))
+        finished += 1
+        if progress:
+            progress(finished, to_send, result.completion_tokens)
+    counts["sent"] = finished
+    result.requests += counts["requests"]
+    return dict(counts)
+
+
+def _count_requests(n_samples: int, cfg: GenerateConfig) -> int:
+    return n_samples * cfg.n
+
+
+def _select_samples(
+    store: Store, cfg: GenerateConfig, teacher: str, round_: int
+) -> list[dict[str, Any]]:
+    """The samples of this round, in a stable order. Later rounds keep only the samples this
+    teacher has no correct trace for."""
+    where = [f"({cfg.where})"] if cfg.where else []
+    params: list[Any] = []
+    if round_ > 1:
+        where.append(
+            "sample_id NOT IN (SELECT sample_id FROM traces WHERE teacher = ? AND verdict = 'correct')"
+        )
+        params.append(teacher)
+    sql = f"SELECT {_SAMPLE_COLUMNS} FROM samples"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY sample_id"
+    if cfg.limit:
+        sql += f" LIMIT {int(cfg.limit)}"
+    con = store.connect()
+    try:
+        return _fetch(con, sql, params)
+    finally:
+        con.close()
+
+
+def _fetch(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    try:
+        rel = con.sql(sql, params=params) if params else con.sql(sql)
+        return rel.to_arrow_table().to_pylist()
+    except Exception as exc:  # a --where that parses but fails on the data
+        raise QueryError(f"selecting samples failed: {str(exc).splitlines()[0]}") from None
+
+
+def _requests(
+    samples: list[dict[str, Any]],
+    backend: Backend,
+    cfg: GenerateConfig,
+    round_: int,
+    done: set[str],
+    pending: dict[str, _Pending],
+    counts: Counter[str],
+    writer: PartWriter,
+    result: GenerateResult,
+) -> Iterator[GenRequest]:
+    """Requests not yet in the store, built lazily as the backend pulls them."""
+    base = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
+    for sample in samples:
+        prompt = build_prompt(
+            sample, supports_images=backend.supports_images, image_policy=cfg.image_policy
+        )
+        for index in range(cfg.n):
+            counts["requests"] += 1
+            sampling = replace(
+                base, seed=None if base.seed is None else base.seed + 1000 * (round_ - 1) + index
+            )
+            if prompt.refusal:
+                rid = text.stable_hash(sample["sample_id"], backend.spec, "refused", round_, index)
+                if rid not in done:
+                    done.add(rid)
+                    result.refused += 1
+                    writer.add(
+                        _refusal_row(
+                            rid,
+                            sample,
+                            backend.spec,
+                            round_,
+                            index,
+                            sampling,
+                            prompt.refusal,
+                            writer.run_id,
+                        )
+                    )
+                continue
+            request = GenRequest("", prompt.messages, sampling, prompt.assistant_prefix)
+            rendered = backend.render(request)
+            rid = text.stable_hash(
+                sample["sample_id"], backend.spec, rendered, sampling.as_dict(), index, round_
+            )
+            if rid in done or rid in pending:
+                counts["skipped"] += 1
+                result.skipped += 1
+                continue
+            request.request_id = rid
+            prefix = prompt.assistant_prefix if getattr(backend, "prefills", False) else ""
+            pending[rid] = _Pending(sample, round_, index, sampling, rendered, prefix)
+            result.sent += 1
+            yield request
+
+
+def _trace_row(
+    res: GenResult,
+    job: _Pending,
+    teacher: str,
+    verifier: VerifierPool,
+    run_id: str,
+    result: GenerateResult,
+) -> dict[str, Any]:
+    row = _base_row(res.request_id, job.sample, teacher, job.round, job.index, job.sampling, run_id)
+    row.update(
+        prompt=job.rendered,
+        latency_s=res.latency_s,
+        finish_reason=res.finish_reason,
+        prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens,
+    )
+    result.prompt_tokens += res.prompt_tokens or 0
+    result.completion_tokens += res.completion_tokens or 0
+    if res.error is not None or res.text is None:
+        result.failed[_reason_key(res.error)] += 1
+        row.update(error=res.error or "no text returned", verdict="error")
+        return row
+    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=job.prefix)
+    verdict = verifier.verify(
+        parsed.answer,
+        job.sample.get("answer"),
+        job.sample.get("answer_type"),
+        job.sample.get("options"),
+    )
+    result.verdicts[verdict.verdict] += 1
+    result.truncated += parsed.truncated
+    result.repetition += parsed.repetition
+    row.update(
+        text=res.text,
+        think=parsed.think,
+        answer=parsed.answer,
+        think_closed=parsed.think_closed,
+        truncated=parsed.truncated,
+        repetition=parsed.repetition,
+        verdict=verdict.verdict,
+        verifier=verdict.verifier,
+    )
+    return row
+
+
+def _reason_key(error: str | None) -> str:
+    # "HTTP 500: ..." and "timeout after 600 s" count under their first words
+    return (error or "no text").split(":", 1)[0][:60]
+
+
+def _refusal_row(
+    rid: str,
+    sample: dict[str, Any],
+    teacher: str,
+    round_: int,
+    index: int,
+    sampling: Sampling,
+    reason: str,
+    run_id: str,
+) -> dict[str, Any]:
+    row = _base_row(rid, sample, teacher, round_, index, sampling, run_id)
+    row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
+    return row
+
+
+def _base_row(
+    rid: str,
+    sample: dict[str, Any],
+    teacher: str,
+    round_: int,
+    index: int,
+    sampling: Sampling,
+    run_id: str,
+) -> dict[str, Any]:
+    return {
+        "request_id": rid,
+        "sample_id": sample["sample_id"],
+        "teacher": teacher,
+        "round": round_,
+        "sample_index": index,
+        "prompt_version": PROMPT_VERSION,
+        "sampling": sampling.as_dict(),
+        "provenance": "generated",
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }

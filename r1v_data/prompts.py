@@ -1,0 +1,75 @@
+"""Versioned prompt templates: a sample becomes teacher messages and an assistant prefix.
+
+R1V's teacher writes `<think>…</think>` then the answer; the assistant turn starts with
+`<think>\\n` where the backend can prefill it, and the final answer is asked for in `\\boxed{}`.
+Changing any text here changes every request id, so each change bumps `PROMPT_VERSION`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from r1v_data.backends.base import Message
+
+PROMPT_VERSION = "r1v-prompt/1"
+THINK_PREFIX = "<think>\n"
+
+_FREE_FORM = (
+    "Think through the problem step by step inside <think> </think> tags. After </think>, "
+    "give only the final answer in \\boxed{}."
+)
+_CHOICE = (
+    "Think through the problem step by step inside <think> </think> tags. After </think>, "
+    "give only the letter of the correct option in \\boxed{}, for example \\boxed{B}."
+)
+IMAGE_POLICIES = ("caption", "refuse")
+
+
+@dataclass
+class Prompt:
+    messages: list[Message]
+    assistant_prefix: str
+    refusal: str | None = None  # why this teacher cannot answer the sample (recorded, not dropped)
+
+
+def build_prompt(
+    sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption"
+) -> Prompt:
+    """The teacher prompt for one stored sample.
+
+    A text-only teacher given an image question uses the sample's caption in place of the
+    images when `image_policy` is "caption" and a caption exists; otherwise it refuses with a
+    reason, so the image is never dropped silently.
+    """
+    images = [im["bytes"] for im in sample.get("images") or []]
+    instruction = _CHOICE if sample.get("options") else _FREE_FORM
+    question = sample["question"]
+    if images and not supports_images:
+        caption = (sample.get("caption") or "").strip()
+        if image_policy != "caption":
+            return _refused(f"text-only teacher and image_policy={image_policy!r}")
+        if not caption:
+            return _refused("text-only teacher and the sample has images but no caption")
+        question = f"Description of the image(s): {caption}\n\n{question}"
+        images = []
+    user = Message("user", f"{question}\n\n{instruction}", images)
+    return Prompt([user], THINK_PREFIX)
+
+
+def _refused(reason: str) -> Prompt:
+    return Prompt([], THINK_PREFIX, refusal=reason)
+
+
+# Base models continue text rather than follow instructions: one worked example shows the format.
+_ONE_SHOT = (
+    "Question: A box holds 3 red balls and 5 blue balls. How many balls are in the box?\n\n"
+    f"{_FREE_FORM}\n\nAnswer: <think>\nThere are 3 red balls and 5 blue balls. 3 + 5 = 8.\n</think>\n"
+    "\\boxed{8}\n\n"
+)
+
+
+def plain_completion_text(messages: list[Message], assistant_prefix: str) -> str:
+    """A prompt for base models with no chat template (such as the builtin Gemma 3 270M)."""
+    turns = [m.text for m in messages if m.role != "assistant"]
+    return _ONE_SHOT + "Question: " + "\n\n".join(turns) + "\n\nAnswer: " + assistant_prefix

@@ -1,0 +1,222 @@
+"""`r1v-data generate` through the real CLI: hf and builtin teachers on CPU, an OpenAI-compatible
+local server, resume after SIGKILL, self-distillation rounds and image policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, ingest_json, run_cli
+from servers.fake_openai import FakeOpenAIProcess
+from tiny_models import build_tiny_llama
+
+from r1v_data.store import Store
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def sample_store(tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    ingest_json("builtin:sample", "--store", store)
+    return store
+
+
+def _generate(store: Path, *args: object) -> dict:
+    return json.loads(run_cli("generate", "--store", store, *args, "--json").stdout)
+
+
+def _traces(store: Path, sql: str = "SELECT * FROM traces") -> list[dict]:
+    con = Store.open(store).connect()
+    try:
+        return con.sql(sql).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+
+
+def test_hf_teacher_writes_one_verified_trace_per_request_and_resumes(
+    sample_store: Path, tiny_model: Path
+) -> None:
+    args = (
+        "--teacher",
+        f"hf:{tiny_model}",
+        "--limit",
+        "5",
+        "--n",
+        "2",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "1.0",
+        "--repetition-penalty",
+        "1.3",
+    )
+    first = _generate(sample_store, *args)
+    assert (first["requests"], first["sent"], first["skipped"]) == (10, 10, 0)
+    traces = _traces(sample_store)
+    assert len(traces) == 10 and len({t["request_id"] for t in traces}) == 10
+    for t in traces:
+        assert t["sampling"]["max_tokens"] == 12 and t["sampling"]["repetition_penalty"] == 1.3
+        assert t["sampling"]["n"] == 2 and t["teacher"] == f"hf:{tiny_model}"
+        assert t["verdict"] in ("correct", "wrong") and t["verifier"].startswith("r1v-verify")
+        assert t["finish_reason"] in ("stop", "length") and t["completion_tokens"] <= 12
+        assert t["prompt"].endswith("<|assistant|>\n<think>\n")  # R1V's assistant prefix, prefilled
+    seeds = sorted(t["sampling"]["seed"] for t in traces)
+    assert seeds == [0] * 5 + [1] * 5  # sample index 0 and 1 of each problem
+    again = _generate(sample_store, *args)
+    assert (again["sent"], again["skipped"]) == (0, 10)
+    assert len(_traces(sample_store)) == 10
+
+
+def test_rounds_regenerate_only_problems_without_a_correct_trace(
+    sample_store: Path, tiny_model: Path
+) -> None:
+    result = _generate(
+        sample_store,
+        "--teacher",
+        f"hf:{tiny_model}",
+        "--limit",
+        "6",
+        "--max-tokens",
+        "8",
+        "--rounds",
+        "2",
+    )
+    round1, round2 = result["rounds"]
+    assert round1["requests"] == 6
+    correct_after_1 = {
+        t["sample_id"]
+        for t in _traces(sample_store)
+        if t["round"] == 1 and t["verdict"] == "correct"
+    }
+    assert round2["samples"] == 6 - len(correct_after_1)
+    assert {t["sample_id"] for t in _traces(sample_store) if t["round"] == 2}.isdisjoint(
+        correct_after_1
+    )
+
+
+def test_text_only_teacher_uses_captions_or_refuses(
+    tmp_path: Path, tiny_model: Path, shared: Path
+) -> None:
+    store = tmp_path / "store"
+    ingest_json("builtin:sample", shared / "mathv_testmini" / "testmini.jsonl", "--store", store)
+    result = _generate(
+        store,
+        "--teacher",
+        f"hf:{tiny_model}",
+        "--max-tokens",
+        "4",
+        "--where",
+        "source_id IN ('count-000', '4')",
+    )
+    assert (result["sent"], result["refused"]) == (
+        1,
+        1,
+    )  # the sample has a caption, MATH-Vision none
+    rows = {t["sample_id"][:0] + (t["error"] or "ok") for t in _traces(store)}
+    assert "refused: text-only teacher and the sample has images but no caption" in rows
+    (captioned,) = _traces(store, "SELECT prompt FROM traces WHERE error IS NULL")
+    assert "Description of the image(s): A white picture with" in captioned["prompt"]
+    refuse = _generate(
+        store,
+        "--teacher",
+        f"hf:{tiny_model}",
+        "--max-tokens",
+        "4",
+        "--set",
+        "image_policy=refuse",
+        "--where",
+        "source_id = 'count-000'",
+        "--seed",
+        "7",
+    )
+    assert refuse["refused"] == 1 and refuse["sent"] == 0
+
+
+def test_bad_where_is_refused_before_any_work(sample_store: Path) -> None:
+    proc = run_cli(
+        "generate",
+        "--store",
+        sample_store,
+        "--teacher",
+        "hf:/nonexistent",
+        "--where",
+        "nope >",
+        check=False,
+    )
+    assert proc.returncode == 1 and "query failed" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("generate", "--store", sample_store, "--teacher", "hf:/nonexistent", check=False)
+    assert proc.returncode == 1 and "cannot load hf:/nonexistent" in proc.stderr
+    proc = run_cli("generate", "--store", sample_store, "--teacher", "gpt4", check=False)
+    assert proc.returncode == 1 and "unknown teacher" in proc.stderr
+
+
+def test_openai_teacher_against_a_local_server(sample_store: Path) -> None:
+    with FakeOpenAIProcess(latency_s=0.01) as srv:
+        result = _generate(sample_store, "--teacher", f"openai:{srv.url}#fake-model", "--n", "2")
+    assert (result["sent"], result["refused"], result["failed"]) == (76, 0, {})
+    traces = _traces(sample_store)
+    assert all(t["answer"] is not None and "\\boxed" not in t["answer"] for t in traces)
+    assert all(t["think_closed"] for t in traces)
+
+
+def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path) -> None:
+    """Kill generate half way; restart. One trace per request, no duplicate ids, and the server
+    sees again only requests that were in flight or in the unflushed buffer."""
+    flush = 8
+    with FakeOpenAIProcess(latency_s=0.05) as srv:
+        cmd = [
+            str(BIN / "r1v-data"),
+            "generate",
+            "--store",
+            str(sample_store),
+            "--teacher",
+            f"openai:{srv.url}#fake-model",
+            "--n",
+            "16",
+            "--set",
+            f"flush_rows={flush}",
+            "--set",
+            "teacher_options.concurrency=4",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        deadline = time.monotonic() + 120
+        while (
+            len(list((sample_store / "traces").glob("part-2*.parquet"))) < 6
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = len(_traces(sample_store))
+        resumed = _generate(
+            sample_store,
+            "--teacher",
+            f"openai:{srv.url}#fake-model",
+            "--n",
+            "16",
+            "--set",
+            f"flush_rows={flush}",
+            "--set",
+            "teacher_options.concurrency=4",
+        )
+        resent = srv.stats()["resent"]
+    total = 38 * 16
+    assert 0 < kept < total
+    assert resumed["sent"] == total - kept and resumed["skipped"] == kept
+    traces = _traces(sample_store)
+    assert len(traces) == total and len({t["request_id"] for t in traces}) == total
+    assert resent <= flush + 4  # at most the unflushed buffer plus the requests in flight

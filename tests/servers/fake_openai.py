@@ -1,0 +1,427 @@
+"""A fault-injecting OpenAI-compatible chat server on 127.0.0.1 (aiohttp.web), for tests and
+benchmarks of the `openai:` backend.
+
+In-process, on its own event loop in a background thread (tests; everything it received can be
+inspected directly):
+
+    with FakeOpenAI(latency_s=0.01, faults={"req-3": ["429:1", "500"]}) as srv:
+        backend = OpenAIBackend(srv.url, "fake-model")     # srv.url ends with /v1
+        ...
+        assert srv.count("req-3") == 3                     # 429, 500, then a reply
+
+In a child process (benchmarks: keeps the server off the client's GIL):
+
+    with FakeOpenAIProcess(latency_s=0.05) as srv:         # srv.url, srv.stats()
+        ...
+    python tests/servers/fake_openai.py --latency-ms 50    # prints "URL http://127.0.0.1:PORT/v1"
+
+Replies are deterministic: the sha256 of the request's messages, `D`, gives
+`<think>\\nDigest D. ...\\n</think>\\n\\nThe answer is \\boxed{N}.` (without the leading `<think>\\n`
+when the request asks to continue a final assistant message, as vLLM does). A `max_tokens`
+below the reply's word count truncates it with finish_reason "length". Token counts are words.
+
+Faults are scheduled per request: `faults` maps a marker (a substring of the request's text) to
+the outcomes of its first attempts, in order; later attempts succeed. The key "*" applies to
+requests that match no other marker. Attempts are counted per distinct request (its messages).
+Outcomes:
+    ok                  a normal reply
+    429 / 429:S         rate limited, with `Retry-After: S` when S is given
+    400, 401, 403, 404, 422, 500, 502, 503, ... / CODE:MESSAGE
+                        that status with an OpenAI-style error body (holding MESSAGE if given)
+    reasoning           a normal reply split into `reasoning_content` and `content`
+    hang / hang:S       no answer for S seconds (default 60; the client should time out first)
+    badjson             200 with a truncated JSON body
+    nochoices           200 with a JSON body without `choices`
+    reset               the connection is closed without a response
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+@dataclass
+class Received:
+    """One attempt as the server saw it."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+    text: str  # the text parts of all messages, joined
+    attempt: int  # 1 for the first time this request (its messages) was seen
+    outcome: str
+    at: float = field(default_factory=time.monotonic)
+
+
+def request_text(body: Mapping[str, Any]) -> str:
+    out = []
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out.extend(p.get("text", "") for p in content if p.get("type") == "text")
+    return "\n".join(out)
+
+
+def digest(body: Mapping[str, Any]) -> str:
+    canon = json.dumps(body.get("messages"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def reply_text(d: str, continues: bool, pad_words: int = 0) -> str:
+    n = int(d, 16) % 1000
+    padding = "".join(f" w{i % 50}" for i in range(pad_words))
+    think = f"Digest {d}. Reasoning about the question.{padding}\n</think>\n\n"
+    return ("" if continues else "<think>\n") + think + f"The answer is \\boxed{{{n}}}."
+
+
+class FakeOpenAI:
+    """The server on a background thread; use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        faults: Mapping[str, Sequence[str]] | None = None,
+        pad_words: int = 0,
+        record: bool = True,
+        port: int = 0,
+        model: str = "fake-model",
+    ):
+        self.latency_s = latency_s
+        self.faults = {k: list(v) for k, v in (faults or {}).items()}
+        self.pad_words = pad_words
+        self.record = record
+        self.port = port
+        self.model = model
+        self.received: list[Received] = []
+        self.attempts: Counter[str] = Counter()  # per request: digest of messages + seed
+        self.total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> FakeOpenAI:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+
+        async def boot() -> int:
+            self._runner = runner = make_runner(self)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
+            await site.start()
+            return runner.addresses[0][1]
+
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(boot(), loop).result(timeout=10)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"fake OpenAI server did not start: {exc!r}") from exc
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if self._runner is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
+            with contextlib.suppress(Exception):
+                fut.result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
+
+    # ---- inspection ----------------------------------------------------------------------------
+    def count(self, marker: str) -> int:
+        """How many attempts the server received for requests whose text contains `marker`."""
+        return sum(1 for r in self.received if marker in r.text)
+
+    def bodies(self, marker: str = "") -> list[dict[str, Any]]:
+        return [r.body for r in self.received if marker in r.text]
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.attempts.clear()
+        self.total = 0
+
+    # ---- the schedule --------------------------------------------------------------------------
+    def outcome(self, text: str, attempt: int) -> str:
+        plan = None
+        for marker, steps in self.faults.items():
+            if marker != "*" and marker in text:
+                plan = steps
+                break
+        if plan is None:
+            plan = self.faults.get("*")
+        if plan and attempt <= len(plan):
+            return plan[attempt - 1]
+        return "ok"
+
+
+def make_runner(state: FakeOpenAI) -> web.AppRunner:
+    """The aiohttp app serving `state`'s schedule and recording into it."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "request body is not JSON")
+        d = digest(body)
+        key = f"{d}:{body.get('seed')}"  # samples of one prompt differ by seed: distinct requests
+        state.attempts[key] += 1
+        state.total += 1
+        attempt = state.attempts[key]
+        text = request_text(body) if (state.faults or state.record) else ""
+        outcome = state.outcome(text, attempt) if state.faults else "ok"
+        if state.record:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            state.received.append(Received(body, headers, text, attempt, outcome))
+        if state.latency_s:
+            await asyncio.sleep(state.latency_s)
+        return await _respond(request, state, body, d, outcome, attempt)
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": state.model}]})
+
+    async def stats(request: web.Request) -> web.Response:
+        resent = sum(n - 1 for n in state.attempts.values())
+        return web.json_response(
+            {"total": state.total, "distinct": len(state.attempts), "resent": resent}
+        )
+
+    async def reset(request: web.Request) -> web.Response:
+        state.reset()
+        return web.json_response({"ok": True})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", chat),
+            web.post("/chat/completions", chat),
+            web.get("/v1/models", models),
+            web.get("/stats", stats),
+            web.post("/reset", reset),
+        ]
+    )
+    # handler_cancellation: a hung handler ends when its client gives up
+    return web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=0.2, handler_cancellation=True
+    )
+
+
+async def _respond(
+    request: web.Request,
+    state: FakeOpenAI,
+    body: dict[str, Any],
+    d: str,
+    outcome: str,
+    attempt: int,
+) -> web.StreamResponse:
+    kind, _, arg = outcome.partition(":")
+    if kind == "hang":
+        await asyncio.sleep(float(arg or 60))
+        kind = "ok"
+    if kind == "ok":
+        return _completion(state, body, d)
+    if kind == "badjson":
+        return web.Response(
+            body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json"
+        )
+    if kind == "nochoices":
+        return web.json_response(
+            {"id": "chatcmpl-x", "object": "chat.completion", "model": body.get("model")}
+        )
+    if kind == "reset":
+        assert request.transport is not None
+        request.transport.close()  # the client sees the connection drop, no response
+        return web.Response(status=500)
+    if kind == "reasoning":
+        return _completion(state, body, d, split_reasoning=True)
+    status = int(kind)
+    if status == 429:
+        headers = {"Retry-After": arg} if arg else None
+        return _error(status, f"fake 429 for attempt {attempt}", headers)
+    return _error(status, arg or f"fake {status} for attempt {attempt}")
+
+
+def _completion(
+    state: FakeOpenAI, body: dict[str, Any], d: str, split_reasoning: bool = False
+) -> web.Response:
+    continues = bool(body.get("continue_final_message"))
+    text = reply_text(d, continues, state.pad_words)
+    words = text.split(" ")
+    finish = "stop"
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and len(words) > max_tokens:
+        text, finish = " ".join(words[:max_tokens]), "length"
+        words = words[:max_tokens]
+    message = {"role": "assistant", "content": text}
+    if split_reasoning:  # as vLLM's reasoning parsers return it
+        think, _, answer = text.removeprefix("<think>\n").partition("\n</think>\n\n")
+        message = {"role": "assistant", "content": answer, "reasoning_content": think}
+    prompt_tokens = len(request_text(body).split())
+    return web.json_response(
+        {
+            "id": f"chatcmpl-{d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", state.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": message,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            },
+        }
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    err = {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "code": status}
+    return web.json_response({"error": err}, status=status, headers=headers)
+
+
+class FakeOpenAIProcess:
+    """The same server in a child process, stopped by its PID; `stats()` asks it over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        faults: Mapping[str, Sequence[str]] | None = None,
+        pad_words: int = 0,
+        python: str | None = None,
+    ):
+        self.args = [
+            python or sys.executable,
+            os.path.abspath(__file__),
+            "--latency-ms",
+            str(latency_s * 1000),
+            "--pad-words",
+            str(pad_words),
+            "--faults",
+            json.dumps(dict(faults or {})),
+        ]
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> FakeOpenAIProcess:
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the child prints its URL once it listens
+        if not line.startswith("URL "):
+            self.__exit__()
+            raise RuntimeError(f"fake OpenAI server did not start: {line!r}")
+        self.url = line.split()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def stats(self) -> dict[str, Any]:
+        root = self.url.rsplit("/v1", 1)[0]
+        with urllib.request.urlopen(root + "/stats", timeout=5) as r:
+            return json.load(r)
+
+    def reset(self) -> None:
+        root = self.url.rsplit("/v1", 1)[0]
+        req = urllib.request.Request(root + "/reset", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="fault-injecting OpenAI-compatible test server")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--pad-words", type=int, default=0)
+    ap.add_argument("--faults", default="{}", help='JSON, e.g. {"*": ["429:1", "500"]}')
+    a = ap.parse_args()
+    srv = FakeOpenAI(
+        latency_s=a.latency_ms / 1000,
+        faults=json.loads(a.faults),
+        pad_words=a.pad_words,
+        record=False,
+        port=a.port,
+    )
+
+    async def serve() -> None:
+        runner = make_runner(srv)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", srv.port, backlog=1024)
+        await site.start()
+        srv.port = runner.addresses[0][1]
+        print(f"URL {srv.url}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
