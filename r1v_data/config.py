@@ -65,7 +65,7 @@ class GenerateConfig(Strict):
     where: str | None = Field(None, description="SQL filter over the samples table")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     image_policy: Literal["caption", "refuse"] = "caption"
-    flush_rows: int = Field(32, ge=1, description="write a trace part every this many results ...")
+    flush_rows: int = Field(64, ge=1, description="write a trace part every this many results ...")
     flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
     verify_timeout_s: float = Field(5.0, gt=0)
 

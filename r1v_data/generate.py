@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -131,31 +131,28 @@ def _run_round(
     progress: Progress | None,
 ) -> dict[str, int]:
     done = store.ids("traces", "request_id")
-    samples = _select_samples(store, cfg, backend.spec, round_)
+    ids = _select_ids(store, cfg, backend.spec, round_)
     pending: dict[str, _Pending] = {}
-    counts = Counter(round=round_, samples=len(samples))
+    counts = Counter(round=round_, samples=len(ids))
+    samples = _stream_samples(store, ids)
     requests = _requests(samples, backend, cfg, round_, done, pending, counts, writer, result)
-    to_send = _count_requests(len(samples), cfg) - counts["skipped"] if progress else None
+    total = len(ids) * cfg.n  # requests already done count as finished in the progress
     finished = 0
     for res in backend.generate(requests):
         job = pending.pop(res.request_id)
         writer.add(_trace_row(res, job, backend.spec, verifier, writer.run_id, result))
         finished += 1
         if progress:
-            progress(finished, to_send, result.completion_tokens)
+            progress(
+                finished + counts["skipped"] + counts["refused"], total, result.completion_tokens
+            )
     counts["sent"] = finished
     result.requests += counts["requests"]
     return dict(counts)
 
 
-def _count_requests(n_samples: int, cfg: GenerateConfig) -> int:
-    return n_samples * cfg.n
-
-
-def _select_samples(
-    store: Store, cfg: GenerateConfig, teacher: str, round_: int
-) -> list[dict[str, Any]]:
-    """The samples of this round, in a stable order. Later rounds keep only the samples this
+def _select_ids(store: Store, cfg: GenerateConfig, teacher: str, round_: int) -> list[str]:
+    """The problems of this round, in a stable order. Later rounds keep only the problems this
     teacher has no correct trace for."""
     where = [f"({cfg.where})"] if cfg.where else []
     params: list[Any] = []
@@ -164,29 +161,33 @@ def _select_samples(
             "sample_id NOT IN (SELECT sample_id FROM traces WHERE teacher = ? AND verdict = 'correct')"
         )
         params.append(teacher)
-    sql = f"SELECT {_SAMPLE_COLUMNS} FROM samples"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY sample_id"
-    if cfg.limit:
-        sql += f" LIMIT {int(cfg.limit)}"
+    sql = "SELECT sample_id FROM samples" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY sample_id" + (f" LIMIT {int(cfg.limit)}" if cfg.limit else "")
     con = store.connect()
     try:
-        return _fetch(con, sql, params)
+        return [r[0] for r in con.sql(sql, params=params).fetchall()]
+    except Exception as exc:  # a --where that parses but fails on the data
+        raise QueryError(f"selecting samples failed: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
 
 
-def _fetch(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+def _stream_samples(store: Store, ids: list[str]) -> Iterator[dict[str, Any]]:
+    """The selected samples, images included, a batch at a time: memory stays bounded."""
+    con = store.connect()
     try:
-        rel = con.sql(sql, params=params) if params else con.sql(sql)
-        return rel.to_arrow_table().to_pylist()
-    except Exception as exc:  # a --where that parses but fails on the data
-        raise QueryError(f"selecting samples failed: {str(exc).splitlines()[0]}") from None
+        con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
+        reader = con.sql(
+            f"SELECT {_SAMPLE_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)"
+        )
+        for batch in reader.to_arrow_reader(256):
+            yield from batch.to_pylist()
+    finally:
+        con.close()
 
 
 def _requests(
-    samples: list[dict[str, Any]],
+    samples: Iterable[dict[str, Any]],
     backend: Backend,
     cfg: GenerateConfig,
     round_: int,
@@ -209,6 +210,7 @@ def _requests(
             )
             if prompt.refusal:
                 rid = text.stable_hash(sample["sample_id"], backend.spec, "refused", round_, index)
+                counts["refused"] += 1
                 if rid not in done:
                     done.add(rid)
                     result.refused += 1

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from importlib.metadata import version
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal, NamedTuple
@@ -87,6 +88,7 @@ _SLASH = re.compile(r"([+-]?\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 _TRUE, _FALSE = {"true", "yes"}, {"false", "no"}
 
 
+@lru_cache(maxsize=1 << 16)  # pure; references repeat n times per problem in generate
 def parse_number(text: str) -> Fraction | None:
     """The exact value of a plain number, with units and decoration removed, else None.
 

@@ -58,6 +58,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
@@ -491,6 +492,7 @@ def _failed(req: GenRequest, error: str, start: float) -> GenResult:
     )
 
 
+@lru_cache(maxsize=256)  # the n samples of a problem carry the same image bytes
 def _image_url(data: bytes, inline: bool) -> str:
     mime = image_mime(data)
     if inline:

@@ -8,6 +8,7 @@ request carries its own SamplingParams (DRLC's per-sample repetition penalty, it
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -24,6 +25,8 @@ class VLLMBackend:
     def __init__(
         self, model: str, *, spec: str | None = None, chunk_size: int = 256, **engine_args: Any
     ):
+        # vLLM logs to stdout by default, which would corrupt `--json` output: send it to stderr.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -59,7 +62,10 @@ class VLLMBackend:
             yield from self._chunk(chunk)
 
     def close(self) -> None:
+        import gc
+
         self.llm = None  # type: ignore[assignment]
+        gc.collect()  # the engine holds its KV cache (RAM on CPU) until collected
 
     def _chunk(self, chunk: list[GenRequest]) -> list[GenResult]:
         start = time.perf_counter()
@@ -67,7 +73,9 @@ class VLLMBackend:
             outputs = self.llm.generate(
                 [self._prompt(r) for r in chunk], [self._params(r) for r in chunk], use_tqdm=False
             )
-        except (ValueError, RuntimeError) as exc:
+        except (
+            Exception
+        ) as exc:  # vLLM validation/engine errors have many types; isolate, never crash
             if len(chunk) == 1:
                 msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                 return [GenResult(chunk[0].request_id, finish_reason="error", error=msg)]

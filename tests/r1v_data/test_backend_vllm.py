@@ -18,6 +18,10 @@ from tiny_models import build_tiny_llama
 
 from r1v_data.store import Store
 
+# On CPU, gpu_memory_utilization is the share of RAM vLLM reserves (0.92 by default): keep it
+# small so two engines (this process and a CLI subprocess) fit on a 24 GiB machine.
+ENGINE = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.1}
+
 vllm = pytest.importorskip(
     "vllm", reason="vLLM is not installed here (make test runs these in .venv-vllm)"
 )
@@ -31,9 +35,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_backend_per_request_sampling(tiny_model: Path) -> None:
     from r1v_data.backends import GenRequest, Message, Sampling, make_backend
 
-    backend = make_backend(
-        f"vllm:{tiny_model}", dtype="float32", max_model_len=1024, enforce_eager=True
-    )
+    backend = make_backend(f"vllm:{tiny_model}", **ENGINE)
     try:
         requests = [
             GenRequest(
@@ -79,12 +81,7 @@ def test_generate_through_the_cli(tmp_path: Path, tiny_model: Path) -> None:
         "3",
         "--max-tokens",
         "16",
-        "--set",
-        "teacher_options.dtype=float32",
-        "--set",
-        "teacher_options.max_model_len=1024",
-        "--set",
-        "teacher_options.enforce_eager=true",
+        *[f"--set=teacher_options.{k}={v}" for k, v in ENGINE.items()],
         "--json",
     ).stdout
     result = json.loads(out)

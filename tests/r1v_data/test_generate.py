@@ -220,3 +220,16 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
     traces = _traces(sample_store)
     assert len(traces) == total and len({t["request_id"] for t in traces}) == total
     assert resent <= flush + 4  # at most the unflushed buffer plus the requests in flight
+
+
+def test_builtin_teacher_runs_offline_and_caches_its_conversion(sample_store: Path) -> None:
+    from r1v_data.backends.builtin import builtin_model_dir
+
+    result = _generate(sample_store, "--teacher", "builtin", "--limit", "2", "--max-tokens", "24",
+                       "--temperature", "0")
+    assert (result["sent"], result["failed"], result["teacher"]) == (2, {}, "builtin")
+    assert (builtin_model_dir() / "config.json").is_file()  # converted once, reused after
+    for t in _traces(sample_store):
+        assert t["prompt"].startswith("Question: A box holds 3 red balls")  # the one-shot format
+        assert t["prompt"].endswith("Answer: <think>\n") and t["completion_tokens"] <= 24
+        assert t["verdict"] in ("correct", "wrong")

@@ -1,0 +1,89 @@
+"""Overhead of `generate` over calling the same backend directly, on the same requests.
+
+    python bench/generate_overhead.py [--n-per-problem 50] [--latency-ms 50] [--hf]
+
+openai: a local OpenAI-compatible server with a fixed latency (tests/servers/fake_openai.py, in a
+child process); the same requests go (a) straight through `OpenAIBackend.generate` and (b)
+through `run_generate` (request ids, resume check, parsing, verification, trace parts written
+to a store). hf (with --hf): a tiny random Llama through `HFBackend`, the same comparison.
+Prints both throughputs and the ratio; the target is >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the fake server and the tiny model builder
+
+from servers.fake_openai import FakeOpenAIProcess  # noqa: E402
+from tiny_models import build_tiny_llama  # noqa: E402
+
+from r1v_data.backends import GenRequest, Sampling, make_backend  # noqa: E402
+from r1v_data.config import GenerateConfig, IngestConfig, SamplingConfig  # noqa: E402
+from r1v_data.generate import run_generate  # noqa: E402
+from r1v_data.ingest import run_ingest  # noqa: E402
+from r1v_data.prompts import build_prompt  # noqa: E402
+from r1v_data.store import Store  # noqa: E402
+
+
+def sample_store(root: Path) -> Path:
+    store = root / "store"
+    run_ingest(IngestConfig(store=store, sources=["builtin:sample"]))
+    return store
+
+
+def direct_requests(samples: list[dict], backend, n: int, sampling: SamplingConfig) -> Iterator[GenRequest]:
+    """What a script calling the backend itself would do: build each request as it is pulled."""
+    base = Sampling(**sampling.model_dump(), n=n)
+    for s in samples:
+        prompt = build_prompt(s, supports_images=backend.supports_images)
+        for i in range(n):
+            yield GenRequest(f"{s['sample_id']}-{i}", prompt.messages, replace(base, seed=i), prompt.assistant_prefix)
+
+
+def compare(name: str, spec: str, options: dict, n: int, sampling: SamplingConfig, work: Path) -> None:
+    backend = make_backend(spec, **options)
+    store = sample_store(work / name)
+    con = Store.open(store).connect()
+    samples = con.sql("SELECT * FROM samples ORDER BY sample_id").to_arrow_table().to_pylist()
+    total = len(samples) * n
+    start = time.perf_counter()
+    done = sum(1 for r in backend.generate(direct_requests(samples, backend, n, sampling)) if r.error is None)
+    direct_s = time.perf_counter() - start
+    cfg = GenerateConfig(store=store, teacher=spec, n=n, sampling=sampling)
+    start = time.perf_counter()
+    result = run_generate(cfg, backend=backend)
+    via_s = time.perf_counter() - start
+    backend.close()
+    assert result.sent == total == done, (result.sent, total, done)
+    direct, via = total / direct_s, total / via_s
+    print(f"{name:8} {total:6} requests   direct {direct:8.1f} req/s   generate {via:8.1f} req/s   "
+          f"ratio {via / direct:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-per-problem", type=int, default=100)
+    ap.add_argument("--latency-ms", type=float, default=50)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--hf", action="store_true", help="also compare a tiny model through hf:")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="r1v-bench-gen-") as tmp:
+        work = Path(tmp)
+        with FakeOpenAIProcess(latency_s=args.latency_ms / 1000) as srv:
+            compare("openai", f"openai:{srv.url}#fake-model", {"concurrency": args.concurrency},
+                    args.n_per_problem, SamplingConfig(), work)
+        if args.hf:
+            model = build_tiny_llama(work / "tiny")
+            compare("hf", f"hf:{model}", {"batch_size": 16}, 4, SamplingConfig(max_tokens=32, temperature=1.0), work)
+
+
+if __name__ == "__main__":
+    main()
