@@ -45,7 +45,9 @@ def direct_requests(samples: list[dict], backend, n: int, sampling: SamplingConf
     for s in samples:
         prompt = build_prompt(s, supports_images=backend.supports_images)
         for i in range(n):
-            yield GenRequest(f"{s['sample_id']}-{i}", prompt.messages, replace(base, seed=i), prompt.assistant_prefix)
+            yield GenRequest(
+                f"{s['sample_id']}-{i}", prompt.messages, replace(base, seed=i), prompt.assistant_prefix
+            )
 
 
 def compare(name: str, spec: str, options: dict, n: int, sampling: SamplingConfig, work: Path) -> None:
@@ -64,8 +66,10 @@ def compare(name: str, spec: str, options: dict, n: int, sampling: SamplingConfi
     backend.close()
     assert result.sent == total == done, (result.sent, total, done)
     direct, via = total / direct_s, total / via_s
-    print(f"{name:8} {total:6} requests   direct {direct:8.1f} req/s   generate {via:8.1f} req/s   "
-          f"ratio {via / direct:.3f}")
+    print(
+        f"{name:8} {total:6} requests   direct {direct:8.1f} req/s   generate {via:8.1f} req/s   "
+        f"ratio {via / direct:.3f}"
+    )
 
 
 def main() -> None:
@@ -78,11 +82,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="r1v-bench-gen-") as tmp:
         work = Path(tmp)
         with FakeOpenAIProcess(latency_s=args.latency_ms / 1000) as srv:
-            compare("openai", f"openai:{srv.url}#fake-model", {"concurrency": args.concurrency},
-                    args.n_per_problem, SamplingConfig(), work)
+            compare(
+                "openai",
+                f"openai:{srv.url}#fake-model",
+                {"concurrency": args.concurrency},
+                args.n_per_problem,
+                SamplingConfig(),
+                work,
+            )
         if args.hf:
             model = build_tiny_llama(work / "tiny")
-            compare("hf", f"hf:{model}", {"batch_size": 16}, 4, SamplingConfig(max_tokens=32, temperature=1.0), work)
+            compare(
+                "hf",
+                f"hf:{model}",
+                {"batch_size": 16},
+                4,
+                SamplingConfig(max_tokens=32, temperature=1.0),
+                work,
+            )
 
 
 if __name__ == "__main__":

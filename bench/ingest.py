@@ -80,9 +80,7 @@ def timed_ingest(source: Path, store: Path, workers: int) -> tuple[float, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--size", default="512x384")
     ap.add_argument("--workers", default="1,4")
@@ -98,9 +96,7 @@ def main() -> None:
             f"source: {args.n} samples, {args.size} JPEG, {mb:.1f} MB of images "
             f"(made in {time.perf_counter() - t0:.1f} s)"
         )
-        rows = [
-            ("floor: read + sha256 + full decode, 1 thread", floor_of_the_work(work / "src"), None)
-        ]
+        rows = [("floor: read + sha256 + full decode, 1 thread", floor_of_the_work(work / "src"), None)]
         for w in (int(x) for x in args.workers.split(",")):
             store = work / f"store-{w}"
             seconds, result = timed_ingest(work / "src" / "rows.jsonl", store, w)

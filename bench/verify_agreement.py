@@ -62,13 +62,8 @@ def report(name: str, rows: list[dict], reqs: list[VerifyRequest], verdicts: lis
     ours = [v.verdict == "correct" for v in verdicts]
     agree = sum(o == lab for o, lab in zip(ours, labels, strict=True))
     n = len(rows)
-    print(
-        f"{name:<24} {n:>4} {agree / n:>9.3f} {sum(ours) / n:>8.3f} {sum(labels) / n:>8.3f}"
-        f" {n - agree:>6}"
-    )
-    kinds = Counter(
-        kind(v, lab) for v, o, lab in zip(verdicts, ours, labels, strict=True) if o != lab
-    )
+    print(f"{name:<24} {n:>4} {agree / n:>9.3f} {sum(ours) / n:>8.3f} {sum(labels) / n:>8.3f} {n - agree:>6}")
+    kinds = Counter(kind(v, lab) for v, o, lab in zip(verdicts, ours, labels, strict=True) if o != lab)
     for what, count in kinds.most_common():
         print(f"{'':<26}{count:>4}  {what}")
     shown = 0
@@ -88,9 +83,7 @@ def agreement(data: Path, pool: VerifierPool, examples: int) -> None:
     for use_model_answer in (False, True):
         source = "their model_answer" if use_model_answer else "parse_completion(response)"
         print(f"\n## prediction = {source}")
-        print(
-            f"{'model':<24} {'n':>4} {'agreement':>9} {'our acc':>8} {'lab acc':>8} {'disagr':>6}"
-        )
+        print(f"{'model':<24} {'n':>4} {'agreement':>9} {'our acc':>8} {'lab acc':>8} {'disagr':>6}")
         for model in MODELS:
             rows = read_jsonl(data / "mathv_testmini" / f"outputs_{model}_testmini.jsonl")
             reqs = requests_for(rows, problems, use_model_answer)
@@ -108,9 +101,7 @@ def throughput(data: Path, workers: int | None) -> None:
     answers = [r["answer"] for r in read_jsonl(data / "text_math" / "math500_test.jsonl")]
     items = [VerifyRequest(a, a) for a in answers] + [VerifyRequest(perturb(a), a) for a in answers]
     expected = [True] * len(answers) + [False] * len(answers)
-    print(
-        f"\n## throughput: {len(items)} MATH-500 pairs (each answer vs itself, vs a perturbed one)"
-    )
+    print(f"\n## throughput: {len(items)} MATH-500 pairs (each answer vs itself, vs a perturbed one)")
     with VerifierPool(workers=workers) as pool:
         t0 = time.perf_counter()
         pool.verify("\\sqrt{2}", "2^{1/2}")  # start the workers (not part of the figure)
@@ -125,9 +116,7 @@ def throughput(data: Path, workers: int | None) -> None:
         hard_s = time.perf_counter() - t0
         n_workers = pool.n_workers
     counts = Counter(v.verdict for v in verdicts)
-    by_rule = Counter(
-        "math-verify" if v.detail == "math-verify" else "cheap rules" for v in verdicts
-    )
+    by_rule = Counter("math-verify" if v.detail == "math-verify" else "cheap rules" for v in verdicts)
     right = sum((v.verdict == "correct") == e for v, e in zip(verdicts, expected, strict=True))
     raw_s, raw_right = raw_math_verify(items, expected)
     hard_raw_s, _ = raw_math_verify(hard, None)
@@ -157,9 +146,7 @@ def raw_math_verify(items: list[VerifyRequest], expected: list[bool] | None) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data(), help="the shared data directory")
     ap.add_argument("--workers", type=int, default=None, help="verifier processes (default: CPUs)")
     ap.add_argument("--examples", type=int, default=4, help="disagreements shown per model")

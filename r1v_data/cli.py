@@ -25,16 +25,10 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
-StoreOpt = Annotated[
-    Path, typer.Option("--store", "-s", help="Store directory (created if missing).")
-]
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (created if missing).")]
 OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")
-]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")]
 
 
 def _print_version(value: bool) -> None:
@@ -49,9 +43,7 @@ def _print_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """r1v-data."""
@@ -85,34 +77,26 @@ def ingest(
             "Fields: source_id question options answer solution images subject difficulty caption.",
         ),
     ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="Source name for provenance (default: file stem).")
-    ] = None,
+    name: Annotated[str | None, typer.Option(help="Source name for provenance (default: file stem).")] = None,
     image_root: Annotated[
         Path | None,
         typer.Option(
             help="Folder that relative image paths resolve in and may not leave (default: the source's)."
         ),
     ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Dataset split (saved or Hub datasets).")
-    ] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split (saved or Hub datasets).")] = None,
     records_key: Annotated[
         str | None, typer.Option(help="Key holding the rows in a JSON object file.")
     ] = None,
     allow_remote_images: Annotated[
         bool | None,
-        typer.Option(
-            "--allow-remote-images", help="Fetch http(s) image URLs (refused by default)."
-        ),
+        typer.Option("--allow-remote-images", help="Fetch http(s) image URLs (refused by default)."),
     ] = None,
     max_pixels: Annotated[
         int | None, typer.Option(help="Quarantine larger images. [default: 40000000]")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most N rows per source.")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Image decoding threads. [default: 4]")
-    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Image decoding threads. [default: 4]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -206,10 +190,15 @@ def generate(
     where: Annotated[
         str | None, typer.Option(help='SQL filter over samples, e.g. "difficulty >= 3".')
     ] = None,
-    temperature: Annotated[float | None, typer.Option(help="[default: 0.6]")] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option(help="Completion token limit. [default: 1024]")
+    reviser: Annotated[
+        str | None,
+        typer.Option(
+            help="A judge (backend spec) that rewrites each unsolved problem's wrong trace, given the "
+            "reference answer, after the last round; rewrites are marked revised in provenance."
+        ),
     ] = None,
+    temperature: Annotated[float | None, typer.Option(help="[default: 0.6]")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. [default: 1024]")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="[default: 1.0]")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed. [default: 0]")] = None,
     config: ConfigOpt = None,
@@ -238,6 +227,7 @@ def generate(
         "n": n,
         "limit": limit,
         "where": where,
+        "reviser": reviser,
     }
     cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
     with _progress() as bar:
@@ -292,15 +282,9 @@ def import_traces(
         typer.Argument(help="JSONL/JSON/Parquet files of completions.", show_default=False),
     ],
     store: StoreOpt,
-    teacher: Annotated[
-        str | None, typer.Option(help="Teacher name (default: each row's model).")
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option(help="Match ids among this source's samples only.")
-    ] = None,
-    records_key: Annotated[
-        str | None, typer.Option(help="Key holding the rows in a JSON file.")
-    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="Teacher name (default: each row's model).")] = None,
+    source: Annotated[str | None, typer.Option(help="Match ids among this source's samples only.")] = None,
+    records_key: Annotated[str | None, typer.Option(help="Key holding the rows in a JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import completions made elsewhere as traces: parsed, verified and stored like generated ones."""
@@ -323,15 +307,11 @@ def import_traces(
         f"unmatched (quarantined) {result['unmatched']}",
         soft_wrap=True,
     )
-    out.print(
-        "verdicts: " + ", ".join(f"{k}: {v}" for k, v in result["verdicts"].items()), soft_wrap=True
-    )
+    out.print("verdicts: " + ", ".join(f"{k}: {v}" for k, v in result["verdicts"].items()), soft_wrap=True)
     if result["label_agreement"]:
         agree = result["label_agreement"]
         total = sum(agree.values())
-        out.print(
-            f"agreement with the file's own correctness labels: {agree.get('agree', 0)}/{total}"
-        )
+        out.print(f"agreement with the file's own correctness labels: {agree.get('agree', 0)}/{total}")
 
 
 @app.command()
@@ -393,9 +373,7 @@ def _render_stats(s: dict[str, Any]) -> None:
 
 @app.command()
 def sql(
-    query: Annotated[
-        str, typer.Argument(help="A DuckDB query over the store's tables.", show_default=False)
-    ],
+    query: Annotated[str, typer.Argument(help="A DuckDB query over the store's tables.", show_default=False)],
     store: StoreOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON objects.")] = False,
     limit: Annotated[int, typer.Option(help="Show at most this many rows.")] = 50,
@@ -454,9 +432,7 @@ def main() -> None:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/]: finished parts are kept; run the command again to resume"
-        )
+        console.print("[yellow]interrupted[/]: finished parts are kept; run the command again to resume")
         sys.exit(130)
 
 

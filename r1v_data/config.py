@@ -25,9 +25,7 @@ class IngestConfig(Strict):
     mapping: dict[str, list[str]] = Field(
         default_factory=dict, description="sample field -> source column(s)"
     )
-    name: str | None = Field(
-        None, description="source name recorded in provenance (one source only)"
-    )
+    name: str | None = Field(None, description="source name recorded in provenance (one source only)")
     image_root: Path | None = Field(None, description="folder relative image paths resolve in")
     split: str | None = None
     records_key: str | None = None
@@ -46,16 +44,12 @@ class SamplingConfig(Strict):
     top_k: int | None = Field(None, ge=1)
     repetition_penalty: float = Field(1.0, gt=0.0, le=5.0)
     max_tokens: int = Field(1024, ge=1, le=262_144)
-    seed: int | None = Field(
-        0, description="base seed; request seed = seed + 1000*(round-1) + index"
-    )
+    seed: int | None = Field(0, description="base seed; request seed = seed + 1000*(round-1) + index")
 
 
 class GenerateConfig(Strict):
     store: Path
-    teacher: str = Field(
-        "builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL"
-    )
+    teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
     teacher_options: dict[str, Any] = Field(
         default_factory=dict, description="passed to the backend, e.g. batch_size, concurrency"
     )
@@ -65,6 +59,12 @@ class GenerateConfig(Strict):
     where: str | None = Field(None, description="SQL filter over the samples table")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     image_policy: Literal["caption", "refuse"] = "caption"
+    reviser: str | None = Field(
+        None,
+        description="a judge that rewrites wrong traces, given the reference "
+        "answer, after the last round (a backend spec; may equal the teacher)",
+    )
+    reviser_options: dict[str, Any] = Field(default_factory=dict)
     flush_rows: int = Field(64, ge=1, description="write a trace part every this many results ...")
     flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
     verify_timeout_s: float = Field(5.0, gt=0)

@@ -19,7 +19,7 @@ from r1v_data import __version__, text
 from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
 from r1v_data.config import GenerateConfig
 from r1v_data.errors import QueryError
-from r1v_data.prompts import PROMPT_VERSION, build_prompt
+from r1v_data.prompts import PROMPT_VERSION, REVISE_VERSION, Prompt, build_prompt, build_revision_prompt
 from r1v_data.store import PartWriter, Store, utcnow
 from r1v_data.traces import parse_completion
 from r1v_data.verify import VERIFIER_NAME, VerifierPool
@@ -66,6 +66,8 @@ class _Pending:
     sampling: Sampling
     rendered: str
     prefix: str  # what the assistant turn started with, when the backend prefilled it
+    provenance: str = "generated"
+    prompt_version: str = PROMPT_VERSION
 
 
 def run_generate(
@@ -89,13 +91,15 @@ def run_generate(
                 ) as writer,
             ):
                 for round_ in range(1, cfg.rounds + 1):
-                    counts = _run_round(
-                        store, backend, cfg, round_, writer, verifier, result, progress
-                    )
+                    counts = _run_round(store, backend, cfg, round_, writer, verifier, result, progress)
                     result.rounds.append(counts)
                     writer.flush()  # the next round reads this one's verdicts from the store
                     if counts["requests"] == 0:
                         break
+                if cfg.reviser:
+                    result.rounds.append(
+                        _revise(store, backend, cfg, writer, verifier, result, progress)
+                    )
             status = "ok"
         finally:
             result.seconds = time.perf_counter() - start
@@ -120,6 +124,20 @@ def _check_where(store: Store, where: str | None) -> None:
         store.query(f"SELECT sample_id FROM samples WHERE {where}", limit=0)
 
 
+@dataclass
+class _Round:
+    """One pass over a set of problems: which, with which prompt, how many samples each."""
+
+    number: int
+    n: int
+    sampling: Sampling
+    ids: list[str]
+    samples: Iterable[dict[str, Any]]
+    prompt: Callable[[dict[str, Any]], Prompt]
+    provenance: Callable[[dict[str, Any]], str]
+    prompt_version: str = PROMPT_VERSION
+
+
 def _run_round(
     store: Store,
     backend: Backend,
@@ -130,22 +148,79 @@ def _run_round(
     result: GenerateResult,
     progress: Progress | None,
 ) -> dict[str, int]:
-    done = store.ids("traces", "request_id")
     ids = _select_ids(store, cfg, backend.spec, round_)
+
+    def prompt(sample: dict[str, Any]) -> Prompt:
+        return build_prompt(sample, supports_images=backend.supports_images, image_policy=cfg.image_policy)
+
+    sampling = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
+    spec = _Round(round_, cfg.n, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated")
+    return _execute(store, backend, spec, writer, verifier, result, progress)
+
+
+def _revise(
+    store: Store,
+    teacher: Backend,
+    cfg: GenerateConfig,
+    writer: PartWriter,
+    verifier: VerifierPool,
+    result: GenerateResult,
+    progress: Progress | None,
+) -> dict[str, int]:
+    """The revision stage: a judge given the reference answer rewrites the latest wrong trace of
+    each problem the teacher never solved; the rewrite is verified like any trace."""
+    assert cfg.reviser is not None
+    reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
+    try:
+        ids = _select_ids(store, cfg, teacher.spec, round_=2)  # problems with no correct trace yet
+
+        def prompt(sample: dict[str, Any]) -> Prompt:
+            return build_revision_prompt(
+                sample,
+                sample["wrong_text"],
+                supports_images=reviser.supports_images,
+                image_policy=cfg.image_policy,
+            )
+
+        samples = _stream_samples(store, ids, wrong_of=teacher.spec)
+        sampling = Sampling(**cfg.sampling.model_dump(), n=1)
+        spec = _Round(
+            cfg.rounds + 1,
+            1,
+            sampling,
+            ids,
+            samples,
+            prompt,
+            lambda s: f"revised:{s['wrong_request_id']}",
+            REVISE_VERSION,
+        )
+        return {**_execute(store, reviser, spec, writer, verifier, result, progress), "revision": 1}
+    finally:
+        if reviser is not teacher:
+            reviser.close()
+
+
+def _execute(
+    store: Store,
+    backend: Backend,
+    spec: _Round,
+    writer: PartWriter,
+    verifier: VerifierPool,
+    result: GenerateResult,
+    progress: Progress | None,
+) -> dict[str, int]:
+    done = store.ids("traces", "request_id")
     pending: dict[str, _Pending] = {}
-    counts = Counter(round=round_, samples=len(ids))
-    samples = _stream_samples(store, ids)
-    requests = _requests(samples, backend, cfg, round_, done, pending, counts, writer, result)
-    total = len(ids) * cfg.n  # requests already done count as finished in the progress
+    counts = Counter(round=spec.number, samples=len(spec.ids))
+    requests = _requests(spec, backend, done, pending, counts, writer, result)
+    total = len(spec.ids) * spec.n  # requests already done count as finished in the progress
     finished = 0
     for res in backend.generate(requests):
         job = pending.pop(res.request_id)
         writer.add(_trace_row(res, job, backend.spec, verifier, writer.run_id, result))
         finished += 1
         if progress:
-            progress(
-                finished + counts["skipped"] + counts["refused"], total, result.completion_tokens
-            )
+            progress(finished + counts["skipped"] + counts["refused"], total, result.completion_tokens)
     counts["sent"] = finished
     result.requests += counts["requests"]
     return dict(counts)
@@ -172,25 +247,30 @@ def _select_ids(store: Store, cfg: GenerateConfig, teacher: str, round_: int) ->
         con.close()
 
 
-def _stream_samples(store: Store, ids: list[str]) -> Iterator[dict[str, Any]]:
-    """The selected samples, images included, a batch at a time: memory stays bounded."""
+def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -> Iterator[dict[str, Any]]:
+    """The selected samples, images included, a batch at a time: memory stays bounded. With
+    `wrong_of`, each comes with that teacher's latest wrong trace (`wrong_text`,
+    `wrong_request_id`), and samples without one are left out."""
     con = store.connect()
     try:
         con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
-        reader = con.sql(
-            f"SELECT {_SAMPLE_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)"
-        )
-        for batch in reader.to_arrow_reader(256):
+        sql, params = f"SELECT {_SAMPLE_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)", []
+        if wrong_of is not None:
+            sql = f"""SELECT s.*, w.wrong_text, w.wrong_request_id FROM ({sql}) s JOIN (
+                        SELECT sample_id, arg_max(text, round * 1000000 + sample_index) AS wrong_text,
+                               arg_max(request_id, round * 1000000 + sample_index) AS wrong_request_id
+                        FROM traces WHERE teacher = ? AND verdict = 'wrong' GROUP BY sample_id
+                      ) w USING (sample_id)"""
+            params = [wrong_of]
+        for batch in con.sql(sql, params=params).to_arrow_reader(256):
             yield from batch.to_pylist()
     finally:
         con.close()
 
 
 def _requests(
-    samples: Iterable[dict[str, Any]],
+    spec: _Round,
     backend: Backend,
-    cfg: GenerateConfig,
-    round_: int,
     done: set[str],
     pending: dict[str, _Pending],
     counts: Counter[str],
@@ -198,49 +278,73 @@ def _requests(
     result: GenerateResult,
 ) -> Iterator[GenRequest]:
     """Requests not yet in the store, built lazily as the backend pulls them."""
-    base = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
-    for sample in samples:
-        prompt = build_prompt(
-            sample, supports_images=backend.supports_images, image_policy=cfg.image_policy
-        )
-        for index in range(cfg.n):
+    for sample in spec.samples:
+        prompt = spec.prompt(sample)
+        for index in range(spec.n):
             counts["requests"] += 1
-            sampling = replace(
-                base, seed=None if base.seed is None else base.seed + 1000 * (round_ - 1) + index
+            seed = (
+                None if spec.sampling.seed is None else spec.sampling.seed + 1000 * (spec.number - 1) + index
             )
+            sampling = replace(spec.sampling, seed=seed)
             if prompt.refusal:
-                rid = text.stable_hash(sample["sample_id"], backend.spec, "refused", round_, index)
-                counts["refused"] += 1
-                if rid not in done:
-                    done.add(rid)
-                    result.refused += 1
-                    writer.add(
-                        _refusal_row(
-                            rid,
-                            sample,
-                            backend.spec,
-                            round_,
-                            index,
-                            sampling,
-                            prompt.refusal,
-                            writer.run_id,
-                        )
-                    )
+                _refuse(
+                    sample,
+                    prompt.refusal,
+                    backend.spec,
+                    spec.number,
+                    index,
+                    sampling,
+                    done,
+                    counts,
+                    writer,
+                    result,
+                )
                 continue
             request = GenRequest("", prompt.messages, sampling, prompt.assistant_prefix)
             rendered = backend.render(request)
             rid = text.stable_hash(
-                sample["sample_id"], backend.spec, rendered, sampling.as_dict(), index, round_
+                sample["sample_id"], backend.spec, rendered, sampling.as_dict(), index, spec.number
             )
             if rid in done or rid in pending:
                 counts["skipped"] += 1
                 result.skipped += 1
                 continue
             request.request_id = rid
-            prefix = prompt.assistant_prefix if getattr(backend, "prefills", False) else ""
-            pending[rid] = _Pending(sample, round_, index, sampling, rendered, prefix)
+            prefix = prompt.assistant_prefix if backend.prefills else ""
+            pending[rid] = _Pending(
+                sample,
+                spec.number,
+                index,
+                sampling,
+                rendered,
+                prefix,
+                spec.provenance(sample),
+                spec.prompt_version,
+            )
             result.sent += 1
             yield request
+
+
+def _refuse(
+    sample: dict[str, Any],
+    reason: str,
+    teacher: str,
+    round_: int,
+    index: int,
+    sampling: Sampling,
+    done: set[str],
+    counts: Counter[str],
+    writer: PartWriter,
+    result: GenerateResult,
+) -> None:
+    counts["refused"] += 1
+    rid = text.stable_hash(sample["sample_id"], teacher, "refused", round_, index)
+    if rid not in done:
+        done.add(rid)
+        result.refused += 1
+        row = _base_row(rid, sample, teacher, round_, index, sampling, writer.run_id)
+        row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
+        writer.add(row)
 
 
 def _trace_row(
@@ -252,6 +356,7 @@ def _trace_row(
     result: GenerateResult,
 ) -> dict[str, Any]:
     row = _base_row(res.request_id, job.sample, teacher, job.round, job.index, job.sampling, run_id)
+    row.update(provenance=job.provenance, prompt_version=job.prompt_version)
     row.update(
         prompt=job.rendered,
         latency_s=res.latency_s,
@@ -291,21 +396,6 @@ def _trace_row(
 def _reason_key(error: str | None) -> str:
     # "HTTP 500: ..." and "timeout after 600 s" count under their first words
     return (error or "no text").split(":", 1)[0][:60]
-
-
-def _refusal_row(
-    rid: str,
-    sample: dict[str, Any],
-    teacher: str,
-    round_: int,
-    index: int,
-    sampling: Sampling,
-    reason: str,
-    run_id: str,
-) -> dict[str, Any]:
-    row = _base_row(rid, sample, teacher, round_, index, sampling, run_id)
-    row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
-    return row
 
 
 def _base_row(

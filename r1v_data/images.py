@@ -38,16 +38,12 @@ class ImageRejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def load_image(
-    ref: Any, base_dir: Path, limits: ImageLimits, root: Path | None = None
-) -> dict[str, Any]:
+def load_image(ref: Any, base_dir: Path, limits: ImageLimits, root: Path | None = None) -> dict[str, Any]:
     """Resolve `ref` against `base_dir` (a path may not leave `root`, by default `base_dir`) and
     return the `image` struct of the schemas."""
     data, origin = _read_bytes(ref, base_dir, root or base_dir, limits)
     if len(data) > limits.max_bytes:
-        raise ImageRejected(
-            "image over size limit", f"{origin}: {len(data)} bytes > {limits.max_bytes}"
-        )
+        raise ImageRejected("image over size limit", f"{origin}: {len(data)} bytes > {limits.max_bytes}")
     fmt, width, height = _check_decodes(data, origin, limits)
     return {
         "bytes": data,
@@ -59,9 +55,7 @@ def load_image(
     }
 
 
-def _read_bytes(
-    ref: Any, base_dir: Path, root: Path, limits: ImageLimits
-) -> tuple[bytes, str | None]:
+def _read_bytes(ref: Any, base_dir: Path, root: Path, limits: ImageLimits) -> tuple[bytes, str | None]:
     if isinstance(ref, bytes | bytearray | memoryview):
         return bytes(ref), None
     if isinstance(ref, Image.Image):
@@ -89,9 +83,7 @@ def _read_local(ref: str, base_dir: Path, root: Path, limits: ImageLimits) -> by
     try:
         return _read_inside(ref, base_dir, root, limits)
     except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops, long names
-        raise ImageRejected(
-            "invalid image path", f"{ref[:200]!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ImageRejected("invalid image path", f"{ref[:200]!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _read_inside(ref: str, base_dir: Path, root: Path, limits: ImageLimits) -> bytes:
@@ -101,9 +93,7 @@ def _read_inside(ref: str, base_dir: Path, root: Path, limits: ImageLimits) -> b
     # resolve() follows symlinks and `..`, so a link inside the folder pointing out is caught too.
     resolved = path.resolve(strict=False)
     if not resolved.is_relative_to(base):
-        raise ImageRejected(
-            "image outside source folder", f"{ref} resolves to {resolved}, outside {base}"
-        )
+        raise ImageRejected("image outside source folder", f"{ref} resolves to {resolved}, outside {base}")
     if not resolved.is_file():
         raise ImageRejected("image not found", f"{ref} (looked in {base_dir})")
     size = resolved.stat().st_size
@@ -128,9 +118,7 @@ def _decode_base64(payload: str, what: str) -> bytes:
 
 def _fetch_remote(url: str, limits: ImageLimits) -> bytes:
     if not limits.allow_remote:
-        raise ImageRejected(
-            "remote image not allowed", f"{url} (pass --allow-remote-images to fetch it)"
-        )
+        raise ImageRejected("remote image not allowed", f"{url} (pass --allow-remote-images to fetch it)")
     if not url.lower().startswith(("http://", "https://")):
         raise ImageRejected("remote image not allowed", f"{url}: only http(s) can be fetched")
     try:

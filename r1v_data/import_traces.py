@@ -147,9 +147,7 @@ def _import_one(
     row = record.data or {}
     completion = next((row[k] for k in _TEXT_FIELDS if isinstance(row.get(k), str)), None)
     sample, why = index.find(row) if record.data is not None else (None, "")
-    problem = (
-        (record.error and record.error[0]) or (completion is None and "no completion text") or why
-    )
+    problem = (record.error and record.error[0]) or (completion is None and "no completion text") or why
     if problem or sample is None:
         result.unmatched += 1
         qid = text.stable_hash(uri, record.location, "trace " + str(problem))
@@ -173,15 +171,11 @@ def _import_one(
         return
     done.add(rid)
     parsed = parse_completion(completion, row.get("finish_reason"))
-    verdict = verifier.verify(
-        parsed.answer, sample["answer"], sample["answer_type"], sample["options"]
-    )
+    verdict = verifier.verify(parsed.answer, sample["answer"], sample["answer_type"], sample["options"])
     result.verdicts[verdict.verdict] += 1
     label = _shipped_label(row)
     if label is not None and verdict.verdict in ("correct", "wrong"):
-        result.label_agreement[
-            "agree" if label == (verdict.verdict == "correct") else "disagree"
-        ] += 1
+        result.label_agreement["agree" if label == (verdict.verdict == "correct") else "disagree"] += 1
     teacher = cfg.teacher or next((str(row[k]) for k in _TEACHER_FIELDS if row.get(k)), "unknown")
     traces.add(
         {

@@ -71,10 +71,7 @@ class IngestResult:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        totals = {
-            k: self.total(k)
-            for k in ("read", "added", "new_provenance", "unchanged", "quarantined")
-        }
+        totals = {k: self.total(k) for k in ("read", "added", "new_provenance", "unchanged", "quarantined")}
         return {
             "run_id": self.run_id,
             "store": str(self.store),

@@ -195,8 +195,7 @@ def detect(columns: set[str], first_rows: list[dict[str, Any]]) -> Preset:
             f"(one of {', '.join(PRESETS)}) or map columns with --map question=COLUMN"
         )
     raise ConfigError(
-        f"the columns ({shown}) fit several presets ({', '.join(p.name for p in best)}); "
-        "pass --preset NAME"
+        f"the columns ({shown}) fit several presets ({', '.join(p.name for p in best)}); pass --preset NAME"
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from r1v_data.backends.base import Message
 
 PROMPT_VERSION = "r1v-prompt/1"
+REVISE_VERSION = "r1v-revise/1"
 THINK_PREFIX = "<think>\n"
 
 _FREE_FORM = (
@@ -33,9 +34,7 @@ class Prompt:
     refusal: str | None = None  # why this teacher cannot answer the sample (recorded, not dropped)
 
 
-def build_prompt(
-    sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption"
-) -> Prompt:
+def build_prompt(sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption") -> Prompt:
     """The teacher prompt for one stored sample.
 
     A text-only teacher given an image question uses the sample's caption in place of the
@@ -73,3 +72,26 @@ def plain_completion_text(messages: list[Message], assistant_prefix: str) -> str
     """A prompt for base models with no chat template (such as the builtin Gemma 3 270M)."""
     turns = [m.text for m in messages if m.role != "assistant"]
     return _ONE_SHOT + "Question: " + "\n\n".join(turns) + "\n\nAnswer: " + assistant_prefix
+
+
+_REVISE = (
+    "Below are a problem, its reference answer, and a solution attempt that reached a wrong answer. "
+    "Write a corrected solution: reason step by step inside <think> </think> tags, keeping what was "
+    "right in the attempt and fixing what was wrong, so that the reasoning genuinely leads to the "
+    "reference answer. After </think>, give only the final answer in \\boxed{{}}.\n\n"
+    "Problem:\n{question}\n\nReference answer: {answer}\n\nAttempt:\n{attempt}"
+)
+
+
+def build_revision_prompt(
+    sample: dict[str, Any], attempt: str, *, supports_images: bool, image_policy: str = "caption"
+) -> Prompt:
+    """A judge's prompt to rewrite a wrong trace so it reaches the reference answer (multi-stage
+    self-distillation's revision step). Images are handled as in `build_prompt`."""
+    base = build_prompt(sample, supports_images=supports_images, image_policy=image_policy)
+    if base.refusal:
+        return base
+    (user,) = base.messages
+    question = user.text.rsplit("\n\n", 1)[0]  # the question without the answer-format line
+    body = _REVISE.format(question=question, answer=sample.get("answer"), attempt=attempt.strip())
+    return Prompt([Message("user", body, user.images)], THINK_PREFIX)

@@ -56,9 +56,7 @@ _PLACEHOLDER_BOOKKEEPING = {
 def prepare(record: Record, plan: RowPlan) -> Prepared:
     """One source row -> a sample row (without store bookkeeping) or a quarantine reason."""
     if record.error:
-        return Prepared(
-            record.location, reason=record.error[0], detail=record.error[1], raw=record.raw
-        )
+        return Prepared(record.location, reason=record.error[0], detail=record.error[1], raw=record.raw)
     row = record.data or {}
     try:
         sample = _sample(row, plan)
@@ -66,9 +64,7 @@ def prepare(record: Record, plan: RowPlan) -> Prepared:
         return Prepared(record.location, reason=exc.reason, detail=exc.detail, raw=raw_text(row))
     except Exception as exc:  # a bug or an input no rule foresaw: still a row, never a crash
         detail = f"{type(exc).__name__}: {exc}"[:500]
-        return Prepared(
-            record.location, reason="unreadable record", detail=detail, raw=raw_text(row)
-        )
+        return Prepared(record.location, reason="unreadable record", detail=detail, raw=raw_text(row))
     size = sum(len(im["bytes"]) for im in sample["images"])
     return Prepared(record.location, sample=sample, image_bytes=size)
 
@@ -82,12 +78,8 @@ def _sample(row: dict[str, Any], plan: RowPlan) -> dict[str, Any]:
     except UnicodeEncodeError as exc:
         raise BadRow("invalid utf-8", f"text holds an unencodable character: {exc.reason}") from exc
     refs = _image_refs(row, plan.mapping.get("images", ()))
-    sample["images"] = [
-        load_image(ref, plan.image_base, plan.limits, plan.image_root) for ref in refs
-    ]
-    sample["sample_id"] = text.sample_id(
-        sample["question"], [im["sha256"] for im in sample["images"]]
-    )
+    sample["images"] = [load_image(ref, plan.image_base, plan.limits, plan.image_root) for ref in refs]
+    sample["sample_id"] = text.sample_id(sample["question"], [im["sha256"] for im in sample["images"]])
     try:  # validate here, per row, so one bad value is one quarantined row, not a failed part
         schema.conform([{**sample, **_PLACEHOLDER_BOOKKEEPING}], "samples")
     except SchemaError as exc:
@@ -100,9 +92,7 @@ def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]]) -> dict[str, Any
     if isinstance(question, int | float) and not isinstance(question, bool):
         question = str(question)
     if not isinstance(question, str) or not question.strip():
-        raise BadRow(
-            "missing question", f"no question text in column(s) {list(m.get('question', ()))}"
-        )
+        raise BadRow("missing question", f"no question text in column(s) {list(m.get('question', ()))}")
     try:
         options = text.parse_options(_pick(row, m.get("options", ())))
     except ValueError as exc:
@@ -140,9 +130,7 @@ def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]]) -> dict[str, Any
 def _pick(row: dict[str, Any], columns: tuple[str, ...]) -> Any:
     for col in columns:
         value = row.get(col)
-        if value is not None and not (
-            isinstance(value, float) and value != value
-        ):  # NaN is missing
+        if value is not None and not (isinstance(value, float) and value != value):  # NaN is missing
             return value
     return None
 

@@ -71,9 +71,7 @@ def open_source(spec: str, *, split: str | None = None, records_key: str | None 
         return _open_hub(spec, split)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise SourceError(
-            f"source {spec!r} does not exist (for a Hugging Face Hub dataset write hf:{spec})"
-        )
+        raise SourceError(f"source {spec!r} does not exist (for a Hugging Face Hub dataset write hf:{spec})")
     if path.is_dir():
         return _open_dir(path, spec, split, records_key)
     suffix = path.suffix.lower()
@@ -174,9 +172,7 @@ def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any],
     if isinstance(doc, list):
         return doc, None
     if not isinstance(doc, dict):
-        raise SourceError(
-            f"source {spec!r}: JSON top level is a {type(doc).__name__}, not a list or object"
-        )
+        raise SourceError(f"source {spec!r}: JSON top level is a {type(doc).__name__}, not a list or object")
     if records_key:
         if not isinstance(doc.get(records_key), list):
             raise SourceError(
@@ -184,17 +180,11 @@ def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any],
             )
         return doc[records_key], records_key
     # {"info": ..., "questions": [{...}, ...]}: the one key holding a list of objects
-    lists = [
-        k
-        for k, v in doc.items()
-        if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)
-    ]
+    lists = [k for k, v in doc.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
     if len(lists) == 1:
         return doc[lists[0]], lists[0]
     if len(lists) > 1:
-        raise SourceError(
-            f"source {spec!r}: several keys hold rows ({', '.join(lists)}); pass --records-key"
-        )
+        raise SourceError(f"source {spec!r}: several keys hold rows ({', '.join(lists)}); pass --records-key")
     if doc and all(isinstance(v, dict) for v in doc.values()):  # {id: record}
         return [{"id": k, **v} for k, v in doc.items()], None
     return [doc], None  # a single record
@@ -288,9 +278,7 @@ def _open_hub(spec: str, split: str | None) -> Source:
     )
 
 
-def _from_datasets(
-    ds: Any, spec: str, name: str, base_dir: Path, split: str | None, uri: str
-) -> Source:
+def _from_datasets(ds: Any, spec: str, name: str, base_dir: Path, split: str | None, uri: str) -> Source:
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
@@ -322,9 +310,7 @@ def _file_source(
     path: Path, spec: str, kind: str, total: int, records: Callable[[], Iterator[Record]]
 ) -> Source:
     uri = str(path.absolute())
-    return Source(
-        spec, path.stem, kind, path.parent.absolute(), total, uri, records, _file_fingerprint(path)
-    )
+    return Source(spec, path.stem, kind, path.parent.absolute(), total, uri, records, _file_fingerprint(path))
 
 
 def _check_readable(path: Path) -> None:

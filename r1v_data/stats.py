@@ -52,9 +52,7 @@ FROM (SELECT unnest(images) AS im FROM samples)
 def store_stats(store: Store) -> dict[str, Any]:
     con = store.connect()
     try:
-        out: dict[str, Any] = {
-            name: int(con.sql(q).fetchall()[0][0]) for name, q in _COUNTS.items()
-        }
+        out: dict[str, Any] = {name: int(con.sql(q).fetchall()[0][0]) for name, q in _COUNTS.items()}
         for name, q in _BREAKDOWNS.items():
             out[name] = {str(k): int(v) for k, v in con.sql(q).fetchall()}
         row = con.sql(_IMAGE_SIZES).fetchall()[0]
@@ -67,9 +65,7 @@ def store_stats(store: Store) -> dict[str, Any]:
             "height_max",
             "total_bytes",
         )
-        out["image_sizes"] = {
-            k: (int(v) if v is not None else None) for k, v in zip(keys, row, strict=True)
-        }
+        out["image_sizes"] = {k: (int(v) if v is not None else None) for k, v in zip(keys, row, strict=True)}
         out["runs"] = _runs(con)
     finally:
         con.close()

@@ -217,9 +217,7 @@ class Store:
         try:
             rel = con.sql(sql)
             if rel is None:
-                raise QueryError(
-                    "the query returned no rows (only SELECT-like queries are supported)"
-                )
+                raise QueryError("the query returned no rows (only SELECT-like queries are supported)")
             if limit is not None:
                 rel = rel.limit(limit)
             return rel.columns, rel.fetchall()
@@ -260,9 +258,7 @@ class Store:
             )
         return run_id
 
-    def finish_run(
-        self, run_id: str, status: str, counts: dict[str, Any], manifest: dict[str, Any]
-    ) -> None:
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any], manifest: dict[str, Any]) -> None:
         with self.catalog() as con:
             con.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE run_id = ?",
@@ -350,13 +346,10 @@ def _refuse_non_store(root: Path, create: bool) -> None:
         raise StoreError(f"--store {root} is a file, not a store directory")
     if root.exists() and any(root.iterdir()):
         raise StoreError(
-            f"{root} is not an r1v store (no store.json) and is not empty; "
-            "choose a new or empty directory"
+            f"{root} is not an r1v store (no store.json) and is not empty; choose a new or empty directory"
         )
     if not create:
-        raise StoreError(
-            f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}"
-        )
+        raise StoreError(f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}")
 
 
 def _initialise(root: Path) -> None:
@@ -390,9 +383,7 @@ def _read_info(root: Path) -> dict[str, Any]:
         and all(isinstance(v, int) for v in schemas.values())
     )
     if not valid:
-        raise StoreError(
-            f"{root}/store.json is damaged (expected format and integer schema versions)"
-        )
+        raise StoreError(f"{root}/store.json is damaged (expected format and integer schema versions)")
     return info
 
 

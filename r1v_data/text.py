@@ -13,9 +13,7 @@ from typing import Any
 _PLACEHOLDER = re.compile(r"<\s*(?:image|img)[\s_-]*(\d+)\s*>", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 _INTEGER = re.compile(r"^[+-]?\d+$")
-_NUMBER = re.compile(
-    r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*(°|%|\\%|\^\\circ|\^\{\\circ\})?$"
-)
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*(°|%|\\%|\^\\circ|\^\{\\circ\})?$")
 LETTERS = string.ascii_uppercase
 MAX_LEVEL = 1000  # difficulty levels are small integers; anything else stays raw in `extra`
 

@@ -227,9 +227,7 @@ def answer_letter(answer: str, n_options: int) -> str | None:
     boxed = find_boxed(s)
     if boxed is not None:
         s = _clean(boxed)
-    s = re.sub(
-        r"^(?:the\s+)?(?:correct\s+)?(?:option|choice|answer)\s*(?:is\s*)?:?\s*", "", s, flags=re.I
-    )
+    s = re.sub(r"^(?:the\s+)?(?:correct\s+)?(?:option|choice|answer)\s*(?:is\s*)?:?\s*", "", s, flags=re.I)
     alone = re.fullmatch(r"\(?([A-Za-z])\)?[.:)]?", s)
     leading = re.match(r"\(?([A-Z])(?:\)|[.:]\s|[.:]?$|\s)", s)
     match = alone or leading
@@ -260,9 +258,7 @@ def is_repetitive(text: str) -> bool:
         if span + period > n:
             break
         # Byte-wise equality of two slices in C: XOR as big integers, count the zero bytes.
-        diff = int.from_bytes(tail[n - span :]) ^ int.from_bytes(
-            tail[n - span - period : n - period]
-        )
+        diff = int.from_bytes(tail[n - span :]) ^ int.from_bytes(tail[n - span - period : n - period])
         if diff.to_bytes(span).count(0) >= _MIN_AGREEMENT * span:
             return True
     return False

@@ -232,9 +232,7 @@ class _TimeoutFlag(logging.Handler):
             self.fired = True
 
 
-def _math_verify(
-    pred: str, ref: str, inner_timeout: int | None, flag: _TimeoutFlag
-) -> tuple[str, str]:
+def _math_verify(pred: str, ref: str, inner_timeout: int | None, flag: _TimeoutFlag) -> tuple[str, str]:
     from math_verify import parse, verify
 
     flag.fired = False
@@ -350,9 +348,7 @@ class VerifierPool:
         inner_timeout_s: int | Literal["auto"] | None = "auto",
         memory_mb: int | None = 4096,
     ) -> None:
-        usable = (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        )
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.n_workers = workers or max(1, min(usable or 1, 8))
         self.timeout_s = timeout_s
         auto = inner_timeout_s == "auto"

@@ -20,8 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    help="Train vision-language reasoning models on r1v data (projector transfer, "
-    "iterative SFT, GRPO).",
+    help="Train vision-language reasoning models on r1v data (projector transfer, iterative SFT, GRPO).",
 )
 out = Console()
 
@@ -69,9 +68,7 @@ def env(
         table.add_row(name, version or "[dim]not installed[/]")
     out.print(table)
     devices = ", ".join(info["devices"]) or "none (CPU only)"
-    out.print(
-        f"python {info['python']}; CUDA devices: {devices}; CPU threads: {info['cpu_threads']}"
-    )
+    out.print(f"python {info['python']}; CUDA devices: {devices}; CPU threads: {info['cpu_threads']}")
     if info["packages"]["trl"] is None:
         out.print("install the training stack with: pip install 'r1v[train]'")
 

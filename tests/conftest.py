@@ -26,9 +26,7 @@ def shared() -> Path:
     return SHARED_DATA
 
 
-def run_cli(
-    *args: Any, tool: str = "r1v-data", check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: Any, tool: str = "r1v-data", check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a console script exactly as a user would, with no terminal attached."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     proc = subprocess.run(
@@ -41,8 +39,7 @@ def run_cli(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{tool} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}"
+            f"{tool} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 

@@ -22,9 +22,7 @@ SPEC = "builtin"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("R1V_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "r1v"
-    )
+    base = os.environ.get("R1V_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "r1v")
     return Path(base).expanduser()
 
 

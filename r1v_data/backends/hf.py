@@ -103,9 +103,7 @@ class HFBackend:
         import torch
 
         texts = [self.render(r) for r in batch]
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
-        )
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         enc = enc.to(self.device)
         s = batch[0].sampling
         kwargs: dict[str, Any] = {
@@ -114,16 +112,12 @@ class HFBackend:
             "eos_token_id": sorted(self._eos),
         }
         if s.temperature > 0:
-            kwargs.update(
-                do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0
-            )
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or 0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         penalties = [r.sampling.repetition_penalty for r in batch]
         if any(p != 1.0 for p in penalties):
-            kwargs["logits_processor"] = [
-                RowRepetitionPenalty(penalties, self.tokenizer.pad_token_id)
-            ]
+            kwargs["logits_processor"] = [RowRepetitionPenalty(penalties, self.tokenizer.pad_token_id)]
         if not self.chat:
             kwargs.update(stop_strings=[PLAIN_STOP], tokenizer=self.tokenizer)
         if s.seed is not None:
@@ -149,13 +143,7 @@ def _batch_key(r: GenRequest) -> tuple[Any, ...]:
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     configured = model.generation_config.eos_token_id
-    ids.update(
-        configured
-        if isinstance(configured, list)
-        else [configured]
-        if configured is not None
-        else []
-    )
+    ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     for token in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>"):

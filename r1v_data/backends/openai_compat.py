@@ -126,8 +126,7 @@ class OpenAIBackend:
             raise BackendError(f"openai backend: concurrency must be at least 1, not {concurrency}")
         if not spec_url.startswith(("http://", "https://")):
             raise BackendError(
-                f"openai backend: {spec_url!r} is not an http(s) URL; "
-                "write openai:http://HOST:PORT/v1#MODEL"
+                f"openai backend: {spec_url!r} is not an http(s) URL; write openai:http://HOST:PORT/v1#MODEL"
             )
         self.base_url = spec_url.rstrip("/")
         self.model = model
@@ -258,9 +257,7 @@ class OpenAIBackend:
             if in_flight and self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(run.cancel)
 
-    def _next_result(
-        self, results: queue.SimpleQueue[GenResult | BackendError]
-    ) -> GenResult | BackendError:
+    def _next_result(self, results: queue.SimpleQueue[GenResult | BackendError]) -> GenResult | BackendError:
         while True:
             try:
                 return results.get(timeout=1.0)
@@ -315,12 +312,8 @@ class OpenAIBackend:
 
             async def make_session() -> Any:
                 connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=60)
-                timeout = aiohttp.ClientTimeout(
-                    total=self.timeout_s, sock_connect=min(self.timeout_s, 30.0)
-                )
-                return aiohttp.ClientSession(
-                    connector=connector, timeout=timeout, headers=self._headers
-                )
+                timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.timeout_s, 30.0))
+                return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers)
 
             self._session = asyncio.run_coroutine_threadsafe(make_session(), loop).result()
             self._loop, self._thread = loop, thread
@@ -444,9 +437,7 @@ class OpenAIBackend:
 class _Run:
     """The loop-side half of one `generate()` call: its tasks and its result queue."""
 
-    def __init__(
-        self, backend: OpenAIBackend, results: queue.SimpleQueue[GenResult | BackendError]
-    ):
+    def __init__(self, backend: OpenAIBackend, results: queue.SimpleQueue[GenResult | BackendError]):
         self.backend = backend
         self.results = results
         self.tasks: set[asyncio.Task[None]] = set()
@@ -506,9 +497,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return str(content)
 
 

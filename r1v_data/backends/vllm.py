@@ -22,9 +22,7 @@ from r1v_data.prompts import plain_completion_text
 class VLLMBackend:
     prefills = True  # the assistant prefix is part of the rendered prompt
 
-    def __init__(
-        self, model: str, *, spec: str | None = None, chunk_size: int = 256, **engine_args: Any
-    ):
+    def __init__(self, model: str, *, spec: str | None = None, chunk_size: int = 256, **engine_args: Any):
         # vLLM logs to stdout by default, which would corrupt `--json` output: send it to stderr.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
@@ -73,9 +71,7 @@ class VLLMBackend:
             outputs = self.llm.generate(
                 [self._prompt(r) for r in chunk], [self._params(r) for r in chunk], use_tqdm=False
             )
-        except (
-            Exception
-        ) as exc:  # vLLM validation/engine errors have many types; isolate, never crash
+        except Exception as exc:  # vLLM validation/engine errors have many types; isolate, never crash
             if len(chunk) == 1:
                 msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                 return [GenResult(chunk[0].request_id, finish_reason="error", error=msg)]
@@ -88,9 +84,7 @@ class VLLMBackend:
         from PIL import Image
 
         prompt: dict[str, Any] = {"prompt": self.render(request)}
-        images = [
-            Image.open(io.BytesIO(b)).convert("RGB") for m in request.messages for b in m.images
-        ]
+        images = [Image.open(io.BytesIO(b)).convert("RGB") for m in request.messages for b in m.images]
         if images:
             prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
         return prompt

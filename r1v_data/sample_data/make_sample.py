@@ -124,9 +124,7 @@ def bar_chart(rng: random.Random, level: int) -> tuple[dict[str, Any], list[Imag
     width = (SIZE[0] - left - 20) // len(labels)
     for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
         x0 = left + 8 + i * width
-        d.rectangle(
-            (x0, bottom - v * scale, x0 + width - 14, bottom), fill=COLOURS["blue"], outline="black"
-        )
+        d.rectangle((x0, bottom - v * scale, x0 + width - 14, bottom), fill=COLOURS["blue"], outline="black")
         d.text((x0 + width // 2 - 10, bottom + 6), lab, fill="black", font=_font(14))
     d.line((left, top, left, bottom), fill="black")
     d.line((left, bottom, SIZE[0] - 10, bottom), fill="black")
@@ -141,9 +139,7 @@ def bar_chart(rng: random.Random, level: int) -> tuple[dict[str, Any], list[Imag
     else:
         q, answer = "What is the sum of the values of all the bars?", sum(values)
     caption = (
-        "A bar chart: "
-        + ", ".join(f"bar {lab} = {v}" for lab, v in zip(labels, values, strict=True))
-        + "."
+        "A bar chart: " + ", ".join(f"bar {lab} = {v}" for lab, v in zip(labels, values, strict=True)) + "."
     )
     return {
         "question": f"<image1>\n{q}",
@@ -193,9 +189,7 @@ def triangle(rng: random.Random, level: int) -> tuple[dict[str, Any], list[Image
         fill="black",
         font=_font(14),
     )
-    d.text(
-        (pts[0][0] + 6, (pts[0][1] + pts[2][1]) // 2), f"AC = {ac}", fill="black", font=_font(14)
-    )
+    d.text((pts[0][0] + 6, (pts[0][1] + pts[2][1]) // 2), f"AC = {ac}", fill="black", font=_font(14))
     q = "Triangle ABC has a right angle at A, with the side lengths shown. What is the length of BC?"
     record: dict[str, Any] = {
         "question": f"<image1>\n{q}",
@@ -223,12 +217,7 @@ def build(out: Path = HERE, seed: int = 20250407) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    jobs = [
-        (prefix, fn, level)
-        for prefix, fn, per in FAMILIES
-        for level in (1, 2, 3)
-        for _ in range(per)
-    ]
+    jobs = [(prefix, fn, level) for prefix, fn, per in FAMILIES for level in (1, 2, 3) for _ in range(per)]
     jobs += [("pair", counting_pair, 2)] * 2
     for i, (prefix, fn, level) in enumerate(jobs):
         record, images = fn(rng, level)

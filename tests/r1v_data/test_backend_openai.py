@@ -61,9 +61,7 @@ def image(fmt: str, color: str = "red") -> bytes:
     return buf.getvalue()
 
 
-def req(
-    rid: str, text: str | None = None, images: list[bytes] | None = None, **sampling
-) -> GenRequest:
+def req(rid: str, text: str | None = None, images: list[bytes] | None = None, **sampling) -> GenRequest:
     msgs = [Message("user", text or f"question {rid}", images or [])]
     return GenRequest(rid, msgs, Sampling(**sampling), "<think>\n")
 
@@ -92,9 +90,7 @@ def test_happy_path_images_sampling_and_results(serve, backends) -> None:
     (body,) = srv.bodies("what is shown?")
     (content,) = [m["content"] for m in body["messages"]]
     assert [p["type"] for p in content] == ["image_url", "image_url", "text"]  # images first
-    assert (
-        content[0]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
-    )
+    assert content[0]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
     assert content[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert base64.b64decode(content[1]["image_url"]["url"].split(",", 1)[1]) == jpeg
     assert content[2]["text"] == "what is shown?"
@@ -167,9 +163,7 @@ def test_render_is_canonical_and_deterministic(serve) -> None:
     assert a != be.render(req("a", "same", [png], temperature=1.0))
     parsed = json.loads(a)
     assert a == json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert parsed["messages"][0]["content"][0]["image_url"]["url"].startswith(
-        "data:image/png;sha256,"
-    )
+    assert parsed["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;sha256,")
     assert be.spec == "openai:http://127.0.0.1:9/v1#m"
     built = make_backend("openai:http://127.0.0.1:9/v1#m", concurrency=3)
     assert isinstance(built, OpenAIBackend) and built.concurrency == 3

@@ -22,9 +22,7 @@ from r1v_data.store import Store
 # small so two engines (this process and a CLI subprocess) fit on a 24 GiB machine.
 ENGINE = {"dtype": "float32", "max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.1}
 
-vllm = pytest.importorskip(
-    "vllm", reason="vLLM is not installed here (make test runs these in .venv-vllm)"
-)
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed here (make test runs these in .venv-vllm)")
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +39,7 @@ def test_backend_per_request_sampling(tiny_model: Path) -> None:
             GenRequest(
                 f"r{i}",
                 [Message("user", f"What is {i} + {i}?")],
-                Sampling(
-                    temperature=1.0, max_tokens=8 + i, seed=i, repetition_penalty=1.0 + i / 10
-                ),
+                Sampling(temperature=1.0, max_tokens=8 + i, seed=i, repetition_penalty=1.0 + i / 10),
                 "<think>\n",
             )
             for i in range(6)
@@ -53,11 +49,7 @@ def test_backend_per_request_sampling(tiny_model: Path) -> None:
         assert sorted(results) == [f"r{i}" for i in range(6)]
         for i in range(6):
             r = results[f"r{i}"]
-            assert (
-                r.error is None
-                and r.completion_tokens <= 8 + i
-                and r.finish_reason in ("stop", "length")
-            )
+            assert r.error is None and r.completion_tokens <= 8 + i and r.finish_reason in ("stop", "length")
         # a prompt over max_model_len fails alone; its chunk-mates still succeed
         long = GenRequest("long", [Message("user", "word " * 3000)], Sampling(max_tokens=4), "")
         mixed = {r.request_id: r for r in backend.generate([long, requests[0]])}

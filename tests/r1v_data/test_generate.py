@@ -93,19 +93,13 @@ def test_rounds_regenerate_only_problems_without_a_correct_trace(
     round1, round2 = result["rounds"]
     assert round1["requests"] == 6
     correct_after_1 = {
-        t["sample_id"]
-        for t in _traces(sample_store)
-        if t["round"] == 1 and t["verdict"] == "correct"
+        t["sample_id"] for t in _traces(sample_store) if t["round"] == 1 and t["verdict"] == "correct"
     }
     assert round2["samples"] == 6 - len(correct_after_1)
-    assert {t["sample_id"] for t in _traces(sample_store) if t["round"] == 2}.isdisjoint(
-        correct_after_1
-    )
+    assert {t["sample_id"] for t in _traces(sample_store) if t["round"] == 2}.isdisjoint(correct_after_1)
 
 
-def test_text_only_teacher_uses_captions_or_refuses(
-    tmp_path: Path, tiny_model: Path, shared: Path
-) -> None:
+def test_text_only_teacher_uses_captions_or_refuses(tmp_path: Path, tiny_model: Path, shared: Path) -> None:
     store = tmp_path / "store"
     ingest_json("builtin:sample", shared / "mathv_testmini" / "testmini.jsonl", "--store", store)
     result = _generate(
@@ -195,8 +189,7 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
         )
         deadline = time.monotonic() + 120
         while (
-            len(list((sample_store / "traces").glob("part-2*.parquet"))) < 6
-            and time.monotonic() < deadline
+            len(list((sample_store / "traces").glob("part-2*.parquet"))) < 6 and time.monotonic() < deadline
         ):
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
@@ -225,11 +218,30 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
 def test_builtin_teacher_runs_offline_and_caches_its_conversion(sample_store: Path) -> None:
     from r1v_data.backends.builtin import builtin_model_dir
 
-    result = _generate(sample_store, "--teacher", "builtin", "--limit", "2", "--max-tokens", "24",
-                       "--temperature", "0")
+    result = _generate(
+        sample_store, "--teacher", "builtin", "--limit", "2", "--max-tokens", "24", "--temperature", "0"
+    )
     assert (result["sent"], result["failed"], result["teacher"]) == (2, {}, "builtin")
     assert (builtin_model_dir() / "config.json").is_file()  # converted once, reused after
     for t in _traces(sample_store):
         assert t["prompt"].startswith("Question: A box holds 3 red balls")  # the one-shot format
         assert t["prompt"].endswith("Answer: <think>\n") and t["completion_tokens"] <= 24
         assert t["verdict"] in ("correct", "wrong")
+
+
+def test_reviser_rewrites_wrong_traces_given_the_reference(sample_store: Path, tiny_model: Path) -> None:
+    with FakeOpenAIProcess(latency_s=0.0) as srv:
+        result = _generate(sample_store, "--teacher", f"hf:{tiny_model}", "--limit", "4", "--max-tokens", "6",
+                           "--reviser", f"openai:{srv.url}#judge")
+        again = _generate(sample_store, "--teacher", f"hf:{tiny_model}", "--limit", "4", "--max-tokens", "6",
+                          "--reviser", f"openai:{srv.url}#judge")
+    revision = result["rounds"][-1]
+    wrong = {t["sample_id"]: t["request_id"] for t in _traces(sample_store) if t["round"] == 1 and t["verdict"] == "wrong"}
+    assert revision["revision"] == 1 and revision["sent"] == len(wrong) > 0
+    revised = [t for t in _traces(sample_store) if t["round"] == 2]
+    assert {t["teacher"] for t in revised} == {f"openai:{srv.url}#judge"}
+    for t in revised:
+        assert t["provenance"] == f"revised:{wrong[t['sample_id']]}"
+        assert t["prompt_version"] == "r1v-revise/1" and "Reference answer:" in t["prompt"]
+        assert t["verdict"] in ("correct", "wrong")
+    assert again["sent"] == 0  # revisions resume like everything else

@@ -25,8 +25,10 @@ def test_mathvision_outputs_import_verified_and_idempotent(shared: Path, tmp_pat
     assert agree["agree"] / (agree["agree"] + agree["disagree"]) >= 0.96  # against the shipped labels
     con = Store.open(store).connect()
     teachers = dict(con.sql("SELECT teacher, count(*) FROM traces GROUP BY 1").fetchall())
-    assert teachers == {"gemini-pro-vision": 304, "internlm-xcomposer2-vl-7b": 304, "qwen-vl-max": 304} or \
-        sum(teachers.values()) == 912
+    assert (
+        teachers == {"gemini-pro-vision": 304, "internlm-xcomposer2-vl-7b": 304, "qwen-vl-max": 304}
+        or sum(teachers.values()) == 912
+    )
     (prov,) = con.sql("SELECT provenance FROM traces LIMIT 1").fetchall()[0]
     assert prov.startswith("imported:outputs_") and ":" in prov
     again = _import(store, *outputs, "--source", "testmini")
@@ -40,4 +42,6 @@ def test_traces_for_unknown_problems_are_quarantined(shared: Path, tmp_path: Pat
     result = _import(store, log, "--teacher", "qwen2-vl-7b")
     assert (result["read"], result["imported"], result["unmatched"]) == (754, 0, 754)
     con = Store.open(store).connect()
-    assert con.sql("SELECT reason, count(*) FROM quarantine GROUP BY 1").fetchall() == [("unmatched trace", 754)]
+    assert con.sql("SELECT reason, count(*) FROM quarantine GROUP BY 1").fetchall() == [
+        ("unmatched trace", 754)
+    ]

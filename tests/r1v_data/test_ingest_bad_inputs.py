@@ -17,9 +17,7 @@ from PIL import Image
 from r1v_data.store import Store
 
 
-def _png(
-    path: Path, size: tuple[int, int] = (64, 48), colour: str = "red", mode: str = "RGB"
-) -> bytes:
+def _png(path: Path, size: tuple[int, int] = (64, 48), colour: str = "red", mode: str = "RGB") -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, colour if mode == "RGB" else 0).save(path)
     return path.read_bytes()
@@ -44,9 +42,7 @@ def bad_source(tmp_path: Path) -> Path:
 
     lines = [
         row("How many red squares?", "images/good1.png"),  # 1 good
-        row(
-            "Compare the two pictures.", ["images/good1.png", "images/good2.jpg"]
-        ),  # 2 good, 2 images
+        row("Compare the two pictures.", ["images/good1.png", "images/good2.jpg"]),  # 2 good, 2 images
         b'{"question": "broken json", ',  # 3
         b"[1, 2, 3]",  # 4 not an object
         b'{"question": "caf\xe9 au lait?", "image": "images/good1.png", "answer": "1"}',  # 5 latin-1
@@ -86,17 +82,11 @@ EXPECTED = {
 }
 
 
-def test_every_bad_row_is_quarantined_with_reason_and_location(
-    bad_source: Path, tmp_path: Path
-) -> None:
+def test_every_bad_row_is_quarantined_with_reason_and_location(bad_source: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    proc = run_cli(
-        "ingest", bad_source, "--store", store, "--preset", "vqa", "--map", "options=options"
-    )
+    proc = run_cli("ingest", bad_source, "--store", store, "--preset", "vqa", "--map", "options=options")
     assert proc.returncode == 0
-    assert (
-        "quarantined by reason:" in proc.stdout and "image outside source folder: 3" in proc.stdout
-    )
+    assert "quarantined by reason:" in proc.stdout and "image outside source folder: 3" in proc.stdout
     con = Store.open(store).connect()
     quarantined = dict(con.sql("SELECT location, reason FROM quarantine").fetchall())
     assert quarantined == {**EXPECTED, "data.jsonl:17": "invalid options"}
@@ -148,9 +138,7 @@ def test_remote_images_can_be_allowed_and_fail_cleanly(bad_source: Path, tmp_pat
         (lambda d: (d / "x.json").write_bytes(b'{"a": 1}\xff\xfe') and d / "x.json", "not UTF-8"),
     ],
 )
-def test_unreadable_source_fails_in_one_line_before_writing(
-    tmp_path: Path, make, needle: str
-) -> None:
+def test_unreadable_source_fails_in_one_line_before_writing(tmp_path: Path, make, needle: str) -> None:
     source = make(tmp_path)
     store = tmp_path / "store"
     proc = run_cli("ingest", source, "--store", store, check=False)
@@ -181,11 +169,7 @@ def test_second_writer_is_refused_and_a_dead_writer_is_taken_over(tmp_path: Path
     ingest_json("builtin:sample", "--store", store, "--limit", "2")
     with Store.open(store, write=True):  # this test process holds the store
         proc = run_cli("ingest", "builtin:sample", "--store", store, check=False)
-    assert (
-        proc.returncode == 1
-        and f"pid {os.getpid()}" in proc.stderr
-        and "being written" in proc.stderr
-    )
+    assert proc.returncode == 1 and f"pid {os.getpid()}" in proc.stderr and "being written" in proc.stderr
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     # a writer that died leaves its details in the lock file, but not the lock itself
@@ -234,9 +218,7 @@ def test_sigkill_mid_ingest_then_resume_stores_each_sample_once(tmp_path: Path) 
     resumed = ingest_json(src / "rows.jsonl", "--store", store)  # ... but not its lock
     assert resumed["added"] == 1500 - partial
     con = Store.open(store).connect()
-    assert con.sql("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchall() == [
-        (1500, 1500)
-    ]
+    assert con.sql("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchall() == [(1500, 1500)]
     assert not list(store.rglob("*.tmp"))
     statuses = sorted(s for (s,) in con.sql("SELECT status FROM runs").fetchall())
     assert statuses == ["interrupted", "ok"]
@@ -260,7 +242,5 @@ def test_image_folder_with_metadata_and_offline_hub(tmp_path: Path) -> None:
     )
     proc = run_cli("ingest", "hf:no-such-org/no-such-set", "--store", tmp_path / "s", check=False)
     assert (
-        proc.returncode == 1
-        and "cannot load Hub dataset" in proc.stderr
-        and "Traceback" not in proc.stderr
+        proc.returncode == 1 and "cannot load Hub dataset" in proc.stderr and "Traceback" not in proc.stderr
     )

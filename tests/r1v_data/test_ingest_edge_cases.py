@@ -31,9 +31,7 @@ def _jsonl(path: Path, rows: list[object]) -> Path:
 
 
 def _quarantine(store: Path) -> dict[str, str]:
-    return dict(
-        Store.open(store).connect().sql("SELECT location, reason FROM quarantine").fetchall()
-    )
+    return dict(Store.open(store).connect().sql("SELECT location, reason FROM quarantine").fetchall())
 
 
 def test_odd_references_and_values_are_rows_not_crashes(tmp_path: Path) -> None:
@@ -78,9 +76,7 @@ def test_odd_references_and_values_are_rows_not_crashes(tmp_path: Path) -> None:
         "SELECT difficulty, extra FROM samples WHERE question = 'huge level'"
     ).fetchall()[0]
     assert level is None and json.loads(extra)["difficulty_raw"] == 99999999999
-    (fmt,) = con.sql(
-        "SELECT images[1].format FROM samples WHERE question = 'base64 bytes'"
-    ).fetchall()[0]
+    (fmt,) = con.sql("SELECT images[1].format FROM samples WHERE question = 'base64 bytes'").fetchall()[0]
     assert fmt == "PNG"
 
 
@@ -89,9 +85,7 @@ def test_sources_with_no_good_rows_quarantine_them_and_exit_zero(tmp_path: Path)
     (tmp_path / "bad.jsonl").write_text(
         'garbage\n{bad\n{"a": [[[[' + "[" * 100000 + "]]]]" + "]" * 100000 + "}\n"
     )
-    result = ingest_json(
-        tmp_path / "empty.jsonl", tmp_path / "bad.jsonl", "--store", tmp_path / "s"
-    )
+    result = ingest_json(tmp_path / "empty.jsonl", tmp_path / "bad.jsonl", "--store", tmp_path / "s")
     assert result["read"] == 3 and result["quarantine_reasons"] == {"unparseable record": 3}
     assert stats_json(tmp_path / "s")["quarantined"] == 3
 
@@ -103,9 +97,7 @@ def test_json_documents_bom_single_record_and_broken(tmp_path: Path) -> None:
     (tmp_path / "bom.json").write_bytes(
         b"\xef\xbb\xbf" + json.dumps([{"question": "bom doc?", "answer": "1"}], indent=2).encode()
     )
-    (tmp_path / "single.json").write_text(
-        json.dumps({"question": "solo", "answer": "1", "images": []})
-    )
+    (tmp_path / "single.json").write_text(json.dumps({"question": "solo", "answer": "1", "images": []}))
     result = ingest_json(
         tmp_path / "bom.jsonl",
         tmp_path / "bom.json",
@@ -187,9 +179,7 @@ def test_store_must_be_a_store_or_a_new_directory(tmp_path: Path, setup, needle:
     assert proc.returncode == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(
-    "content", ['{"format": 1, "schemas": {"samples": "1a"}}', "[]", "{not json"]
-)
+@pytest.mark.parametrize("content", ['{"format": 1, "schemas": {"samples": "1a"}}', "[]", "{not json"])
 def test_damaged_store_json_is_a_clear_error(tmp_path: Path, content: str) -> None:
     Store.open(tmp_path / "s", write=True, create=True).close()
     (tmp_path / "s" / "store.json").write_text(content)
@@ -198,9 +188,7 @@ def test_damaged_store_json_is_a_clear_error(tmp_path: Path, content: str) -> No
 
 
 def test_a_fixed_row_leaves_the_open_quarantine(tmp_path: Path) -> None:
-    src = _jsonl(
-        tmp_path / "src" / "rows.jsonl", [{"question": "q", "answer": "1", "images": ["a.png"]}]
-    )
+    src = _jsonl(tmp_path / "src" / "rows.jsonl", [{"question": "q", "answer": "1", "images": ["a.png"]}])
     ingest_json(src, "--store", tmp_path / "s", "--preset", "native")
     assert stats_json(tmp_path / "s")["quarantined"] == 1
     (tmp_path / "src" / "a.png").write_bytes(_png_bytes())

@@ -33,9 +33,7 @@ def mathv_store(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
-def test_mathvision_ingests_every_problem_with_decodable_images(
-    mathv_store: Path, shared: Path
-) -> None:
+def test_mathvision_ingests_every_problem_with_decodable_images(mathv_store: Path, shared: Path) -> None:
     stats = stats_json(mathv_store)
     assert (stats["samples"], stats["quarantined"], stats["images"]) == (304, 0, 304)
     assert stats["by_difficulty"] == {"1": 53, "2": 82, "3": 56, "4": 45, "5": 68}
@@ -48,10 +46,7 @@ def test_mathvision_ingests_every_problem_with_decodable_images(
             im.load()
             assert im.size == (image["width"], image["height"])
         # stored bytes are the file, byte for byte
-        assert (
-            image["bytes"]
-            == (shared / "mathv_testmini" / "images" / f"{source_id}.jpg").read_bytes()
-        )
+        assert image["bytes"] == (shared / "mathv_testmini" / "images" / f"{source_id}.jpg").read_bytes()
 
 
 def test_reingesting_adds_nothing(mathv_store: Path, shared: Path) -> None:
@@ -106,14 +101,10 @@ def test_same_problem_from_two_sources_is_stored_once(shared: Path, tmp_path: Pa
 def test_text_math_sets(shared: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     files = [
-        shared / "text_math" / f"{n}_test.jsonl"
-        for n in ("math500", "gsm8k", "aime24", "aime25", "amc23")
+        shared / "text_math" / f"{n}_test.jsonl" for n in ("math500", "gsm8k", "aime24", "aime25", "amc23")
     ]
     result = ingest_json(*files, "--store", store)
-    got = {
-        s["name"]: (s["preset"], s["added"], sum(s["quarantined"].values()))
-        for s in result["sources"]
-    }
+    got = {s["name"]: (s["preset"], s["added"], sum(s["quarantined"].values())) for s in result["sources"]}
     assert got == {
         "math500_test": ("math500", 500, 0),
         "gsm8k_test": ("gsm8k", 1319, 0),
@@ -175,9 +166,7 @@ def test_superclevr_layouts(shared: Path, tmp_path: Path) -> None:
     assert stats_json(store)["by_answer_type"]["boolean"] > 0
 
 
-def test_r1v_prompts_without_images_are_quarantined_not_crashed(
-    shared: Path, tmp_path: Path
-) -> None:
+def test_r1v_prompts_without_images_are_quarantined_not_crashed(shared: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     logs = shared / "traces" / "r1v_eval_logs"
     proc = run_cli(
@@ -191,9 +180,7 @@ def test_r1v_prompts_without_images_are_quarantined_not_crashed(
     stats = stats_json(store)
     assert (stats["samples"], stats["quarantined"]) == (0, 954)
     assert stats["quarantine_reasons"] == {"image not found": 954}
-    (location, raw) = _rows(
-        store, "SELECT location, raw FROM quarantine ORDER BY location LIMIT 1"
-    )[0]
+    (location, raw) = _rows(store, "SELECT location, raw FROM quarantine ORDER BY location LIMIT 1")[0]
     assert location.startswith("geoqa_test_prompts.jsonl:") and "Geo170K" in raw
 
 

@@ -55,13 +55,9 @@ def test_help_version_and_train_env() -> None:
 def test_usage_errors_exit_non_zero_without_traceback(tmp_path: Path) -> None:
     proc = run_cli("ingest", "builtin:sample", check=False)  # --store missing
     assert proc.returncode == 1 and "store is required" in proc.stderr
-    proc = run_cli(
-        "ingest", "builtin:sample", "--store", tmp_path / "s", "--frobnicate", check=False
-    )
+    proc = run_cli("ingest", "builtin:sample", "--store", tmp_path / "s", "--frobnicate", check=False)
     assert proc.returncode == 2 and "No such option" in proc.stderr
     proc = run_cli("stats", "--store", tmp_path / "nothing", check=False)
     assert proc.returncode == 1 and "no store at" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli(
-        "ingest", "builtin:sample", "--store", tmp_path / "s", "--preset", "nope", check=False
-    )
+    proc = run_cli("ingest", "builtin:sample", "--store", tmp_path / "s", "--preset", "nope", check=False)
     assert proc.returncode == 1 and "unknown preset 'nope'" in proc.stderr

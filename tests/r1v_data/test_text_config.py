@@ -68,9 +68,7 @@ def test_sample_id_depends_on_case_and_images() -> None:
 
 def test_config_precedence(tmp_path: Path) -> None:
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text(
-        "ingest:\n  store: from_yaml\n  sources: [a]\n  max_pixels: 10\n  workers: 2\n"
-    )
+    yaml_file.write_text("ingest:\n  store: from_yaml\n  sources: [a]\n  max_pixels: 10\n  workers: 2\n")
     cfg = load_config(
         IngestConfig,
         yaml_path=yaml_file,

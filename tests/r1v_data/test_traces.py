@@ -70,9 +70,7 @@ def test_think_tag_counts_match_the_logs_documentation(name: str, opened: int, c
 
 def test_a_prefix_that_opened_think_puts_the_completion_inside_it() -> None:
     prefix = "<think>\n"
-    closed = parse_completion(
-        "First, 2+3=5.\n</think>\nThe answer is $5$.", assistant_prefix=prefix
-    )
+    closed = parse_completion("First, 2+3=5.\n</think>\nThe answer is $5$.", assistant_prefix=prefix)
     assert (closed.think, closed.answer, closed.answer_source) == (
         "First, 2+3=5.",
         "5",
@@ -173,9 +171,7 @@ def test_mathvision_answers_mostly_equal_the_shipped_model_answer(model: str) ->
     """
     problems = {r["id"]: r for r in _jsonl(SHARED / "mathv_testmini" / "testmini.jsonl")}
     rows = _jsonl(SHARED / "mathv_testmini" / f"outputs_{model}_testmini.jsonl")
-    rows = [
-        r for r in rows if "theansweris" not in r["model_answer"] and r["model_answer"][:2] != "bf"
-    ]
+    rows = [r for r in rows if "theansweris" not in r["model_answer"] and r["model_answer"][:2] != "bf"]
     agree = 0
     for r in rows:
         p, n = parse_completion(r["response"]), len(problems[r["id"]]["options"])
@@ -192,9 +188,7 @@ def test_looping_counting_outputs_are_flagged_and_clean_ones_are_not() -> None:
     rows = _log(CLEVR_INSTRUCT)
     parsed = [parse_completion(r["model_output"]) for r in rows]
     loops = [
-        p
-        for p, r in zip(parsed, rows, strict=True)
-        if not p.think_closed and len(r["model_output"]) > 200
+        p for p, r in zip(parsed, rows, strict=True) if not p.think_closed and len(r["model_output"]) > 200
     ]
     assert len(loops) == 18  # 17 of "A. 6\nB. 5\n…" until the length limit, one prose loop
     assert sum(p.repetition for p in loops) >= 16  # measured 16: the prose loop and one near miss

@@ -227,9 +227,7 @@ def make_runner(state: FakeOpenAI) -> web.AppRunner:
 
     async def stats(request: web.Request) -> web.Response:
         resent = sum(n - 1 for n in state.attempts.values())
-        return web.json_response(
-            {"total": state.total, "distinct": len(state.attempts), "resent": resent}
-        )
+        return web.json_response({"total": state.total, "distinct": len(state.attempts), "resent": resent})
 
     async def reset(request: web.Request) -> web.Response:
         state.reset()
@@ -266,9 +264,7 @@ async def _respond(
     if kind == "ok":
         return _completion(state, body, d)
     if kind == "badjson":
-        return web.Response(
-            body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json"
-        )
+        return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json")
     if kind == "nochoices":
         return web.json_response(
             {"id": "chatcmpl-x", "object": "chat.completion", "model": body.get("model")}
@@ -354,9 +350,7 @@ class FakeOpenAIProcess:
         self.url = ""
 
     def __enter__(self) -> FakeOpenAIProcess:
-        self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-        )
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # the child prints its URL once it listens
         if not line.startswith("URL "):
