@@ -54,7 +54,7 @@ class GenerateConfig(Strict):
         default_factory=dict, description="passed to the backend, e.g. batch_size, concurrency"
     )
     rounds: int = Field(1, ge=1, le=20, description="self-distillation rounds")
-    n: int = Field(1, ge=1, le=1024, description="samples per problem")
+    n: int = Field(1, ge=1, le=1000, description="samples per problem (seeds step by 1, rounds by 1000)")
     limit: int | None = Field(None, gt=0, description="at most this many samples (stable order)")
     where: str | None = Field(None, description="SQL filter over the samples table")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

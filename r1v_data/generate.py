@@ -18,7 +18,6 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
 from r1v_data.config import GenerateConfig
-from r1v_data.errors import QueryError
 from r1v_data.prompts import PROMPT_VERSION, REVISE_VERSION, Prompt, build_prompt, build_revision_prompt
 from r1v_data.store import PartWriter, Store, utcnow
 from r1v_data.traces import parse_completion
@@ -70,17 +69,32 @@ class _Pending:
     prompt_version: str = PROMPT_VERSION
 
 
+@dataclass
+class _Round:
+    """One pass over a set of problems: which, with which prompt, how many samples each."""
+
+    number: int
+    label: str | int  # what request ids hash for the round ("revise" for the revision stage)
+    n: int
+    sampling: Sampling
+    ids: list[str]
+    samples: Iterable[dict[str, Any]]
+    prompt: Callable[[dict[str, Any]], Prompt]
+    provenance: Callable[[dict[str, Any]], str]
+    prompt_version: str = PROMPT_VERSION
+
+
 def run_generate(
     cfg: GenerateConfig, progress: Progress | None = None, backend: Backend | None = None
 ) -> GenerateResult:
     """Generate traces for the samples of `cfg.store`; `backend` overrides `cfg.teacher`
     (a caller that already holds a loaded model)."""
     with Store.open(cfg.store, write=True) as store:
-        _check_where(store, cfg.where)
+        problems = _select_ids(store, cfg)  # also refuses a malformed --where before any work
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
-        result = GenerateResult(run_id, backend.spec)
+        result = GenerateResult(run_id, teacher_identity(backend))
         start = time.perf_counter()
         status = "failed"
         try:
@@ -91,14 +105,16 @@ def run_generate(
                 ) as writer,
             ):
                 for round_ in range(1, cfg.rounds + 1):
-                    counts = _run_round(store, backend, cfg, round_, writer, verifier, result, progress)
+                    # later rounds retry only this run's problems that no trace has solved yet
+                    ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher)
+                    if not ids:
+                        break
+                    counts = _run_round(store, backend, cfg, round_, ids, writer, verifier, result, progress)
                     result.rounds.append(counts)
                     writer.flush()  # the next round reads this one's verdicts from the store
-                    if counts["requests"] == 0:
-                        break
                 if cfg.reviser:
                     result.rounds.append(
-                        _revise(store, backend, cfg, writer, verifier, result, progress)
+                        _revise(store, backend, cfg, problems, writer, verifier, result, progress)
                     )
             status = "ok"
         finally:
@@ -109,6 +125,7 @@ def run_generate(
                 "run_id": run_id,
                 "config": cfg.model_dump(mode="json"),
                 "teacher": backend.spec,
+                "teacher_identity": result.teacher,
                 "prompt_version": PROMPT_VERSION,
                 "verifier": VERIFIER_NAME,
                 "counts": result.as_dict(),
@@ -119,23 +136,10 @@ def run_generate(
     return result
 
 
-def _check_where(store: Store, where: str | None) -> None:
-    if where:  # refuse a malformed filter before anything is generated or written
-        store.query(f"SELECT sample_id FROM samples WHERE {where}", limit=0)
-
-
-@dataclass
-class _Round:
-    """One pass over a set of problems: which, with which prompt, how many samples each."""
-
-    number: int
-    n: int
-    sampling: Sampling
-    ids: list[str]
-    samples: Iterable[dict[str, Any]]
-    prompt: Callable[[dict[str, Any]], Prompt]
-    provenance: Callable[[dict[str, Any]], str]
-    prompt_version: str = PROMPT_VERSION
+def teacher_identity(backend: Backend) -> str:
+    """What request ids and the `teacher` column name: the model, not where it is served from
+    (an openai: server restarted on another port is the same teacher)."""
+    return getattr(backend, "identity", None) or backend.spec
 
 
 def _run_round(
@@ -143,18 +147,19 @@ def _run_round(
     backend: Backend,
     cfg: GenerateConfig,
     round_: int,
+    ids: list[str],
     writer: PartWriter,
     verifier: VerifierPool,
     result: GenerateResult,
     progress: Progress | None,
 ) -> dict[str, int]:
-    ids = _select_ids(store, cfg, backend.spec, round_)
-
     def prompt(sample: dict[str, Any]) -> Prompt:
         return build_prompt(sample, supports_images=backend.supports_images, image_policy=cfg.image_policy)
 
     sampling = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
-    spec = _Round(round_, cfg.n, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated")
+    spec = _Round(
+        round_, round_, cfg.n, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated"
+    )
     return _execute(store, backend, spec, writer, verifier, result, progress)
 
 
@@ -162,6 +167,7 @@ def _revise(
     store: Store,
     teacher: Backend,
     cfg: GenerateConfig,
+    problems: list[str],
     writer: PartWriter,
     verifier: VerifierPool,
     result: GenerateResult,
@@ -172,7 +178,7 @@ def _revise(
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
     try:
-        ids = _select_ids(store, cfg, teacher.spec, round_=2)  # problems with no correct trace yet
+        ids = _unsolved(store, problems, result.teacher)
 
         def prompt(sample: dict[str, Any]) -> Prompt:
             return build_revision_prompt(
@@ -182,10 +188,11 @@ def _revise(
                 image_policy=cfg.image_policy,
             )
 
-        samples = _stream_samples(store, ids, wrong_of=teacher.spec)
+        samples = _stream_samples(store, ids, wrong_of=result.teacher)
         sampling = Sampling(**cfg.sampling.model_dump(), n=1)
         spec = _Round(
             cfg.rounds + 1,
+            "revise",
             1,
             sampling,
             ids,
@@ -209,42 +216,64 @@ def _execute(
     result: GenerateResult,
     progress: Progress | None,
 ) -> dict[str, int]:
-    done = store.ids("traces", "request_id")
+    done = _finished_request_ids(store)
     pending: dict[str, _Pending] = {}
-    counts = Counter(round=spec.number, samples=len(spec.ids))
-    requests = _requests(spec, backend, done, pending, counts, writer, result)
-    total = len(spec.ids) * spec.n  # requests already done count as finished in the progress
-    finished = 0
-    for res in backend.generate(requests):
-        job = pending.pop(res.request_id)
-        writer.add(_trace_row(res, job, backend.spec, verifier, writer.run_id, result))
-        finished += 1
+    counts = Counter(
+        {"round": spec.number, "samples": len(spec.ids), "requests": 0, "skipped": 0, "refused": 0, "sent": 0}
+    )
+    total = len(spec.ids) * spec.n
+
+    def report() -> None:  # requests already done or refused count as finished
         if progress:
-            progress(finished + counts["skipped"] + counts["refused"], total, result.completion_tokens)
-    counts["sent"] = finished
+            progress(counts["sent"] + counts["skipped"] + counts["refused"], total, result.completion_tokens)
+
+    teacher = teacher_identity(backend)
+    for res in backend.generate(_requests(spec, backend, done, pending, counts, writer, result)):
+        job = pending.pop(res.request_id)
+        writer.add(_trace_row(res, job, teacher, verifier, writer.run_id, result))
+        counts["sent"] += 1
+        report()
+    for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
+        lost = GenResult(rid, finish_reason="error", error="no result from the backend")
+        writer.add(_trace_row(lost, job, teacher, verifier, writer.run_id, result))
+    report()
     result.requests += counts["requests"]
     return dict(counts)
 
 
-def _select_ids(store: Store, cfg: GenerateConfig, teacher: str, round_: int) -> list[str]:
-    """The problems of this round, in a stable order. Later rounds keep only the problems this
-    teacher has no correct trace for."""
-    where = [f"({cfg.where})"] if cfg.where else []
-    params: list[Any] = []
-    if round_ > 1:
-        where.append(
-            "sample_id NOT IN (SELECT sample_id FROM traces WHERE teacher = ? AND verdict = 'correct')"
-        )
-        params.append(teacher)
-    sql = "SELECT sample_id FROM samples" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY sample_id" + (f" LIMIT {int(cfg.limit)}" if cfg.limit else "")
+def _finished_request_ids(store: Store) -> set[str]:
+    """Requests with a trace, or refused. A request that failed (server down, timeout) is sent
+    again on the next run; its error rows stay as the history of its attempts."""
     con = store.connect()
     try:
-        return [r[0] for r in con.sql(sql, params=params).fetchall()]
-    except Exception as exc:  # a --where that parses but fails on the data
-        raise QueryError(f"selecting samples failed: {str(exc).splitlines()[0]}") from None
+        rows = con.sql(
+            "SELECT DISTINCT request_id FROM traces WHERE error IS NULL OR finish_reason = 'refused'"
+        )
+        return {r[0] for r in rows.fetchall()}
     finally:
         con.close()
+
+
+def _select_ids(store: Store, cfg: GenerateConfig) -> list[str]:
+    """This run's problems, in a stable order (`--limit` takes the first of them)."""
+    sql = "SELECT sample_id FROM samples" + (f" WHERE ({cfg.where})" if cfg.where else "")
+    sql += " ORDER BY sample_id" + (f" LIMIT {int(cfg.limit)}" if cfg.limit else "")
+    return [r[0] for r in store.query(sql)[1]]
+
+
+def _unsolved(store: Store, ids: list[str], teacher: str) -> list[str]:
+    """Those of `ids` with no correct trace from `teacher` (nor a refusal: it would refuse again)."""
+    con = store.connect()
+    try:
+        settled = con.sql(
+            "SELECT DISTINCT sample_id FROM traces WHERE teacher = ? AND "
+            "(verdict = 'correct' OR finish_reason = 'refused')",
+            params=[teacher],
+        ).fetchall()
+    finally:
+        con.close()
+    solved = {r[0] for r in settled}
+    return [i for i in ids if i not in solved]
 
 
 def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -> Iterator[dict[str, Any]]:
@@ -278,6 +307,7 @@ def _requests(
     result: GenerateResult,
 ) -> Iterator[GenRequest]:
     """Requests not yet in the store, built lazily as the backend pulls them."""
+    teacher = teacher_identity(backend)
     for sample in spec.samples:
         prompt = spec.prompt(sample)
         for index in range(spec.n):
@@ -290,7 +320,7 @@ def _requests(
                 _refuse(
                     sample,
                     prompt.refusal,
-                    backend.spec,
+                    teacher,
                     spec.number,
                     index,
                     sampling,
@@ -302,9 +332,9 @@ def _requests(
                 continue
             request = GenRequest("", prompt.messages, sampling, prompt.assistant_prefix)
             rendered = backend.render(request)
-            rid = text.stable_hash(
-                sample["sample_id"], backend.spec, rendered, sampling.as_dict(), index, spec.number
-            )
+            # n is left out: asking for more samples later must not redo the ones already made
+            identity = {k: v for k, v in sampling.as_dict().items() if k != "n"}
+            rid = text.stable_hash(sample["sample_id"], teacher, rendered, identity, index, spec.label)
             if rid in done or rid in pending:
                 counts["skipped"] += 1
                 result.skipped += 1
@@ -337,14 +367,18 @@ def _refuse(
     writer: PartWriter,
     result: GenerateResult,
 ) -> None:
+    # a refusal does not depend on the round: one row per (sample, teacher, index)
+    rid = text.stable_hash(sample["sample_id"], teacher, "refused", reason, index)
+    if rid in done:
+        counts["skipped"] += 1
+        result.skipped += 1
+        return
+    done.add(rid)
     counts["refused"] += 1
-    rid = text.stable_hash(sample["sample_id"], teacher, "refused", round_, index)
-    if rid not in done:
-        done.add(rid)
-        result.refused += 1
-        row = _base_row(rid, sample, teacher, round_, index, sampling, writer.run_id)
-        row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
-        writer.add(row)
+    result.refused += 1
+    row = _base_row(rid, sample, teacher, round_, index, sampling, writer.run_id)
+    row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
+    writer.add(row)
 
 
 def _trace_row(

@@ -15,6 +15,7 @@ from typing import Any
 
 from r1v_data import __version__, text
 from r1v_data.config import ImportTracesConfig
+from r1v_data.errors import ConfigError
 from r1v_data.sources import Record, open_source
 from r1v_data.store import Store, utcnow
 from r1v_data.traces import parse_completion
@@ -70,9 +71,9 @@ class _Index:
                 self.by_question.setdefault(text.identity_text(question), set()).add(sid)
 
     def find(self, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        if row.get("sample_id") in self.samples:
+        if isinstance(row.get("sample_id"), str) and row["sample_id"] in self.samples:
             return self.samples[row["sample_id"]], ""
-        for key in ("source_id", "id"):
+        for key in ("source_id", "id", "custom_id"):
             if row.get(key) is not None:
                 found = self.by_source_id.get(str(row[key]), set())
                 if len(found) == 1:
@@ -95,7 +96,9 @@ def run_import_traces(cfg: ImportTracesConfig) -> ImportResult:
         run_id = store.begin_run("import-traces")
         result = ImportResult(run_id)
         index = _Index(store, cfg.source)
-        done = store.ids("traces", "request_id")
+        if cfg.source and not index.by_question:
+            raise ConfigError(f"--source {cfg.source!r}: the store has no samples from that source")
+        done = store.ids("traces", "request_id") | store.ids("quarantine", "quarantine_id")
         status = "failed"
         try:
             with (
@@ -144,13 +147,16 @@ def _import_one(
     quarantine: Any,
     result: ImportResult,
 ) -> None:
-    row = record.data or {}
+    row = _unwrap_batch_output(record.data or {})
     completion = next((row[k] for k in _TEXT_FIELDS if isinstance(row.get(k), str)), None)
     sample, why = index.find(row) if record.data is not None else (None, "")
     problem = (record.error and record.error[0]) or (completion is None and "no completion text") or why
     if problem or sample is None:
         result.unmatched += 1
         qid = text.stable_hash(uri, record.location, "trace " + str(problem))
+        if qid in done:  # recorded by an earlier import of this file
+            return
+        done.add(qid)
         quarantine.add(
             {
                 "quarantine_id": qid,
@@ -165,18 +171,21 @@ def _import_one(
             }
         )
         return
-    rid = text.stable_hash("import", uri, record.location, completion)
+    teacher = cfg.teacher or next((str(row[k]) for k in _TEACHER_FIELDS if row.get(k)), "unknown")
+    # the same completion for the same problem is one trace, whichever file or line it came from
+    rid = text.stable_hash("import", sample["sample_id"], teacher, completion)
     if rid in done:
         result.unchanged += 1
         return
     done.add(rid)
-    parsed = parse_completion(completion, row.get("finish_reason"))
+    finish = row.get("finish_reason")
+    finish = str(finish) if finish is not None else None
+    parsed = parse_completion(completion, finish)
     verdict = verifier.verify(parsed.answer, sample["answer"], sample["answer_type"], sample["options"])
     result.verdicts[verdict.verdict] += 1
     label = _shipped_label(row)
     if label is not None and verdict.verdict in ("correct", "wrong"):
         result.label_agreement["agree" if label == (verdict.verdict == "correct") else "disagree"] += 1
-    teacher = cfg.teacher or next((str(row[k]) for k in _TEACHER_FIELDS if row.get(k)), "unknown")
     traces.add(
         {
             "request_id": rid,
@@ -187,7 +196,7 @@ def _import_one(
             "text": completion,
             "think": parsed.think,
             "answer": parsed.answer,
-            "finish_reason": row.get("finish_reason"),
+            "finish_reason": finish,
             "think_closed": parsed.think_closed,
             "truncated": parsed.truncated,
             "repetition": parsed.repetition,
@@ -199,6 +208,21 @@ def _import_one(
         }
     )
     result.imported += 1
+
+
+def _unwrap_batch_output(row: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI batch output lines ({"custom_id", "response": {"body": {"choices": ...}}}) as flat rows."""
+    body = (row.get("response") or {}).get("body") if isinstance(row.get("response"), dict) else None
+    if not isinstance(body, dict) or not body.get("choices"):
+        return row
+    choice = body["choices"][0]
+    message = choice.get("message") or {}
+    return {
+        **row,
+        "response": message.get("content"),
+        "finish_reason": choice.get("finish_reason"),
+        "model": body.get("model"),
+    }
 
 
 def _shipped_label(row: dict[str, Any]) -> bool | None:

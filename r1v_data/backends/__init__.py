@@ -22,6 +22,13 @@ SPEC_HELP = "builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL"
 
 def make_backend(spec: str, **options: Any) -> Backend:
     """Build the backend a spec names; options are passed to its constructor."""
+    try:
+        return _make(spec, **options)
+    except TypeError as exc:  # an option the backend does not take
+        raise ConfigError(f"teacher {spec!r}: bad teacher option ({exc})") from None
+
+
+def _make(spec: str, **options: Any) -> Backend:
     kind, _, rest = spec.partition(":")
     if spec == "builtin":
         from r1v_data.backends.builtin import BuiltinBackend

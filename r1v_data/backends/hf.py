@@ -7,6 +7,7 @@ penalties batch together. Text-only for now: image questions reach it as caption
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
@@ -35,12 +36,14 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec or f"hf:{model}"
+        # the model, not how its path was typed: ./m and /abs/m are the same teacher
+        self.identity = spec or f"hf:{os.path.abspath(model) if os.path.exists(model) else model}"
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AttributeError) as exc:  # missing files, bad dtype name
             raise BackendError(f"cannot load {self.spec}: {str(exc).splitlines()[0]}") from exc
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
@@ -81,12 +84,16 @@ class HFBackend:
         results = []
         for req, row, plen in zip(batch, outputs, prompt_lens, strict=True):
             ids = row.tolist()
-            end = next((i for i, t in enumerate(ids) if t in self._eos), None)
+            # a finished row is padded to the batch's length: cut at its first eos or pad
+            end = next(
+                (i for i, t in enumerate(ids) if t in self._eos or t == self.tokenizer.pad_token_id), None
+            )
             kept = ids[:end] if end is not None else ids
             text = self.tokenizer.decode(kept, skip_special_tokens=True)
             stopped = end is not None
             if not self.chat and PLAIN_STOP in text:
                 text, stopped = text.split(PLAIN_STOP, 1)[0], True
+                kept = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # count what is kept
             results.append(
                 GenResult(
                     req.request_id,
@@ -101,6 +108,7 @@ class HFBackend:
 
     def _run(self, batch: list[GenRequest]) -> tuple[Any, list[int]]:
         import torch
+        from transformers import GenerationConfig
 
         texts = [self.render(r) for r in batch]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
@@ -121,23 +129,24 @@ class HFBackend:
         if not self.chat:
             kwargs.update(stop_strings=[PLAIN_STOP], tokenizer=self.tokenizer)
         if s.seed is not None:
-            torch.manual_seed(s.seed)  # reproducible for the same batch composition
+            torch.manual_seed(s.seed)  # per batch (its first request's seed), not per row
+        # A fresh GenerationConfig: the model's own defaults (a repetition_penalty of 1.05 in
+        # Qwen's, say) must not leak into what the trace records as its sampling.
+        config = GenerationConfig(
+            **{k: v for k, v in kwargs.items() if k not in ("logits_processor", "tokenizer")}
+        )
+        extra = {k: v for k, v in kwargs.items() if k in ("logits_processor", "tokenizer")}
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, generation_config=config, **extra)
         width = enc["input_ids"].shape[1]
         # left padding: every row's prompt ends at `width`; the generated tokens follow it
         return out[:, width:], [int(n) for n in enc["attention_mask"].sum(dim=1)]
 
 
 def _batch_key(r: GenRequest) -> tuple[Any, ...]:
+    # not the seed: the n samples of a problem differ only by it and must batch together
     s = r.sampling
-    return (
-        s.temperature,
-        s.top_p,
-        s.top_k or 0,
-        s.max_tokens,
-        s.seed if s.seed is not None else -1,
-    )
+    return (s.temperature, s.top_p, s.top_k or 0, s.max_tokens)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -131,6 +131,7 @@ class OpenAIBackend:
         self.base_url = spec_url.rstrip("/")
         self.model = model
         self.spec = spec or f"openai:{self.base_url}#{model}"
+        self.identity = f"openai:{model}"  # where it is served from does not change the teacher
         self.concurrency = int(concurrency)
         self.timeout_s = float(timeout_s)
         self.max_retries = max(0, int(max_retries))

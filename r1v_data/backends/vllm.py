@@ -15,6 +15,7 @@ from itertools import islice
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.hf import PLAIN_STOP
 from r1v_data.errors import MissingExtraError
 from r1v_data.prompts import plain_completion_text
 
@@ -30,6 +31,7 @@ class VLLMBackend:
         except ImportError as exc:
             raise MissingExtraError("vllm", "vllm") from exc
         self.spec = spec or f"vllm:{model}"
+        self.identity = spec or f"vllm:{os.path.abspath(model) if os.path.exists(model) else model}"
         self.chunk_size = chunk_size
         try:
             self.llm = LLM(model=model, **engine_args)
@@ -83,18 +85,20 @@ class VLLMBackend:
     def _prompt(self, request: GenRequest) -> dict[str, Any]:
         from PIL import Image
 
-        prompt: dict[str, Any] = {"prompt": self.render(request)}
+        text = self.render(request)
         images = [Image.open(io.BytesIO(b)).convert("RGB") for m in request.messages for b in m.images]
-        if images:
-            prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
-        return prompt
+        if not images:
+            # token ids: a chat template already holds BOS, which tokenising the text would double
+            return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]}
+        return {"prompt": text, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
 
-    @staticmethod
-    def _params(request: GenRequest) -> Any:
+    def _params(self, request: GenRequest) -> Any:
         from vllm import SamplingParams
 
         s = request.sampling
-        extra = {"top_k": s.top_k} if s.top_k else {}
+        extra: dict[str, Any] = {"top_k": s.top_k} if s.top_k else {}
+        if not self.chat:  # a base model's next question ends its answer, as in hf:
+            extra["stop"] = [PLAIN_STOP]
         return SamplingParams(
             n=1,
             temperature=s.temperature,

@@ -239,9 +239,41 @@ def test_reviser_rewrites_wrong_traces_given_the_reference(sample_store: Path, t
     wrong = {t["sample_id"]: t["request_id"] for t in _traces(sample_store) if t["round"] == 1 and t["verdict"] == "wrong"}
     assert revision["revision"] == 1 and revision["sent"] == len(wrong) > 0
     revised = [t for t in _traces(sample_store) if t["round"] == 2]
-    assert {t["teacher"] for t in revised} == {f"openai:{srv.url}#judge"}
+    assert {t["teacher"] for t in revised} == {"openai:judge"}  # the model, not the port it was served on
     for t in revised:
         assert t["provenance"] == f"revised:{wrong[t['sample_id']]}"
         assert t["prompt_version"] == "r1v-revise/1" and "Reference answer:" in t["prompt"]
         assert t["verdict"] in ("correct", "wrong")
     assert again["sent"] == 0  # revisions resume like everything else
+
+
+def test_rounds_limit_n_and_empty_selections_behave(sample_store: Path, tiny_model: Path) -> None:
+    teacher = ("--teacher", f"hf:{tiny_model}", "--max-tokens", "4")
+    empty = _generate(sample_store, *teacher, "--where", "false", "--rounds", "3")
+    assert (empty["requests"], empty["sent"]) == (0, 0)
+    first = _generate(sample_store, *teacher, "--limit", "3", "--rounds", "2")
+    round1 = {t["sample_id"] for t in _traces(sample_store) if t["round"] == 1}
+    assert {t["sample_id"] for t in _traces(sample_store) if t["round"] == 2} <= round1  # never beyond --limit
+    assert first["rounds"][0]["requests"] == 3
+    more = _generate(sample_store, *teacher, "--limit", "3", "--n", "2")  # index 0 exists: only index 1 is new
+    assert (more["sent"], more["skipped"]) == (3, 3)
+
+
+def test_failed_requests_are_sent_again_on_the_next_run(sample_store: Path) -> None:
+    with FakeOpenAIProcess(latency_s=0.0, faults={"*": ["500", "500"]}) as srv:
+        teacher = ("--teacher", f"openai:{srv.url}#m", "--limit", "2", "--set", "teacher_options.max_retries=1",
+                   "--set", "teacher_options.backoff_base_s=0.01")
+        failed = _generate(sample_store, *teacher)
+        assert sum(failed["failed"].values()) == 2 and failed["verdicts"] == {}
+        retried = _generate(sample_store, *teacher)  # the server answers now
+    assert (retried["sent"], retried["skipped"], retried["failed"]) == (2, 0, {})
+    rows = _traces(sample_store)
+    assert len(rows) == 4 and sum(r["error"] is None for r in rows) == 2  # the attempts stay as history
+
+
+def test_refusals_are_recorded_once_and_skipped_after(sample_store: Path, tiny_model: Path) -> None:
+    args = ("--teacher", f"hf:{tiny_model}", "--limit", "2", "--set", "image_policy=refuse", "--rounds", "3")
+    first = _generate(sample_store, *args)
+    again = _generate(sample_store, *args)
+    assert (first["refused"], again["refused"], again["skipped"]) == (2, 0, 2)
+    assert len(_traces(sample_store)) == 2
