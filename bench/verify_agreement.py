@@ -25,7 +25,8 @@ from collections import Counter
 from pathlib import Path
 
 from r1v_data.traces import parse_completion
-from r1v_data.verify import VERIFIER_NAME, Verdict, VerifierPool, VerifyRequest
+from r1v_data.verify import VERIFIER_NAME, Verdict, VerifyRequest
+from r1v_data.verify_pool import VerifierPool
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("gemini-pro-cot", "internlm-xc2-vl-cot", "qwen-vl-max-cot")

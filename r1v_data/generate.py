@@ -21,7 +21,8 @@ from r1v_data.config import GenerateConfig
 from r1v_data.prompts import PROMPT_VERSION, REVISE_VERSION, Prompt, build_prompt, build_revision_prompt
 from r1v_data.store import PartWriter, Store, utcnow
 from r1v_data.traces import parse_completion
-from r1v_data.verify import VERIFIER_NAME, VerifierPool
+from r1v_data.verify import VERIFIER_NAME
+from r1v_data.verify_pool import VerifierPool
 
 # (requests finished, requests to send or None, completion tokens so far)
 Progress = Callable[[int, int | None, int], None]

@@ -19,7 +19,7 @@ from r1v_data.errors import ConfigError
 from r1v_data.sources import Record, open_source
 from r1v_data.store import Store, utcnow
 from r1v_data.traces import parse_completion
-from r1v_data.verify import VerifierPool
+from r1v_data.verify_pool import VerifierPool
 
 _TEXT_FIELDS = ("text", "response", "completion", "model_output", "output")
 _TEACHER_FIELDS = ("teacher", "model")

@@ -167,11 +167,7 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
     sees again only requests that were in flight or in the unflushed buffer."""
     flush = 8
     with FakeOpenAIProcess(latency_s=0.05) as srv:
-        cmd = [
-            str(BIN / "r1v-data"),
-            "generate",
-            "--store",
-            str(sample_store),
+        args = (
             "--teacher",
             f"openai:{srv.url}#fake-model",
             "--n",
@@ -180,9 +176,9 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
             f"flush_rows={flush}",
             "--set",
             "teacher_options.concurrency=4",
-        ]
+        )
         proc = subprocess.Popen(
-            cmd,
+            [str(BIN / "r1v-data"), "generate", "--store", str(sample_store), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -195,17 +191,7 @@ def test_sigkill_then_resume_never_repeats_a_finished_request(sample_store: Path
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kept = len(_traces(sample_store))
-        resumed = _generate(
-            sample_store,
-            "--teacher",
-            f"openai:{srv.url}#fake-model",
-            "--n",
-            "16",
-            "--set",
-            f"flush_rows={flush}",
-            "--set",
-            "teacher_options.concurrency=4",
-        )
+        resumed = _generate(sample_store, *args)
         resent = srv.stats()["resent"]
     total = 38 * 16
     assert 0 < kept < total
@@ -231,12 +217,34 @@ def test_builtin_teacher_runs_offline_and_caches_its_conversion(sample_store: Pa
 
 def test_reviser_rewrites_wrong_traces_given_the_reference(sample_store: Path, tiny_model: Path) -> None:
     with FakeOpenAIProcess(latency_s=0.0) as srv:
-        result = _generate(sample_store, "--teacher", f"hf:{tiny_model}", "--limit", "4", "--max-tokens", "6",
-                           "--reviser", f"openai:{srv.url}#judge")
-        again = _generate(sample_store, "--teacher", f"hf:{tiny_model}", "--limit", "4", "--max-tokens", "6",
-                          "--reviser", f"openai:{srv.url}#judge")
+        result = _generate(
+            sample_store,
+            "--teacher",
+            f"hf:{tiny_model}",
+            "--limit",
+            "4",
+            "--max-tokens",
+            "6",
+            "--reviser",
+            f"openai:{srv.url}#judge",
+        )
+        again = _generate(
+            sample_store,
+            "--teacher",
+            f"hf:{tiny_model}",
+            "--limit",
+            "4",
+            "--max-tokens",
+            "6",
+            "--reviser",
+            f"openai:{srv.url}#judge",
+        )
     revision = result["rounds"][-1]
-    wrong = {t["sample_id"]: t["request_id"] for t in _traces(sample_store) if t["round"] == 1 and t["verdict"] == "wrong"}
+    wrong = {
+        t["sample_id"]: t["request_id"]
+        for t in _traces(sample_store)
+        if t["round"] == 1 and t["verdict"] == "wrong"
+    }
     assert revision["revision"] == 1 and revision["sent"] == len(wrong) > 0
     revised = [t for t in _traces(sample_store) if t["round"] == 2]
     assert {t["teacher"] for t in revised} == {"openai:judge"}  # the model, not the port it was served on
@@ -253,16 +261,28 @@ def test_rounds_limit_n_and_empty_selections_behave(sample_store: Path, tiny_mod
     assert (empty["requests"], empty["sent"]) == (0, 0)
     first = _generate(sample_store, *teacher, "--limit", "3", "--rounds", "2")
     round1 = {t["sample_id"] for t in _traces(sample_store) if t["round"] == 1}
-    assert {t["sample_id"] for t in _traces(sample_store) if t["round"] == 2} <= round1  # never beyond --limit
+    assert {
+        t["sample_id"] for t in _traces(sample_store) if t["round"] == 2
+    } <= round1  # never beyond --limit
     assert first["rounds"][0]["requests"] == 3
-    more = _generate(sample_store, *teacher, "--limit", "3", "--n", "2")  # index 0 exists: only index 1 is new
+    more = _generate(
+        sample_store, *teacher, "--limit", "3", "--n", "2"
+    )  # index 0 exists: only index 1 is new
     assert (more["sent"], more["skipped"]) == (3, 3)
 
 
 def test_failed_requests_are_sent_again_on_the_next_run(sample_store: Path) -> None:
     with FakeOpenAIProcess(latency_s=0.0, faults={"*": ["500", "500"]}) as srv:
-        teacher = ("--teacher", f"openai:{srv.url}#m", "--limit", "2", "--set", "teacher_options.max_retries=1",
-                   "--set", "teacher_options.backoff_base_s=0.01")
+        teacher = (
+            "--teacher",
+            f"openai:{srv.url}#m",
+            "--limit",
+            "2",
+            "--set",
+            "teacher_options.max_retries=1",
+            "--set",
+            "teacher_options.backoff_base_s=0.01",
+        )
         failed = _generate(sample_store, *teacher)
         assert sum(failed["failed"].values()) == 2 and failed["verdicts"] == {}
         retried = _generate(sample_store, *teacher)  # the server answers now

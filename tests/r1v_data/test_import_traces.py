@@ -50,8 +50,18 @@ def test_traces_for_unknown_problems_are_quarantined(shared: Path, tmp_path: Pat
 def test_batch_outputs_duplicates_and_bad_rows(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ingest_json("builtin:sample", "--store", store)
-    line = {"custom_id": "count-000", "response": {"status_code": 200, "body": {"model": "gpt-x", "choices": [
-        {"message": {"content": "<think>count</think> \\\\boxed{1}"}, "finish_reason": "stop"}]}}}
+    line = {
+        "custom_id": "count-000",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "model": "gpt-x",
+                "choices": [
+                    {"message": {"content": "<think>count</think> \\\\boxed{1}"}, "finish_reason": "stop"}
+                ],
+            },
+        },
+    }
     weird = {"sample_id": ["x"], "response": "text", "finish_reason": 7}
     (tmp_path / "batch.jsonl").write_text("\n".join(json.dumps(r) for r in (line, line, weird)) + "\n")
     (tmp_path / "copy.jsonl").write_text((tmp_path / "batch.jsonl").read_text())
@@ -62,5 +72,7 @@ def test_batch_outputs_duplicates_and_bad_rows(tmp_path: Path) -> None:
     again = _import(store, tmp_path / "batch.jsonl")
     assert (again["imported"], again["unchanged"]) == (0, 2)
     assert con.sql("SELECT count(*) FROM quarantine").fetchall() == [(2,)]  # not recorded twice
-    proc = run_cli("import-traces", tmp_path / "batch.jsonl", "--store", store, "--source", "nosuch", check=False)
+    proc = run_cli(
+        "import-traces", tmp_path / "batch.jsonl", "--store", store, "--source", "nosuch", check=False
+    )
     assert proc.returncode == 1 and "no samples from that source" in proc.stderr

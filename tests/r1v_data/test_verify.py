@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from r1v_data.verify import VERIFIER_NAME, Verdict, VerifierPool, cheap_verdict, parse_number
+from r1v_data.verify import VERIFIER_NAME, Verdict, cheap_verdict, parse_number
+from r1v_data.verify_pool import VerifierPool
 
 SHARED = (
     Path(os.environ["R1V_SHARED"]) / "data"

@@ -1,0 +1,309 @@
+"""`VerifierPool`: the verifier's rules in this process, math-verify in worker processes.
+
+math-verify's own timeout uses `signal.alarm`, which works only in a main thread, and without it
+an input like `9^{9^{9^{9}}}` never returns. So each worker runs math-verify in its main thread
+(its own timeouts work there), and the parent kills and replaces a worker that overruns the hard
+limit, recording the verdict "timeout".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from r1v_data.verify import VERIFIER_NAME, Verdict, VerifyRequest, cheap_verdict
+
+__all__ = ["VERIFIER_NAME", "Verdict", "VerifierPool", "VerifyRequest"]
+
+
+def _as_request(item: VerifyRequest | Sequence[Any] | Mapping[str, Any]) -> VerifyRequest:
+    if isinstance(item, VerifyRequest):
+        return item
+    if isinstance(item, Mapping):
+        return VerifyRequest(**item)
+    return VerifyRequest(*item)
+
+
+# ----------------------------------------------------------------------------- worker side
+def _math(text: str) -> str:
+    # math-verify extracts LaTeX from delimiters; a bare extracted answer gets them added.
+    return text if "$" in text or "\\boxed" in text else f"${text}$"
+
+
+class _TimeoutFlag(logging.Handler):
+    """math-verify reports its own (signal.alarm) timeouts only as log records: catch them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.fired = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Timeout"):
+            self.fired = True
+
+
+def _math_verify(pred: str, ref: str, inner_timeout: int | None, flag: _TimeoutFlag) -> tuple[str, str]:
+    from math_verify import parse, verify
+
+    flag.fired = False
+    gold = parse(_math(ref), parsing_timeout=inner_timeout)
+    if not gold:
+        return ("timeout" if flag.fired else "wrong"), "reference not parseable; strings differ"
+    target = parse(_math(pred), parsing_timeout=inner_timeout)
+    ok = bool(target) and verify(gold, target, timeout_seconds=inner_timeout)
+    if not ok and flag.fired:
+        return "timeout", "math-verify's own timeout"
+    return ("correct" if ok else "wrong"), "math-verify"
+
+
+def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | None) -> None:
+    """Serve (index, pred, ref) requests until told to stop or the parent goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if memory_mb:
+        import resource
+
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    flag = _TimeoutFlag()
+    mv_log = logging.getLogger("math_verify")
+    mv_log.addHandler(flag)
+    mv_log.propagate = False  # keep its per-timeout warnings off the user's terminal
+    try:
+        import math_verify  # noqa: F401  (import before "ready": it is not the first task's time)
+
+        conn.send(("ready", None))
+    except Exception as exc:
+        conn.send(("ready", f"cannot import math-verify: {exc}"))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent died or closed the pipe
+        if msg is None:
+            return
+        index, pred, ref = msg
+        try:
+            result = _math_verify(pred, ref, inner_timeout, flag)
+        except BaseException as exc:
+            result = ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
+        conn.send((index, *result))
+
+
+# ----------------------------------------------------------------------------- the pool
+def _context() -> mp.context.BaseContext:
+    # Not "fork": the pool lives inside `generate`, whose process has threads (HTTP clients,
+    # progress bars, torch); forking a threaded process can deadlock the child on a lock some
+    # other thread held, and forked workers inherit every open descriptor (CUDA, sockets, the
+    # other workers' pipes, so a worker would not see EOF when the parent dies). A forkserver
+    # child starts clean and cheaply; spawn where forkserver does not exist (Windows).
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    conn: Connection
+    since: float  # when it was started (until ready) or given its task
+    ready: bool = False
+    task: int | None = None
+
+
+def _stop(worker: _Worker, graceful: bool) -> None:
+    if graceful and worker.process.is_alive():
+        try:
+            worker.conn.send(None)
+            worker.process.join(1.0)
+        except (OSError, ValueError):
+            pass
+    if worker.process.is_alive():
+        worker.process.kill()
+    worker.process.join(5.0)  # reap it: no zombie
+    with contextlib.suppress(OSError):  # at exit a call in another thread may have closed it
+        worker.conn.close()
+
+
+def _shutdown(workers: list[_Worker]) -> None:
+    for worker in list(workers):
+        _stop(worker, graceful=True)
+    workers.clear()
+
+
+_START_TIMEOUT_S = 60.0  # a worker imports math-verify and sympy before it says it is ready
+_MAX_START_FAILURES = 3
+
+
+class VerifierPool:
+    """Verify answers in worker processes with a hard per-call timeout.
+
+    Use as a context manager (or call `close`). Workers start on the first call that needs
+    math-verify. One caller at a time: concurrent calls from several threads are serialised.
+
+    Args:
+        workers: worker processes (default: the usable CPUs, at most 8).
+        timeout_s: hard wall-clock limit for one math-verify call; the worker is killed and
+            replaced, and the verdict is "timeout".
+        inner_timeout_s: math-verify's own per-step timeout inside the worker (whole seconds;
+            None disables it). It ends most slow cases without the cost of a new worker.
+            Default: a third of `timeout_s`, at least 1.
+        memory_mb: address-space limit per worker, so `1000000!` fails alone instead of
+            swapping the machine (None: no limit).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        timeout_s: float = 5.0,
+        *,
+        inner_timeout_s: int | Literal["auto"] | None = "auto",
+        memory_mb: int | None = 4096,
+    ) -> None:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.n_workers = workers or max(1, min(usable or 1, 8))
+        self.timeout_s = timeout_s
+        auto = inner_timeout_s == "auto"
+        self.inner_timeout_s = max(1, int(timeout_s / 3)) if auto else inner_timeout_s
+        self.memory_mb = memory_mb
+        self._ctx = _context()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._start_failures = 0
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker and wait for it; safe to call twice."""
+        with self._lock:
+            self._closed = True
+            self._finalizer()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for monitoring and tests)."""
+        return [w.process.pid for w in self._workers if w.process.is_alive()]
+
+    def verify(
+        self,
+        pred: str | None,
+        ref: str | None,
+        answer_type: str | None = None,
+        options: Sequence[str] | None = None,
+    ) -> Verdict:
+        """Verify one answer."""
+        return self.verify_many([VerifyRequest(pred, ref, answer_type, options)])[0]
+
+    def verify_many(
+        self, items: Iterable[VerifyRequest | Sequence[Any] | Mapping[str, Any]]
+    ) -> list[Verdict]:
+        """Verify many answers, keeping every worker busy; verdicts come back in input order."""
+        requests = [_as_request(item) for item in items]
+        results: list[Verdict | None] = [None] * len(requests)
+        pending: deque[tuple[int, str, str]] = deque()
+        for i, req in enumerate(requests):
+            results[i] = cheap_verdict(req.pred, req.ref, req.answer_type, req.options)
+            if results[i] is None:
+                pending.append((i, str(req.pred), str(req.ref)))
+        if pending:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("this VerifierPool is closed")
+                self._run(pending, results)
+        return [r if r is not None else Verdict("error", detail="no verdict") for r in results]
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self.inner_timeout_s, self.memory_mb),
+            name="r1v-verifier",
+            daemon=True,  # never outlive the interpreter, even if close() was not called
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent, since=time.monotonic())
+
+    def _replace(self, worker: _Worker) -> None:
+        _stop(worker, graceful=False)
+        self._workers[self._workers.index(worker)] = self._spawn()
+
+    def _run(self, pending: deque[tuple[int, str, str]], results: list[Verdict | None]) -> None:
+        while len(self._workers) < self.n_workers:
+            self._workers.append(self._spawn())
+        while pending or any(w.task is not None for w in self._workers):
+            if self._start_failures >= _MAX_START_FAILURES:
+                while pending:  # a broken environment: say so per item rather than spin
+                    index = pending.popleft()[0]
+                    results[index] = Verdict("error", detail="verifier workers fail to start")
+                continue
+            for worker in list(self._workers):
+                if worker.ready and worker.task is None and pending:
+                    self._dispatch(worker, pending)
+            self._wait_and_collect(results)
+
+    def _dispatch(self, worker: _Worker, pending: deque[tuple[int, str, str]]) -> None:
+        task = pending.popleft()
+        try:
+            worker.conn.send(task)
+        except (OSError, ValueError):  # it died while idle: no verdict lost, use a new worker
+            pending.appendleft(task)
+            self._replace(worker)
+            return
+        worker.task, worker.since = task[0], time.monotonic()
+
+    def _limit(self, worker: _Worker) -> float:
+        return worker.since + (self.timeout_s if worker.ready else _START_TIMEOUT_S)
+
+    def _wait_and_collect(self, results: list[Verdict | None]) -> None:
+        watched = [w for w in self._workers if w.task is not None or not w.ready]
+        deadline = min(map(self._limit, watched), default=time.monotonic() + 1.0)
+        handles = [h for w in self._workers for h in (w.conn, w.process.sentinel)]
+        ready = set(wait(handles, timeout=max(0.0, deadline - time.monotonic())))
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.conn in ready or worker.process.sentinel in ready:
+                self._receive(worker, results)
+            elif worker in watched and now >= self._limit(worker):
+                if worker.task is not None:
+                    detail = f"killed after {self.timeout_s:g} s"
+                    results[worker.task] = Verdict("timeout", detail=detail)
+                else:
+                    self._start_failures += 1
+                self._replace(worker)
+
+    def _receive(self, worker: _Worker, results: list[Verdict | None]) -> None:
+        try:
+            msg = worker.conn.recv() if worker.conn.poll() else None
+        except (EOFError, OSError):
+            msg = None
+        if msg is None:  # the process ended: a crash (or the memory limit) is this item's error
+            if worker.task is not None:
+                code = worker.process.exitcode
+                detail = f"verifier worker died (exit code {code})"
+                results[worker.task] = Verdict("error", detail=detail)
+            elif not worker.ready:
+                self._start_failures += 1
+            self._replace(worker)
+        elif msg[0] == "ready":
+            # A worker without math-verify still serves: each item's verdict names the error.
+            worker.ready, self._start_failures = True, 0
+        elif msg[0] == worker.task:
+            index, verdict, detail = msg
+            results[index] = Verdict(verdict, detail=detail)
+            worker.task = None
