@@ -93,10 +93,10 @@ def ingest(
         typer.Option("--allow-remote-images", help="Fetch http(s) image URLs (refused by default)."),
     ] = None,
     max_pixels: Annotated[
-        int | None, typer.Option(help="Quarantine larger images. [default: 40000000]")
+        int | None, typer.Option(help="Quarantine larger images. (default: 40000000)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most N rows per source.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Image decoding threads. [default: 4]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Image decoding threads. (default: 4)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -174,18 +174,18 @@ def generate(
     teacher: Annotated[
         str | None,
         typer.Option(
-            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. [default: builtin, a weak "
-            "embedded model for trying r1v out]"
+            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. (default: builtin, a weak "
+            "embedded model for trying r1v out)"
         ),
     ] = None,
     rounds: Annotated[
         int | None,
         typer.Option(
             help="Self-distillation rounds: round r+1 retries the "
-            "problems with no correct trace yet. [default: 1]"
+            "problems with no correct trace yet. (default: 1)"
         ),
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Samples per problem. [default: 1]")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per problem. (default: 1)")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
     where: Annotated[
         str | None, typer.Option(help='SQL filter over samples, e.g. "difficulty >= 3".')
@@ -197,10 +197,10 @@ def generate(
             "reference answer, after the last round; rewrites are marked revised in provenance."
         ),
     ] = None,
-    temperature: Annotated[float | None, typer.Option(help="[default: 0.6]")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. [default: 1024]")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(help="[default: 1.0]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Base seed. [default: 0]")] = None,
+    temperature: Annotated[float | None, typer.Option(help="(default: 0.6)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. (default: 1024)")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="(default: 1.0)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed. (default: 0)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
