@@ -50,8 +50,3 @@ def ingest_json(*args: Any) -> dict[str, Any]:
 
 def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
-
-
-@pytest.fixture
-def cli():
-    return run_cli

@@ -217,8 +217,7 @@ def test_builtin_teacher_runs_offline_and_caches_its_conversion(sample_store: Pa
 
 def test_reviser_rewrites_wrong_traces_given_the_reference(sample_store: Path, tiny_model: Path) -> None:
     with FakeOpenAIProcess(latency_s=0.0) as srv:
-        result = _generate(
-            sample_store,
+        args = (
             "--teacher",
             f"hf:{tiny_model}",
             "--limit",
@@ -228,17 +227,8 @@ def test_reviser_rewrites_wrong_traces_given_the_reference(sample_store: Path, t
             "--reviser",
             f"openai:{srv.url}#judge",
         )
-        again = _generate(
-            sample_store,
-            "--teacher",
-            f"hf:{tiny_model}",
-            "--limit",
-            "4",
-            "--max-tokens",
-            "6",
-            "--reviser",
-            f"openai:{srv.url}#judge",
-        )
+        result = _generate(sample_store, *args)
+        again = _generate(sample_store, *args)
     revision = result["rounds"][-1]
     wrong = {
         t["sample_id"]: t["request_id"]
