@@ -28,6 +28,7 @@ out = Console()
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (created if missing).")]
 OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")]
 
 
@@ -99,7 +100,7 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Image decoding threads. (default: 4)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate, hash and store problems; quarantine bad rows with their reason."""
     from r1v_data.config import IngestConfig, load_config
@@ -158,7 +159,7 @@ def _render_ingest(result: Any) -> None:
     out.print(table)
     reasons = result.quarantine_reasons()
     if reasons:
-        listed = ", ".join(f"{r}: {n}" for r, n in reasons.most_common())
+        listed = _counts(dict(reasons.most_common()))
         out.print(escape(f"quarantined by reason: {listed}"), soft_wrap=True)
         out.print(
             f"inspect them with: r1v-data sql --store {escape(str(result.store))} "
@@ -203,7 +204,7 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Base seed. (default: 0)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Distil <think> traces from a teacher; resumable, verified, over self-distillation rounds."""
     from r1v_data.config import GenerateConfig, load_config
@@ -258,13 +259,13 @@ def _render_generate(r: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     out.print(
-        "verdicts: " + (", ".join(f"{k}: {v}" for k, v in r["verdicts"].items()) or "none"),
+        "verdicts: " + (_counts(r["verdicts"]) or "none"),
         soft_wrap=True,
     )
     out.print(f"truncated: {r['truncated']}, repetition loops: {r['repetition']}", soft_wrap=True)
     if r["failed"]:
         out.print(
-            escape("failed: " + ", ".join(f"{k}: {v}" for k, v in r["failed"].items())),
+            escape("failed: " + _counts(r["failed"])),
             soft_wrap=True,
         )
     for rnd in r["rounds"]:
@@ -285,7 +286,7 @@ def import_traces(
     teacher: Annotated[str | None, typer.Option(help="Teacher name (default: each row's model).")] = None,
     source: Annotated[str | None, typer.Option(help="Match ids among this source's samples only.")] = None,
     records_key: Annotated[str | None, typer.Option(help="Key holding the rows in a JSON file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import completions made elsewhere as traces: parsed, verified and stored like generated ones."""
     from r1v_data.config import ImportTracesConfig, load_config
@@ -307,7 +308,7 @@ def import_traces(
         f"unmatched (quarantined) {result['unmatched']}",
         soft_wrap=True,
     )
-    out.print("verdicts: " + ", ".join(f"{k}: {v}" for k, v in result["verdicts"].items()), soft_wrap=True)
+    out.print("verdicts: " + _counts(result["verdicts"]), soft_wrap=True)
     if result["label_agreement"]:
         agree = result["label_agreement"]
         total = sum(agree.values())
@@ -317,7 +318,7 @@ def import_traces(
 @app.command()
 def stats(
     store: StoreOpt,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Counts by source, subject, difficulty, answer type and image sizes."""
     from r1v_data.stats import store_stats
@@ -398,6 +399,10 @@ def _cell(value: Any) -> str:
         return f"<{len(value)} bytes>"
     text = str(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
 def _progress() -> Any:

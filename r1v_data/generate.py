@@ -76,8 +76,7 @@ class _Round:
 
     number: int
     label: str | int  # what request ids hash for the round ("revise" for the revision stage)
-    n: int
-    sampling: Sampling
+    sampling: Sampling  # sampling.n samples per problem
     ids: list[str]
     samples: Iterable[dict[str, Any]]
     prompt: Callable[[dict[str, Any]], Prompt]
@@ -95,7 +94,8 @@ def run_generate(
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
-        result = GenerateResult(run_id, teacher_identity(backend))
+        result = GenerateResult(run_id, backend.identity)
+        done = _finished_request_ids(store)  # read once; this run adds what it finishes
         start = time.perf_counter()
         status = "failed"
         try:
@@ -110,12 +110,14 @@ def run_generate(
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher)
                     if not ids:
                         break
-                    counts = _run_round(store, backend, cfg, round_, ids, writer, verifier, result, progress)
+                    counts = _run_round(
+                        store, backend, cfg, round_, ids, done, writer, verifier, result, progress
+                    )
                     result.rounds.append(counts)
                     writer.flush()  # the next round reads this one's verdicts from the store
                 if cfg.reviser:
                     result.rounds.append(
-                        _revise(store, backend, cfg, problems, writer, verifier, result, progress)
+                        _revise(store, backend, cfg, problems, done, writer, verifier, result, progress)
                     )
             status = "ok"
         finally:
@@ -137,18 +139,13 @@ def run_generate(
     return result
 
 
-def teacher_identity(backend: Backend) -> str:
-    """What request ids and the `teacher` column name: the model, not where it is served from
-    (an openai: server restarted on another port is the same teacher)."""
-    return getattr(backend, "identity", None) or backend.spec
-
-
 def _run_round(
     store: Store,
     backend: Backend,
     cfg: GenerateConfig,
     round_: int,
     ids: list[str],
+    done: set[str],
     writer: PartWriter,
     verifier: VerifierPool,
     result: GenerateResult,
@@ -158,10 +155,8 @@ def _run_round(
         return build_prompt(sample, supports_images=backend.supports_images, image_policy=cfg.image_policy)
 
     sampling = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
-    spec = _Round(
-        round_, round_, cfg.n, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated"
-    )
-    return _execute(store, backend, spec, writer, verifier, result, progress)
+    spec = _Round(round_, round_, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated")
+    return _execute(backend, spec, done, writer, verifier, result, progress)
 
 
 def _revise(
@@ -169,6 +164,7 @@ def _revise(
     teacher: Backend,
     cfg: GenerateConfig,
     problems: list[str],
+    done: set[str],
     writer: PartWriter,
     verifier: VerifierPool,
     result: GenerateResult,
@@ -194,7 +190,6 @@ def _revise(
         spec = _Round(
             cfg.rounds + 1,
             "revise",
-            1,
             sampling,
             ids,
             samples,
@@ -202,41 +197,41 @@ def _revise(
             lambda s: f"revised:{s['wrong_request_id']}",
             REVISE_VERSION,
         )
-        return {**_execute(store, reviser, spec, writer, verifier, result, progress), "revision": 1}
+        return {**_execute(reviser, spec, done, writer, verifier, result, progress), "revision": 1}
     finally:
         if reviser is not teacher:
             reviser.close()
 
 
 def _execute(
-    store: Store,
     backend: Backend,
     spec: _Round,
+    done: set[str],
     writer: PartWriter,
     verifier: VerifierPool,
     result: GenerateResult,
     progress: Progress | None,
 ) -> dict[str, int]:
-    done = _finished_request_ids(store)
     pending: dict[str, _Pending] = {}
     counts = Counter(
         {"round": spec.number, "samples": len(spec.ids), "requests": 0, "skipped": 0, "refused": 0, "sent": 0}
     )
-    total = len(spec.ids) * spec.n
+    total = len(spec.ids) * spec.sampling.n
 
     def report() -> None:  # requests already done or refused count as finished
         if progress:
             progress(counts["sent"] + counts["skipped"] + counts["refused"], total, result.completion_tokens)
 
-    teacher = teacher_identity(backend)
     for res in backend.generate(_requests(spec, backend, done, pending, counts, writer, result)):
         job = pending.pop(res.request_id)
-        writer.add(_trace_row(res, job, teacher, verifier, writer.run_id, result))
+        writer.add(_trace_row(res, job, backend.identity, verifier, writer.run_id, result))
+        if res.error is None:
+            done.add(res.request_id)  # failed requests stay unfinished: the next run retries them
         counts["sent"] += 1
         report()
     for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
         lost = GenResult(rid, finish_reason="error", error="no result from the backend")
-        writer.add(_trace_row(lost, job, teacher, verifier, writer.run_id, result))
+        writer.add(_trace_row(lost, job, backend.identity, verifier, writer.run_id, result))
     report()
     result.requests += counts["requests"]
     return dict(counts)
@@ -245,14 +240,10 @@ def _execute(
 def _finished_request_ids(store: Store) -> set[str]:
     """Requests with a trace, or refused. A request that failed (server down, timeout) is sent
     again on the next run; its error rows stay as the history of its attempts."""
-    con = store.connect()
-    try:
-        rows = con.sql(
-            "SELECT DISTINCT request_id FROM traces WHERE error IS NULL OR finish_reason = 'refused'"
-        )
-        return {r[0] for r in rows.fetchall()}
-    finally:
-        con.close()
+    rows = store.query(
+        "SELECT DISTINCT request_id FROM traces WHERE error IS NULL OR finish_reason = 'refused'"
+    )[1]
+    return {r[0] for r in rows}
 
 
 def _select_ids(store: Store, cfg: GenerateConfig) -> list[str]:
@@ -264,16 +255,11 @@ def _select_ids(store: Store, cfg: GenerateConfig) -> list[str]:
 
 def _unsolved(store: Store, ids: list[str], teacher: str) -> list[str]:
     """Those of `ids` with no correct trace from `teacher` (nor a refusal: it would refuse again)."""
-    con = store.connect()
-    try:
-        settled = con.sql(
-            "SELECT DISTINCT sample_id FROM traces WHERE teacher = ? AND "
-            "(verdict = 'correct' OR finish_reason = 'refused')",
-            params=[teacher],
-        ).fetchall()
-    finally:
-        con.close()
-    solved = {r[0] for r in settled}
+    sql = (
+        "SELECT DISTINCT sample_id FROM traces WHERE teacher = ? AND "
+        "(verdict = 'correct' OR finish_reason = 'refused')"
+    )
+    solved = {r[0] for r in store.query(sql, params=[teacher])[1]}
     return [i for i in ids if i not in solved]
 
 
@@ -308,10 +294,10 @@ def _requests(
     result: GenerateResult,
 ) -> Iterator[GenRequest]:
     """Requests not yet in the store, built lazily as the backend pulls them."""
-    teacher = teacher_identity(backend)
+    teacher = backend.identity
     for sample in spec.samples:
         prompt = spec.prompt(sample)
-        for index in range(spec.n):
+        for index in range(spec.sampling.n):
             counts["requests"] += 1
             seed = (
                 None if spec.sampling.seed is None else spec.sampling.seed + 1000 * (spec.number - 1) + index
@@ -390,8 +376,17 @@ def _trace_row(
     run_id: str,
     result: GenerateResult,
 ) -> dict[str, Any]:
-    row = _base_row(res.request_id, job.sample, teacher, job.round, job.index, job.sampling, run_id)
-    row.update(provenance=job.provenance, prompt_version=job.prompt_version)
+    row = _base_row(
+        res.request_id,
+        job.sample,
+        teacher,
+        job.round,
+        job.index,
+        job.sampling,
+        run_id,
+        job.provenance,
+        job.prompt_version,
+    )
     row.update(
         prompt=job.rendered,
         latency_s=res.latency_s,
@@ -441,6 +436,8 @@ def _base_row(
     index: int,
     sampling: Sampling,
     run_id: str,
+    provenance: str = "generated",
+    prompt_version: str = PROMPT_VERSION,
 ) -> dict[str, Any]:
     return {
         "request_id": rid,
@@ -448,9 +445,9 @@ def _base_row(
         "teacher": teacher,
         "round": round_,
         "sample_index": index,
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": prompt_version,
         "sampling": sampling.as_dict(),
-        "provenance": "generated",
+        "provenance": provenance,
         "run_id": run_id,
         "created_at": utcnow(),
     }

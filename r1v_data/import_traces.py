@@ -16,6 +16,7 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.config import ImportTracesConfig
 from r1v_data.errors import ConfigError
+from r1v_data.samples import quarantine_row
 from r1v_data.sources import Record, open_source
 from r1v_data.store import Store, utcnow
 from r1v_data.traces import parse_completion
@@ -153,23 +154,13 @@ def _import_one(
     problem = (record.error and record.error[0]) or (completion is None and "no completion text") or why
     if problem or sample is None:
         result.unmatched += 1
-        qid = text.stable_hash(uri, record.location, "trace " + str(problem))
-        if qid in done:  # recorded by an earlier import of this file
-            return
-        done.add(qid)
-        quarantine.add(
-            {
-                "quarantine_id": qid,
-                "source": name,
-                "source_path": uri,
-                "location": record.location,
-                "reason": "unmatched trace" if record.data is not None else str(problem),
-                "detail": str(problem),
-                "raw": record.raw or str(row)[:4000],
-                "run_id": traces.run_id,
-                "created_at": utcnow(),
-            }
+        reason = "unmatched trace" if record.data is not None else str(problem)
+        bad = quarantine_row(
+            name, uri, record.location, reason, str(problem), record.raw or str(row)[:4000], traces.run_id
         )
+        if bad["quarantine_id"] not in done:  # else recorded by an earlier import of this file
+            done.add(bad["quarantine_id"])
+            quarantine.add(bad)
         return
     teacher = cfg.teacher or next((str(row[k]) for k in _TEACHER_FIELDS if row.get(k)), "unknown")
     # the same completion for the same problem is one trace, whichever file or line it came from

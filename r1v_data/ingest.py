@@ -16,12 +16,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from r1v_data import __version__, text
+from r1v_data import __version__
 from r1v_data.config import IngestConfig
 from r1v_data.errors import ConfigError
 from r1v_data.images import ImageLimits
 from r1v_data.presets import resolve
-from r1v_data.samples import Prepared, RowPlan, prepare
+from r1v_data.samples import Prepared, RowPlan, prepare, quarantine_row
 from r1v_data.sources import Record, Source, open_source
 from r1v_data.store import PartWriter, Store, utcnow
 
@@ -216,22 +216,10 @@ def _store_one(
     if prep.sample is None:
         reason = prep.reason or "unknown"
         counts.quarantined[reason] += 1
-        qid = text.stable_hash(source.uri, prep.location, reason)
-        if qid not in known.quarantine:
-            known.quarantine.add(qid)
-            writers.quarantine.add(
-                {
-                    "quarantine_id": qid,
-                    "source": source.name,
-                    "source_path": source.uri,
-                    "location": prep.location,
-                    "reason": reason,
-                    "detail": prep.detail,
-                    "raw": prep.raw,
-                    "run_id": run_id,
-                    "created_at": now,
-                }
-            )
+        row = quarantine_row(source.name, source.uri, prep.location, reason, prep.detail, prep.raw, run_id)
+        if row["quarantine_id"] not in known.quarantine:
+            known.quarantine.add(row["quarantine_id"])
+            writers.quarantine.add(row)
         return
     sample = prep.sample
     sid = sample["sample_id"]

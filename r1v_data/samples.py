@@ -17,6 +17,7 @@ from r1v_data.errors import SchemaError
 from r1v_data.images import ImageLimits, ImageRejected, load_image
 from r1v_data.presets import Preset
 from r1v_data.sources import RAW_LIMIT, Record
+from r1v_data.store import utcnow
 
 
 @dataclass
@@ -172,3 +173,21 @@ def raw_text(row: dict[str, Any]) -> str:
     except (ValueError, RecursionError):
         text_ = repr(row)[:RAW_LIMIT]
     return text_.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be stored
+
+
+def quarantine_row(
+    source: str, uri: str, location: str, reason: str, detail: str | None, raw: str | None, run_id: str
+) -> dict[str, Any]:
+    """A quarantine row; its id hashes where the input was and why it failed, so recording the
+    same bad input again can be recognised and skipped."""
+    return {
+        "quarantine_id": text.stable_hash(uri, location, reason),
+        "source": source,
+        "source_path": uri,
+        "location": location,
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }

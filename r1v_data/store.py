@@ -94,7 +94,6 @@ class Store:
     context manager) for writing."""
 
     root: Path
-    writable: bool = False
     _lock_fd: int | None = field(default=None, repr=False)
 
     # ---- opening -------------------------------------------------------------------------
@@ -105,7 +104,7 @@ class Store:
             _refuse_non_store(root, create)
             _initialise(root)
         _check_versions(root)
-        store = cls(root, writable=write)
+        store = cls(root)
         if write:
             store._acquire_lock()
             store._upgrade_versions()
@@ -211,11 +210,13 @@ class Store:
                 con.execute("DETACH catalog")
         return con
 
-    def query(self, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a user's query; DuckDB errors become a one-line QueryError."""
+    def query(
+        self, sql: str, limit: int | None = None, params: list[Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query over the store's tables; DuckDB errors become a one-line QueryError."""
         con = self.connect()
         try:
-            rel = con.sql(sql)
+            rel = con.sql(sql, params=params)
             if rel is None:
                 raise QueryError("the query returned no rows (only SELECT-like queries are supported)")
             if limit is not None:
@@ -306,8 +307,6 @@ class PartWriter:
         self._bytes = 0
         self._last_flush = time.monotonic()
         self._seq = 0
-        self.rows_written = 0
-        self.parts_written: list[str] = []
 
     def add(self, row: dict[str, Any], size_hint: int = 0) -> None:
         self._rows.append(row)
@@ -326,10 +325,7 @@ class PartWriter:
         for writer in self.after:
             writer.flush()
         self._seq += 1
-        path = self.store.write_part(self.table_name, self._rows, self.run_id, self._seq)
-        self.rows_written += len(self._rows)
-        if path is not None:
-            self.parts_written.append(path.name)
+        self.store.write_part(self.table_name, self._rows, self.run_id, self._seq)
         self._rows, self._bytes = [], 0
 
     def __enter__(self) -> PartWriter:

@@ -66,6 +66,9 @@ class GenResult:
 
 class Backend(Protocol):
     spec: str  # e.g. "openai:http://127.0.0.1:8000/v1#Qwen/QwQ-32B"
+    # What request ids and the `teacher` column name: the model, not where it is served from
+    # (an openai: server restarted on another port is the same teacher).
+    identity: str
     supports_images: bool
     prefills: bool  # the completion continues `assistant_prefix` (else the prefix is not sent)
 
