@@ -84,6 +84,19 @@ class _Round:
     prompt_version: str = PROMPT_VERSION
 
 
+@dataclass
+class _Run:
+    """What every step of one generate run shares."""
+
+    store: Store
+    cfg: GenerateConfig
+    done: set[str]  # finished request ids: read once from the store, added to as results arrive
+    writer: PartWriter
+    verifier: VerifierPool
+    result: GenerateResult
+    progress: Progress | None
+
+
 def run_generate(
     cfg: GenerateConfig, progress: Progress | None = None, backend: Backend | None = None
 ) -> GenerateResult:
@@ -95,7 +108,6 @@ def run_generate(
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
         result = GenerateResult(run_id, backend.identity)
-        done = _finished_request_ids(store)  # read once; this run adds what it finishes
         start = time.perf_counter()
         status = "failed"
         try:
@@ -105,20 +117,16 @@ def run_generate(
                     "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
             ):
+                run = _Run(store, cfg, _finished_request_ids(store), writer, verifier, result, progress)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher)
                     if not ids:
                         break
-                    counts = _run_round(
-                        store, backend, cfg, round_, ids, done, writer, verifier, result, progress
-                    )
-                    result.rounds.append(counts)
+                    result.rounds.append(_run_round(run, backend, round_, ids))
                     writer.flush()  # the next round reads this one's verdicts from the store
                 if cfg.reviser:
-                    result.rounds.append(
-                        _revise(store, backend, cfg, problems, done, writer, verifier, result, progress)
-                    )
+                    result.rounds.append(_revise(run, backend, problems))
             status = "ok"
         finally:
             result.seconds = time.perf_counter() - start
@@ -139,43 +147,27 @@ def run_generate(
     return result
 
 
-def _run_round(
-    store: Store,
-    backend: Backend,
-    cfg: GenerateConfig,
-    round_: int,
-    ids: list[str],
-    done: set[str],
-    writer: PartWriter,
-    verifier: VerifierPool,
-    result: GenerateResult,
-    progress: Progress | None,
-) -> dict[str, int]:
+def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict[str, int]:
     def prompt(sample: dict[str, Any]) -> Prompt:
-        return build_prompt(sample, supports_images=backend.supports_images, image_policy=cfg.image_policy)
+        return build_prompt(
+            sample, supports_images=backend.supports_images, image_policy=run.cfg.image_policy
+        )
 
-    sampling = Sampling(**cfg.sampling.model_dump(), n=cfg.n)
-    spec = _Round(round_, round_, sampling, ids, _stream_samples(store, ids), prompt, lambda _: "generated")
-    return _execute(backend, spec, done, writer, verifier, result, progress)
+    sampling = Sampling(**run.cfg.sampling.model_dump(), n=run.cfg.n)
+    samples = _stream_samples(run.store, ids)
+    return _execute(
+        run, backend, _Round(round_, round_, sampling, ids, samples, prompt, lambda _: "generated")
+    )
 
 
-def _revise(
-    store: Store,
-    teacher: Backend,
-    cfg: GenerateConfig,
-    problems: list[str],
-    done: set[str],
-    writer: PartWriter,
-    verifier: VerifierPool,
-    result: GenerateResult,
-    progress: Progress | None,
-) -> dict[str, int]:
+def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
     """The revision stage: a judge given the reference answer rewrites the latest wrong trace of
     each problem the teacher never solved; the rewrite is verified like any trace."""
+    cfg = run.cfg
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
     try:
-        ids = _unsolved(store, problems, result.teacher)
+        ids = _unsolved(run.store, problems, teacher.identity)
 
         def prompt(sample: dict[str, Any]) -> Prompt:
             return build_revision_prompt(
@@ -185,7 +177,7 @@ def _revise(
                 image_policy=cfg.image_policy,
             )
 
-        samples = _stream_samples(store, ids, wrong_of=result.teacher)
+        samples = _stream_samples(run.store, ids, wrong_of=teacher.identity)
         sampling = Sampling(**cfg.sampling.model_dump(), n=1)
         spec = _Round(
             cfg.rounds + 1,
@@ -197,21 +189,13 @@ def _revise(
             lambda s: f"revised:{s['wrong_request_id']}",
             REVISE_VERSION,
         )
-        return {**_execute(reviser, spec, done, writer, verifier, result, progress), "revision": 1}
+        return {**_execute(run, reviser, spec), "revision": 1}
     finally:
         if reviser is not teacher:
             reviser.close()
 
 
-def _execute(
-    backend: Backend,
-    spec: _Round,
-    done: set[str],
-    writer: PartWriter,
-    verifier: VerifierPool,
-    result: GenerateResult,
-    progress: Progress | None,
-) -> dict[str, int]:
+def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     pending: dict[str, _Pending] = {}
     counts = Counter(
         {"round": spec.number, "samples": len(spec.ids), "requests": 0, "skipped": 0, "refused": 0, "sent": 0}
@@ -219,21 +203,23 @@ def _execute(
     total = len(spec.ids) * spec.sampling.n
 
     def report() -> None:  # requests already done or refused count as finished
-        if progress:
-            progress(counts["sent"] + counts["skipped"] + counts["refused"], total, result.completion_tokens)
+        if run.progress:
+            run.progress(
+                counts["sent"] + counts["skipped"] + counts["refused"], total, run.result.completion_tokens
+            )
 
-    for res in backend.generate(_requests(spec, backend, done, pending, counts, writer, result)):
+    for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
-        writer.add(_trace_row(res, job, backend.identity, verifier, writer.run_id, result))
+        run.writer.add(_trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
         if res.error is None:
-            done.add(res.request_id)  # failed requests stay unfinished: the next run retries them
+            run.done.add(res.request_id)  # failed requests stay unfinished: the next run retries them
         counts["sent"] += 1
         report()
     for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
         lost = GenResult(rid, finish_reason="error", error="no result from the backend")
-        writer.add(_trace_row(lost, job, backend.identity, verifier, writer.run_id, result))
+        run.writer.add(_trace_row(lost, job, backend.identity, run.verifier, run.writer.run_id, run.result))
     report()
-    result.requests += counts["requests"]
+    run.result.requests += counts["requests"]
     return dict(counts)
 
 
@@ -285,16 +271,9 @@ def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -
 
 
 def _requests(
-    spec: _Round,
-    backend: Backend,
-    done: set[str],
-    pending: dict[str, _Pending],
-    counts: Counter[str],
-    writer: PartWriter,
-    result: GenerateResult,
+    run: _Run, backend: Backend, spec: _Round, pending: dict[str, _Pending], counts: Counter[str]
 ) -> Iterator[GenRequest]:
     """Requests not yet in the store, built lazily as the backend pulls them."""
-    teacher = backend.identity
     for sample in spec.samples:
         prompt = spec.prompt(sample)
         for index in range(spec.sampling.n):
@@ -304,27 +283,18 @@ def _requests(
             )
             sampling = replace(spec.sampling, seed=seed)
             if prompt.refusal:
-                _refuse(
-                    sample,
-                    prompt.refusal,
-                    teacher,
-                    spec.number,
-                    index,
-                    sampling,
-                    done,
-                    counts,
-                    writer,
-                    result,
-                )
+                _refuse(run, sample, prompt.refusal, backend.identity, spec.number, index, sampling, counts)
                 continue
             request = GenRequest("", prompt.messages, sampling, prompt.assistant_prefix)
             rendered = backend.render(request)
             # n is left out: asking for more samples later must not redo the ones already made
             identity = {k: v for k, v in sampling.as_dict().items() if k != "n"}
-            rid = text.stable_hash(sample["sample_id"], teacher, rendered, identity, index, spec.label)
-            if rid in done or rid in pending:
+            rid = text.stable_hash(
+                sample["sample_id"], backend.identity, rendered, identity, index, spec.label
+            )
+            if rid in run.done or rid in pending:
                 counts["skipped"] += 1
-                result.skipped += 1
+                run.result.skipped += 1
                 continue
             request.request_id = rid
             prefix = prompt.assistant_prefix if backend.prefills else ""
@@ -338,34 +308,32 @@ def _requests(
                 spec.provenance(sample),
                 spec.prompt_version,
             )
-            result.sent += 1
+            run.result.sent += 1
             yield request
 
 
 def _refuse(
+    run: _Run,
     sample: dict[str, Any],
     reason: str,
     teacher: str,
     round_: int,
     index: int,
     sampling: Sampling,
-    done: set[str],
     counts: Counter[str],
-    writer: PartWriter,
-    result: GenerateResult,
 ) -> None:
     # a refusal does not depend on the round: one row per (sample, teacher, index)
     rid = text.stable_hash(sample["sample_id"], teacher, "refused", reason, index)
-    if rid in done:
+    if rid in run.done:
         counts["skipped"] += 1
-        result.skipped += 1
+        run.result.skipped += 1
         return
-    done.add(rid)
+    run.done.add(rid)
     counts["refused"] += 1
-    result.refused += 1
-    row = _base_row(rid, sample, teacher, round_, index, sampling, writer.run_id)
+    run.result.refused += 1
+    row = _base_row(rid, sample, teacher, round_, index, sampling, run.writer.run_id)
     row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
-    writer.add(row)
+    run.writer.add(row)
 
 
 def _trace_row(
