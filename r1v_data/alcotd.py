@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from r1v_data.config import DRLCConfig
+    from r1v_data.store import Store
 
 DEFAULT_ALPHA = math.log(2.0)
 MAX_PENALTY = 2.0
@@ -31,14 +37,25 @@ def min_max(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else (v - low) / (high - low) for v in values]
 
 
+def combined(s_v: float, s_t: float, s_i: float, *, beta: float = 1.0, gamma: float = 1.0) -> float:
+    """The weighted mean of the normalised scores: 0 for the easiest sample, 1 for the hardest."""
+    if beta < 0 or gamma < 0:
+        raise ValueError("beta and gamma must be non-negative")
+    return (s_v + beta * s_t + gamma * s_i) / (1.0 + beta + gamma)
+
+
 def penalty(
     s_v: float, s_t: float, s_i: float, *, alpha: float = DEFAULT_ALPHA, beta: float = 1.0, gamma: float = 1.0
 ) -> float:
     """P for normalised scores in [0, 1] (missing scores should be passed as NEUTRAL)."""
-    if beta < 0 or gamma < 0 or alpha < 0:
-        raise ValueError("alpha, beta and gamma must be non-negative")
-    combined = (s_v + beta * s_t + gamma * s_i) / (1.0 + beta + gamma)
-    return min(MAX_PENALTY, math.exp(alpha * (1.0 - combined)))
+    if alpha < 0:
+        raise ValueError("alpha must be non-negative")
+    return min(MAX_PENALTY, math.exp(alpha * (1.0 - combined(s_v, s_t, s_i, beta=beta, gamma=gamma))))
+
+
+def token_budget(score: float, low: int, high: int) -> int:
+    """Beyond the paper: a completion budget linear in the combined score, LOW for the easiest."""
+    return round(low + (high - low) * min(1.0, max(0.0, score)))
 
 
 def penalties(
@@ -53,8 +70,54 @@ def penalties(
     """P for every sample of a dataset, from raw scores (normalised here, over the dataset)."""
     if not len(s_v) == len(s_t) == len(s_i):
         raise ValueError("score lists differ in length")
+    return [penalty(*row, alpha=alpha, beta=beta, gamma=gamma) for row in normalised_rows(s_v, s_t, s_i)]
+
+
+def normalised_rows(
+    s_v: Sequence[float | None], s_t: Sequence[float | None], s_i: Sequence[float | None]
+) -> list[tuple[float, float, float]]:
+    """(Ŝv, Ŝt, ŜI) per sample: min-max over the dataset, a missing score counted as NEUTRAL."""
     columns = [min_max(s_v), min_max(s_t), min_max(s_i)]
-    return [
-        penalty(*(NEUTRAL if x is None else x for x in row), alpha=alpha, beta=beta, gamma=gamma)
-        for row in zip(*columns, strict=True)
-    ]
+    return [tuple(NEUTRAL if x is None else x for x in row) for row in zip(*columns, strict=True)]  # type: ignore[misc]
+
+
+# ---- the controller over a store ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Control:
+    """What DRLC sets for one sample."""
+
+    penalty: float
+    score: float  # the combined normalised score, 0 = easiest of the dataset, 1 = hardest
+    max_tokens: int | None = None  # only with a token budget range
+
+
+COMBINED_NAMES = ("S_v", "S_t", "S_I")
+
+
+def read_scores(store: Store, ids: list[str]) -> dict[str, dict[str, float]]:
+    """The latest non-null S_v, S_t and S_I of each sample (from whichever QDAM/VTIA run, local
+    or judged, wrote last)."""
+    sql = f"""SELECT sample_id, name, arg_max(value, created_at) AS value FROM scores
+              SEMI JOIN wanted USING (sample_id)
+              WHERE request_id IS NULL AND scorer IN ('qdam', 'vtia') AND value IS NOT NULL
+                AND name IN {COMBINED_NAMES}
+              GROUP BY sample_id, name"""
+    out: dict[str, dict[str, float]] = {}
+    for row in store.stream(sql, ids):
+        out.setdefault(row["sample_id"], {})[row["name"]] = row["value"]
+    return out
+
+
+def controls(store: Store, ids: list[str], cfg: DRLCConfig) -> tuple[dict[str, Control], int]:
+    """DRLC's parameters for each of `ids`, normalised over exactly these samples (the dataset
+    being generated), and how many of them have no score at all (they get the neutral value)."""
+    found = read_scores(store, ids)
+    rows = [found.get(i, {}) for i in ids]
+    columns = [[r.get(name) for r in rows] for name in COMBINED_NAMES]
+    out = {}
+    for sample_id, (s_v, s_t, s_i) in zip(ids, normalised_rows(*columns), strict=True):
+        score = combined(s_v, s_t, s_i, beta=cfg.beta, gamma=cfg.gamma)
+        p = penalty(s_v, s_t, s_i, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma)
+        budget = token_budget(score, *cfg.max_tokens_range) if cfg.max_tokens_range else None
+        out[sample_id] = Control(round(p, 4), score, budget)  # rounded: P is part of request ids
+    return out, sum(1 for r in rows if not r)

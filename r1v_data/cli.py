@@ -202,6 +202,14 @@ def generate(
     max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. (default: 1024)")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="(default: 1.0)")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed. (default: 0)")] = None,
+    adaptive_length: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive-length/--fixed-length",
+            help="AL-CoTD: set each sample's repetition penalty (and, with drlc.max_tokens_range, its "
+            "token budget) from its QDAM/VTIA scores; run `r1v-data score` first. (default: fixed)",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -229,6 +237,7 @@ def generate(
         "limit": limit,
         "where": where,
         "reviser": reviser,
+        "adaptive_length": adaptive_length,
     }
     cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
     with _progress() as bar:
@@ -424,6 +433,14 @@ def _progress() -> Any:
         transient=False,
         disable=not console.is_terminal,
     )
+
+
+def _register_commands() -> None:
+    # commands kept in their own modules add themselves to `app` on import
+    from r1v_data import cli_score  # noqa: F401
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -3,11 +3,12 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from r1v_data.errors import ConfigError
 
@@ -47,6 +48,37 @@ class SamplingConfig(Strict):
     seed: int | None = Field(0, description="base seed; request seed = seed + 1000*(round-1) + index")
 
 
+class DRLCConfig(Strict):
+    """AL-CoTD's dynamic repetition-penalty controller (DESIGN §1.2); the paper gives no values."""
+
+    alpha: float = Field(math.log(2.0), ge=0.0, description="ln 2 makes P span exactly [1, 2]")
+    beta: float = Field(1.0, ge=0.0, description="weight of the text score S_t")
+    gamma: float = Field(1.0, ge=0.0, description="weight of the integration score S_I")
+    max_tokens_range: tuple[int, int] | None = Field(
+        None,
+        description="beyond the paper: a per-sample completion budget from LOW (easiest) to HIGH "
+        "(hardest), linear in the same combined score",
+    )
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> DRLCConfig:
+        low_high = self.max_tokens_range
+        if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
+            raise ValueError("max_tokens_range must be [LOW, HIGH] with 1 <= LOW <= HIGH")
+        return self
+
+
+class ScoreConfig(Strict):
+    store: Path
+    scorers: list[Literal["qdam", "vtia"]] = Field(default_factory=lambda: ["qdam", "vtia"], min_length=1)
+    judge: str | None = Field(None, description="backend spec of the judge; local estimators without one")
+    judge_options: dict[str, Any] = Field(default_factory=dict)
+    judge_max_tokens: int = Field(512, ge=16, description="the judge's reply limit (a JSON object)")
+    where: str | None = Field(None, description="SQL filter over the samples table")
+    limit: int | None = Field(None, gt=0)
+    drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="for the penalty preview")
+
+
 class GenerateConfig(Strict):
     store: Path
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
@@ -68,6 +100,10 @@ class GenerateConfig(Strict):
     flush_rows: int = Field(64, ge=1, description="write a trace part every this many results ...")
     flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
     verify_timeout_s: float = Field(5.0, gt=0)
+    adaptive_length: bool = Field(
+        False, description="per-sample repetition penalty from the QDAM/VTIA scores (run score first)"
+    )
+    drlc: DRLCConfig = Field(default_factory=DRLCConfig)
 
 
 class ImportTracesConfig(Strict):

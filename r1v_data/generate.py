@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from r1v_data import __version__, text
+from r1v_data import __version__, alcotd, text
+from r1v_data.alcotd import Control
 from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
 from r1v_data.config import GenerateConfig
+from r1v_data.errors import ConfigError
 from r1v_data.prompts import PROMPT_VERSION, REVISE_VERSION, Prompt, build_prompt, build_revision_prompt
 from r1v_data.store import PartWriter, Store, utcnow
 from r1v_data.traces import parse_completion
@@ -46,6 +48,7 @@ class GenerateResult:
     completion_tokens: int = 0
     seconds: float = 0.0
     rounds: list[dict[str, int]] = field(default_factory=list)
+    adaptive: dict[str, Any] = field(default_factory=dict)  # DRLC's settings, with --adaptive-length
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("failed", "verdicts")}
@@ -82,6 +85,7 @@ class _Round:
     prompt: Callable[[dict[str, Any]], Prompt]
     provenance: Callable[[dict[str, Any]], str]
     prompt_version: str = PROMPT_VERSION
+    controls: dict[str, Control] | None = None  # DRLC's per-sample settings (teacher rounds only)
 
 
 @dataclass
@@ -95,6 +99,7 @@ class _Run:
     verifier: VerifierPool
     result: GenerateResult
     progress: Progress | None
+    controls: dict[str, Control] | None = None
 
 
 def run_generate(
@@ -103,11 +108,12 @@ def run_generate(
     """Generate traces for the samples of `cfg.store`; `backend` overrides `cfg.teacher`
     (a caller that already holds a loaded model)."""
     with Store.open(cfg.store, write=True) as store:
-        problems = _select_ids(store, cfg)  # also refuses a malformed --where before any work
+        problems = store.sample_ids(cfg.where, cfg.limit)  # also refuses a malformed --where before any work
+        controls = _adaptive_controls(store, cfg, problems)
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
-        result = GenerateResult(run_id, backend.identity)
+        result = GenerateResult(run_id, backend.identity, adaptive=_describe_controls(controls, cfg))
         start = time.perf_counter()
         status = "failed"
         try:
@@ -117,7 +123,9 @@ def run_generate(
                     "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
             ):
-                run = _Run(store, cfg, _finished_request_ids(store), writer, verifier, result, progress)
+                run = _Run(
+                    store, cfg, _finished_request_ids(store), writer, verifier, result, progress, controls
+                )
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher)
@@ -156,8 +164,31 @@ def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict
     sampling = Sampling(**run.cfg.sampling.model_dump(), n=run.cfg.n)
     samples = _stream_samples(run.store, ids)
     return _execute(
-        run, backend, _Round(round_, round_, sampling, ids, samples, prompt, lambda _: "generated")
+        run,
+        backend,
+        _Round(round_, round_, sampling, ids, samples, prompt, lambda _: "generated", controls=run.controls),
     )
+
+
+def _adaptive_controls(store: Store, cfg: GenerateConfig, problems: list[str]) -> dict[str, Control] | None:
+    """DRLC's per-sample penalty (and budget) over this run's problems; refuses when none is scored."""
+    if not cfg.adaptive_length or not problems:
+        return None
+    controls, unscored = alcotd.controls(store, problems, cfg.drlc)
+    if unscored == len(problems):
+        raise ConfigError(
+            f"--adaptive-length: none of the {len(problems)} selected samples has QDAM/VTIA scores; "
+            f"run `r1v-data score --store {cfg.store}` first"
+        )
+    return controls
+
+
+def _describe_controls(controls: dict[str, Control] | None, cfg: GenerateConfig) -> dict[str, Any]:
+    if not controls:
+        return {}
+    ps = [c.penalty for c in controls.values()]
+    return {**cfg.drlc.model_dump(mode="json"), "penalty_min": min(ps), "penalty_max": max(ps),
+            "penalty_mean": round(sum(ps) / len(ps), 4)}  # fmt: skip
 
 
 def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
@@ -232,13 +263,6 @@ def _finished_request_ids(store: Store) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _select_ids(store: Store, cfg: GenerateConfig) -> list[str]:
-    """This run's problems, in a stable order (`--limit` takes the first of them)."""
-    sql = "SELECT sample_id FROM samples" + (f" WHERE ({cfg.where})" if cfg.where else "")
-    sql += " ORDER BY sample_id" + (f" LIMIT {int(cfg.limit)}" if cfg.limit else "")
-    return [r[0] for r in store.query(sql)[1]]
-
-
 def _unsolved(store: Store, ids: list[str], teacher: str) -> list[str]:
     """Those of `ids` with no correct trace from `teacher` (nor a refusal: it would refuse again)."""
     sql = (
@@ -250,24 +274,18 @@ def _unsolved(store: Store, ids: list[str], teacher: str) -> list[str]:
 
 
 def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -> Iterator[dict[str, Any]]:
-    """The selected samples, images included, a batch at a time: memory stays bounded. With
-    `wrong_of`, each comes with that teacher's latest wrong trace (`wrong_text`,
-    `wrong_request_id`), and samples without one are left out."""
-    con = store.connect()
-    try:
-        con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
-        sql, params = f"SELECT {_SAMPLE_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)", []
-        if wrong_of is not None:
-            sql = f"""SELECT s.*, w.wrong_text, w.wrong_request_id FROM ({sql}) s JOIN (
-                        SELECT sample_id, arg_max(text, round * 1000000 + sample_index) AS wrong_text,
-                               arg_max(request_id, round * 1000000 + sample_index) AS wrong_request_id
-                        FROM traces WHERE teacher = ? AND verdict = 'wrong' GROUP BY sample_id
-                      ) w USING (sample_id)"""
-            params = [wrong_of]
-        for batch in con.sql(sql, params=params).to_arrow_reader(256):
-            yield from batch.to_pylist()
-    finally:
-        con.close()
+    """The selected samples, images included, a batch at a time. With `wrong_of`, each comes with
+    that teacher's latest wrong trace (`wrong_text`, `wrong_request_id`), and samples without one
+    are left out."""
+    sql, params = f"SELECT {_SAMPLE_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)", []
+    if wrong_of is not None:
+        sql = f"""SELECT s.*, w.wrong_text, w.wrong_request_id FROM ({sql}) s JOIN (
+                    SELECT sample_id, arg_max(text, round * 1000000 + sample_index) AS wrong_text,
+                           arg_max(request_id, round * 1000000 + sample_index) AS wrong_request_id
+                    FROM traces WHERE teacher = ? AND verdict = 'wrong' GROUP BY sample_id
+                  ) w USING (sample_id)"""
+        params = [wrong_of]
+    return store.stream(sql, ids, params)
 
 
 def _requests(
@@ -282,6 +300,9 @@ def _requests(
                 None if spec.sampling.seed is None else spec.sampling.seed + 1000 * (spec.number - 1) + index
             )
             sampling = replace(spec.sampling, seed=seed)
+            if spec.controls and (ctl := spec.controls.get(sample["sample_id"])):
+                budget = ctl.max_tokens or sampling.max_tokens
+                sampling = replace(sampling, repetition_penalty=ctl.penalty, max_tokens=budget)
             if prompt.refusal:
                 _refuse(run, sample, prompt.refusal, backend.identity, spec.number, index, sampling, counts)
                 continue

@@ -227,6 +227,26 @@ class Store:
         finally:
             con.close()
 
+    def stream(
+        self, sql: str, ids: list[str], params: list[Any] | None = None, batch: int = 256
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of `sql`, a batch at a time (memory stays bounded), where the query may join the
+        temporary table `wanted(sample_id)` holding `ids`."""
+        con = self.connect()
+        try:
+            con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
+            for part in con.sql(sql, params=params).to_arrow_reader(batch):
+                yield from part.to_pylist()
+        finally:
+            con.close()
+
+    def sample_ids(self, where: str | None = None, limit: int | None = None) -> list[str]:
+        """Sample ids in a stable order, optionally filtered by a user SQL expression (a malformed
+        one raises QueryError before any work) and limited to the first `limit`."""
+        sql = "SELECT sample_id FROM samples" + (f" WHERE ({where})" if where else "")
+        sql += " ORDER BY sample_id" + (f" LIMIT {int(limit)}" if limit else "")
+        return [r[0] for r in self.query(sql)[1]]
+
     def ids(self, table_name: str, column: str) -> set[Any]:
         """The distinct values of one column (identity sets for resuming work)."""
         if table_name not in schema.STORE_TABLES or column not in schema.load(table_name).columns:

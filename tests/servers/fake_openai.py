@@ -15,7 +15,7 @@ In a child process (benchmarks: keeps the server off the client's GIL):
         ...
     python tests/servers/fake_openai.py --latency-ms 50    # prints "URL http://127.0.0.1:PORT/v1"
 
-Replies are deterministic: the sha256 of the request's messages, `D`, gives
+Replies are deterministic (unless `reply(body)` is given: a judge stand-in): the sha256 of the request's messages, `D`, gives
 `<think>\\nDigest D. ...\\n</think>\\n\\nThe answer is \\boxed{N}.` (without the leading `<think>\\n`
 when the request asks to continue a final assistant message, as vLLM does). A `max_tokens`
 below the reply's word count truncates it with finish_reason "length". Token counts are words.
@@ -50,7 +50,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,7 @@ class FakeOpenAI:
         record: bool = True,
         port: int = 0,
         model: str = "fake-model",
+        reply: Callable[[dict[str, Any]], str] | None = None,
     ):
         self.latency_s = latency_s
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
@@ -120,6 +121,7 @@ class FakeOpenAI:
         self.record = record
         self.port = port
         self.model = model
+        self.reply = reply  # a judge stand-in: the reply text for a request body, instead of the digest reply
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()  # per request: digest of messages + seed
         self.total = 0
@@ -286,7 +288,7 @@ def _completion(
     state: FakeOpenAI, body: dict[str, Any], d: str, split_reasoning: bool = False
 ) -> web.Response:
     continues = bool(body.get("continue_final_message"))
-    text = reply_text(d, continues, state.pad_words)
+    text = state.reply(body) if state.reply else reply_text(d, continues, state.pad_words)
     words = text.split(" ")
     finish = "stop"
     max_tokens = body.get("max_tokens")

@@ -1,0 +1,80 @@
+"""`r1v-data score`: AL-CoTD's QDAM/VTIA scores (registered on the app by cli.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, _progress, app, out
+
+
+@app.command()
+def score(
+    store: OptStoreOpt = None,
+    scorer: Annotated[
+        str | None, typer.Option(help="Comma-separated scorers: qdam, vtia. (default: qdam,vtia)")
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="Backend spec of a judge model for the judged properties (image necessity, question "
+            "quality, difficulty, reasoning demand, integration). Without one, local heuristic "
+            "estimators are used; image clarity is always measured locally."
+        ),
+    ] = None,
+    where: Annotated[str | None, typer.Option(help="SQL filter over samples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score samples for adaptive-length distillation (QDAM: S_v, S_t; VTIA: S_I); cached per version."""
+    from r1v_data.config import ScoreConfig, load_config
+    from r1v_data.scoring import run_score
+
+    flags: dict[str, Any] = {"store": store, "judge": judge, "where": where, "limit": limit}
+    if scorer is not None:
+        flags["scorers"] = [s.strip() for s in scorer.split(",") if s.strip()]
+    cfg = load_config(ScoreConfig, yaml_path=config, section="score", sets=set_, flags=flags)
+    with _progress() as bar:
+        task = bar.add_task("score", total=None, rate="")
+        result = run_score(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    _render(result.as_dict())
+
+
+def _render(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out.print(
+        escape(
+            f"score with {r['source']} (run {r['run_id']}): {r['samples']} samples in {r['seconds']:.1f} s, "
+            f"{r['judge_calls']} judge calls"
+        ),
+        soft_wrap=True,
+    )
+    for name in sorted(set(r["scored"]) | set(r["cached"]) | set(r["failed"])):
+        failed = r["failed"].get(name, 0)
+        note = f", {failed} failed (asked again on the next run)" if failed else ""
+        out.print(f"{name}: {r['scored'].get(name, 0)} scored, {r['cached'].get(name, 0)} cached{note}")
+    for label, table in r["agreement"].items():
+        cells = ", ".join(f"{n} {v['rho']:+.2f} (n={v['n']})" for n, v in table.items())
+        out.print(f"spearman {label.replace('_', ' ')}: {cells}", soft_wrap=True)
+    preview = r["preview"]
+    if not preview:
+        return
+    p = preview["penalty"]
+    out.print(
+        f"DRLC penalty (generate --adaptive-length): min {p['min']:.3f}, median {p['median']:.3f}, "
+        f"mean {p['mean']:.3f}, max {p['max']:.3f}; {preview['unscored']} unscored (neutral)"
+    )
+    if preview["by_level"]:
+        table = Table("level", "samples", "mean penalty", title="penalty by source difficulty level")
+        for row in preview["by_level"]:
+            table.add_row(str(row["level"]), str(row["n"]), f"{row['mean_penalty']:.3f}")
+        out.print(table)
