@@ -20,6 +20,7 @@ install: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/r1v-data ingest --config pipelines/quickstart.yaml --set store=$(STORE)
+	$(BIN)/r1v-data score --config pipelines/quickstart.yaml --set store=$(STORE)
 	$(BIN)/r1v-data generate --config pipelines/quickstart.yaml --set store=$(STORE)
 	$(BIN)/r1v-data stats --store $(STORE)
 

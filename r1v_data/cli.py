@@ -349,6 +349,7 @@ _BREAKDOWNS = (
     "by_image_format",
     "quarantine_reasons",
     "trace_verdicts",
+    "dropped_by_rule",
 )
 
 
@@ -358,6 +359,11 @@ def _render_stats(s: dict[str, Any]) -> None:
         f"[bold]quarantined[/] {s['quarantined']}   [bold]traces[/] {s['traces']}   "
         f"[bold]scores[/] {s['scores']}   [bold]answer conflicts[/] {s['answer_conflicts']}"
     )
+    if s["decisions"]:
+        out.print(
+            f"[bold]latest filter[/]: {s['kept']} traces kept, {s['dropped']} dropped, "
+            f"{s['samples_dropped']} samples dropped"
+        )
     from rich.box import SIMPLE
     from rich.columns import Columns
     from rich.markup import escape
@@ -437,7 +443,7 @@ def _progress() -> Any:
 
 def _register_commands() -> None:
     # commands kept in their own modules add themselves to `app` on import
-    from r1v_data import cli_score  # noqa: F401
+    from r1v_data import cli_filter, cli_score  # noqa: F401
 
 
 _register_commands()

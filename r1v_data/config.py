@@ -79,6 +79,47 @@ class ScoreConfig(Strict):
     drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="for the penalty preview")
 
 
+class FilterConfig(Strict):
+    """Selection (DESIGN §1.3): D_t = {x : RM(x) >= tau_t} ∪ E_{t-1}, after dedup and decontamination."""
+
+    store: Path
+    reward: str = Field("rule", description="rule | rm:MODEL | judge:SPEC")
+    reward_options: dict[str, Any] = Field(default_factory=dict, description="passed to the RM or judge")
+    calibration: str = Field(
+        "quantile", description="raw RM score -> 0..5: linear:LO,HI | cuts:C1..C5 | quantile"
+    )
+    min_score: int | None = Field(None, ge=0, le=5, description="tau: keep traces with RM >= tau")
+    iteration: int | None = Field(None, ge=1, description="t: tau = schedule[t-1]")
+    schedule: list[int] = Field(default_factory=lambda: [2, 3, 4, 5], min_length=1)
+    errors_from: str | None = Field(
+        None, description="a run id or teacher: samples whose latest trace there is wrong (E_{t-1})"
+    )
+    best_k: int | None = Field(None, ge=1, description="keep at most k traces per sample, best first")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    keep_truncated: bool = False
+    where: str | None = Field(None, description="SQL over the candidate traces; runs read-only")
+    dedup: bool = True
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    image_distance: int = Field(4, ge=0, le=31, description="phash bits for near-duplicate images")
+    decontaminate: list[str] = Field(default_factory=list, description="benchmark specs")
+    ngram: int = Field(13, ge=1)
+    contamination_min_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> FilterConfig:
+        if self.min_score is not None and self.iteration is not None:
+            raise ValueError("give --min-score or --iteration, not both")
+        if self.iteration is not None and self.iteration > len(self.schedule):
+            raise ValueError(f"iteration {self.iteration} is past the schedule {self.schedule}")
+        return self
+
+    @property
+    def tau(self) -> int:
+        if self.iteration is not None:
+            return self.schedule[self.iteration - 1]
+        return self.min_score or 0
+
+
 class GenerateConfig(Strict):
     store: Path
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")

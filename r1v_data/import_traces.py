@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from r1v_data import __version__, text
@@ -193,7 +192,7 @@ def _import_one(
             "repetition": parsed.repetition,
             "verdict": verdict.verdict,
             "verifier": verdict.verifier,
-            "provenance": f"imported:{Path(uri).name}:{record.location}",
+            "provenance": f"imported:{record.location}",  # the location names the file
             "run_id": traces.run_id,
             "created_at": utcnow(),
         }

@@ -32,6 +32,7 @@ def _dct_matrix() -> np.ndarray:
 def phash64(data: bytes) -> int:
     """64-bit perceptual hash of one encoded image, as an unsigned int."""
     with Image.open(io.BytesIO(data)) as im:
+        im.draft("L", (8 * _SIDE, 8 * _SIDE))  # JPEG: decode at a reduced scale, several times faster
         grey = im.convert("L").resize((_SIDE, _SIDE), Image.Resampling.LANCZOS)
         pixels = np.asarray(grey, dtype=np.float64)
     d = _dct_matrix()

@@ -13,6 +13,9 @@ _OPEN_QUARANTINE = """(SELECT * FROM quarantine q WHERE NOT EXISTS (
     SELECT 1 FROM provenance p WHERE p.location = q.location AND p.created_at > q.created_at
     AND coalesce(p.source_path, p.source) = coalesce(q.source_path, q.source)))"""
 
+# the latest filter run's decisions are the current selection
+_LAST_FILTER = "(SELECT * FROM decisions WHERE run_id = (SELECT arg_max(run_id, created_at) FROM decisions))"
+
 _COUNTS = {
     "samples": "SELECT count(*) FROM samples",
     "quarantined": f"SELECT count(*) FROM {_OPEN_QUARANTINE}",
@@ -21,6 +24,9 @@ _COUNTS = {
     "scores": "SELECT count(*) FROM scores",
     "decisions": "SELECT count(*) FROM decisions",
     "provenance": "SELECT count(*) FROM provenance",
+    "kept": f"SELECT count(*) FROM {_LAST_FILTER} WHERE kept AND request_id IS NOT NULL",
+    "dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL",
+    "samples_dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NULL",
     "images": "SELECT coalesce(sum(len(images)), 0) FROM samples",
     # the same problem stored once but given different answers by different sources
     "answer_conflicts": """SELECT count(*) FROM (SELECT sample_id FROM provenance
@@ -40,6 +46,8 @@ _BREAKDOWNS = {
                           GROUP BY 1 ORDER BY 2 DESC""",
     "quarantine_reasons": f"SELECT reason, count(*) FROM {_OPEN_QUARANTINE} GROUP BY 1 ORDER BY 2 DESC, 1",
     "trace_verdicts": "SELECT coalesce(verdict, '(none)'), count(*) FROM traces GROUP BY 1 ORDER BY 2 DESC",
+    "dropped_by_rule": f"""SELECT stage, count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL
+                           GROUP BY 1 ORDER BY 2 DESC, 1""",
 }
 
 _IMAGE_SIZES = """

