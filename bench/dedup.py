@@ -9,7 +9,8 @@ case/whitespace variants ("norm") and 3/4 with 0.2-2% of the words edited ("edit
 datasketch runs exactly as the anchor runs it (`MinHash.bulk`, num_perm=128, `MinHashLSH`
 threshold 0.8 with insertion_session, one query per document, word 5-gram shingles); r1v runs
 `minhash_signatures` + `similar_pairs` (LSH candidates verified on the signatures) + `keep_first`
-with the same parameters. "End to end" is signatures + index + query for both, without building
+with the same parameters, then the one call `near_duplicates()` that does all three (and settles
+identical signatures without LSH), which must reach the same decisions. "End to end" is signatures + index + query for both, without building
 the corpus. Quality is measured against the planted pairs and against the exact Jaccard of
 the anchor's shingles, as the anchor does. Peak RSS is the growth of the process's peak resident
 memory during each engine's run (Linux /proc/self/clear_refs), beside the whole process's peak.
@@ -102,7 +103,7 @@ def quality(pairs: set[tuple[int, int]], docs: list[str], planted: dict, anchor:
 
 
 def bench_r1v(docs: list[str], planted: dict, anchor: Any, args: Any) -> dict:
-    from r1v_data.dedup import keep_first
+    from r1v_data.dedup import keep_first, near_duplicates
     from r1v_data.minhash import candidate_pairs, lsh_params, minhash_signatures, similar_pairs
 
     n = len(docs)
@@ -118,6 +119,11 @@ def bench_r1v(docs: list[str], planted: dict, anchor: Any, args: Any) -> dict:
     t_keep = time.perf_counter() - t0
     peak = peak_growth(start)
     raw = len(candidate_pairs(sig, threshold=args.threshold)[0])  # untimed: for the record only
+    del sig
+    t0 = time.perf_counter()
+    api = near_duplicates(docs, threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram)
+    t_api = time.perf_counter() - t0
+    assert api == decisions, "near_duplicates() and the steps above disagree"
     bands, rows = lsh_params(args.threshold, args.num_perm)
     out: dict[str, Any] = {
         "lsh_bands_x_rows": f"{bands}x{rows}",
@@ -128,6 +134,7 @@ def bench_r1v(docs: list[str], planted: dict, anchor: Any, args: Any) -> dict:
         "lsh+verify_docs_per_s": n / t_lsh,
         "end_to_end_docs_per_s": n / (t_sig + t_lsh),
         "with_keep_first_docs_per_s": n / (t_sig + t_lsh + t_keep),
+        "near_duplicates()_docs_per_s": n / t_api,
         "lsh_candidates_unverified": raw,
         "dropped_as_duplicates": sum(1 for target, _ in decisions if target is not None),
         "peak_rss_growth": peak,

@@ -28,7 +28,9 @@ import numpy as np
 
 from r1v_data.errors import MissingExtraError
 from r1v_data.minhash import (
+    EMPTY,
     bucket_pairs,
+    identical_rows,
     minhash_signatures,
     mix64,
     normalise_text,
@@ -103,8 +105,19 @@ def near_duplicates(
     has a standard error of about sqrt(J(1-J)/num_perm), 0.035 at J=0.8 with 128. LSH finds
     candidates; every pair returned was checked on the full signatures."""
     sig = minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed)
-    left, right, est = similar_pairs(sig, threshold=threshold)
-    return keep_first(len(texts), left, right, est)
+    # Rows equal to an earlier row (exact and case/whitespace copies) are settled without LSH: a
+    # thousand copies of one short question would otherwise fill every band's bucket. Such a copy
+    # is never kept (its first row comes earlier), so the kept items, and the decisions of the
+    # first rows, are those of the first rows alone; a copy then follows its first row.
+    same = identical_rows(sig)
+    same[sig[:, 0] == EMPTY] = -1  # texts with no words match nothing (similar_pairs skips them)
+    firsts = np.flatnonzero(same < 0)
+    left, right, est = similar_pairs(sig[firsts], threshold=threshold)
+    out = keep_first(len(texts), firsts[left], firsts[right], est)
+    for copy in np.flatnonzero(same >= 0).tolist():
+        target, score = out[same[copy]]
+        out[copy] = (int(same[copy]), 1.0) if target is None else (target, score)
+    return out
 
 
 def image_near_duplicates(

@@ -278,34 +278,54 @@ def bucket_pairs(
     In each bucket every item is paired with the bucket's first item and with the
     `max_neighbours` items just before it, so a bucket of m equal keys costs O(m), not O(m²):
     a later copy still meets the first (kept) copy, which is what keep-first dedup needs."""
-    n_bands, n = keys.shape
+    n = keys.shape[1]
+    codes = np.zeros(0, dtype=np.int64)
     if n < 2:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return codes, codes
     bits = max(1, (n - 1).bit_length())
     low = np.uint64((1 << bits) - 1)
-    # the index goes in the low bits, so one plain sort groups equal keys, each group in item order
-    packed = (keys & ~low) | np.arange(n, dtype=np.uint64)
-    packed.sort(axis=1)
-    heads = packed >> np.uint64(bits)
-    items = (packed & low).astype(np.int64)
-    left, right = [], []
-    for d in range(1, min(n, max_neighbours + 1)):
-        same = heads[:, d:] == heads[:, :-d]
-        if not same.any():
-            break
-        left.append(items[:, :-d][same])
-        right.append(items[:, d:][same])
-    else:
-        same = heads[:, 1:] == heads[:, :-1]
-        first = np.where(np.concatenate([np.zeros((n_bands, 1), bool), same], axis=1), 0, np.arange(n))
-        first = np.maximum.accumulate(first, axis=1)  # position of each item's bucket head
-        deep = np.arange(n)[None, :] - first > max_neighbours
-        left.append(np.take_along_axis(items, first, axis=1)[deep])
-        right.append(items[deep])
-    if not left:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    codes = np.unique(np.concatenate(left) * n + np.concatenate(right))
+    found, held = [codes], 0
+    for band in keys:
+        before = len(found)
+        # the index goes in the low bits, so one plain sort groups equal keys, each in item order
+        packed = (band & ~low) | np.arange(n, dtype=np.uint64)
+        packed.sort()
+        heads = packed >> np.uint64(bits)
+        items = (packed & low).astype(np.int64)
+        for d in range(1, min(n, max_neighbours + 1)):
+            same = np.flatnonzero(heads[d:] == heads[:-d])
+            if not same.size:
+                break
+            found.append(items[same] * n + items[same + d])
+        else:  # buckets longer than max_neighbours: the rest meet their bucket's first item
+            starts = np.flatnonzero(np.concatenate([[True], heads[1:] != heads[:-1]]))
+            first = np.repeat(starts, np.diff(np.append(starts, n)))
+            deep = np.flatnonzero(np.arange(n) - first > max_neighbours)
+            found.append(items[first[deep]] * n + items[deep])
+        held += sum(len(f) for f in found[before:])
+        if held > 1 << 22:  # many repeats across bands: fold them away before memory grows
+            found, held = [np.unique(np.concatenate(found))], 0
+    codes = np.unique(np.concatenate(found))
     return codes // n, codes % n
+
+
+def identical_rows(signatures: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """For each row, the index of the first earlier row equal to it, else -1 (O(n log n))."""
+    n, k = signatures.shape
+    c = _constants(4, k)
+    digest = np.empty(n, dtype=np.uint64)
+    for lo in range(0, n, batch):  # a 64-bit hash of each whole row, a batch of rows at a time
+        digest[lo : lo + batch] = (signatures[lo : lo + batch].astype(np.uint64) * c).sum(axis=1)
+    order = np.argsort(digest, kind="stable")  # equal digests together, in row order
+    ordered = digest[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    first = np.empty(n, dtype=np.int64)
+    first[order] = order[np.repeat(starts, np.diff(np.append(starts, n)))]
+    copies = np.flatnonzero(first != np.arange(n))
+    # a digest collision between different rows would be a false copy: check the rows themselves
+    differ = (signatures[copies] != signatures[first[copies]]).any(axis=1)
+    first[copies[differ]] = copies[differ]
+    return np.where(first == np.arange(n), -1, first)
 
 
 def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:

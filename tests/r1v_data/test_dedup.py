@@ -24,7 +24,7 @@ from r1v_data.dedup import (
     shingles,
 )
 from r1v_data.errors import MissingExtraError
-from r1v_data.minhash import EMPTY, lsh_params, similar_pairs
+from r1v_data.minhash import EMPTY, MAX_BUCKET_NEIGHBOURS, identical_rows, lsh_params, similar_pairs
 from r1v_data.phash import hamming, phash64
 from r1v_data.text import identity_text
 
@@ -44,6 +44,18 @@ def edit(rng: random.Random, text: str, n_edits: int) -> str:
         else:
             words.insert(i, rng.choice(VOCAB))
     return " ".join(words)
+
+
+def same_partition(texts: list[str], sig: np.ndarray, ngram: int) -> bool:
+    """Do equal signature rows group the texts exactly as equal reference shingle sets do?"""
+
+    def groups(keys: list) -> set[tuple[int, ...]]:
+        by_key: dict = {}
+        for i, key in enumerate(keys):
+            by_key.setdefault(key, []).append(i)
+        return {tuple(g) for g in by_key.values()}
+
+    return groups([frozenset(shingles(t, ngram)) for t in texts]) == groups([row.tobytes() for row in sig])
 
 
 def jaccard(a: str, b: str, ngram: int = 5) -> float:
@@ -140,10 +152,9 @@ def test_tokenisation_matches_the_reference_shingles() -> None:
     pieces += ["abcdefgh", "abcdefgi", "abcdefghi", "abcdefghj", "abcdefghijklmnop", "abcdefghijklmnoq"]
     pieces += ["x" * 70, "x" * 71, "\ud800"]  # hashed by hashlib past 64 bytes; a lone surrogate
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(400)]
-    sig = minhash_signatures(texts, ngram=2)
-    for i, j in combinations(range(0, 400, 5), 2):
-        same_set = shingles(texts[i], 2) == shingles(texts[j], 2)
-        assert bool((sig[i] == sig[j]).all()) == same_set, (texts[i], texts[j])
+    texts += [t.upper().replace(" ", "\t") for t in texts[:50]]  # the same sets again
+    assert same_partition(texts, minhash_signatures(texts, ngram=2), 2)
+    assert same_partition(texts, minhash_signatures(texts, ngram=1), 1)
 
 
 def test_every_byte_of_a_word_counts() -> None:
@@ -153,9 +164,7 @@ def test_every_byte_of_a_word_counts() -> None:
         word = "".join(chr(ord("a") + i % 26) for i in range(length))
         texts += [f"x {word} y"] + [f"x {word[:p]}Q{word[p + 1 :]} y" for p in range(length)]
         texts.append(f"x {word.upper()}\ty")  # the same words
-    sig = minhash_signatures(texts, ngram=1)
-    for i, j in combinations(range(len(texts)), 2):
-        assert bool((sig[i] == sig[j]).all()) == (shingles(texts[i], 1) == shingles(texts[j], 1))
+    assert same_partition(texts, minhash_signatures(texts, ngram=1), 1)
 
 
 def test_short_empty_and_unicode_texts() -> None:
@@ -211,12 +220,29 @@ def test_dropped_items_point_at_kept_ones_never_at_dropped_ones() -> None:
     assert out == [(None, None), (0, 0.9), (None, None), (0, 0.85)]
 
 
-def test_a_large_bucket_of_copies_all_point_at_the_first() -> None:
+def test_copies_follow_their_first_copy_and_large_buckets_stay_linear() -> None:
     rng = random.Random(1)
     text = doc(rng)
-    texts = [doc(rng) for _ in range(5)] + [text] * 300
+    texts = [doc(rng) for _ in range(5)] + [text] * 300 + [""] * 3
     result = near_duplicates(texts)
-    assert [t for t, _ in result[6:]] == [5] * 299
+    assert [t for t, _ in result[6:305]] == [5] * 299 and result[305:] == [(None, None)] * 3
+    # copies of a dropped text point where it points, with its estimate
+    a = doc(rng)
+    b = edit(rng, a, 1)
+    result = near_duplicates([a, b, b.upper(), "other text", b])
+    assert result[1][0] == 0 and result[2] == result[1] and result[4] == result[1]
+    assert result[1][1] is not None and 0.8 <= result[1][1] < 1.0
+    # the generic pair finder on 2,000 equal rows: O(n) pairs per band, not 2 million
+    sig = minhash_signatures(["the same words in every row"] * 2000)
+    left, right, est = similar_pairs(sig)
+    assert 2000 <= len(left) <= 2000 * (MAX_BUCKET_NEIGHBOURS + 1) and (est == 1.0).all()
+    assert set(left[right == 1999].tolist()) >= {0, 1998}
+
+
+def test_identical_rows_point_at_the_first_equal_row() -> None:
+    sig = np.array([[1, 2], [3, 4], [1, 2], [3, 4], [1, 2], [5, 6]], dtype=np.uint32)
+    assert identical_rows(sig).tolist() == [-1, -1, 0, 1, 0, -1]
+    assert identical_rows(np.zeros((0, 4), dtype=np.uint32)).tolist() == []
 
 
 def test_lsh_parameters_favour_recall_at_the_threshold() -> None:

@@ -1,0 +1,183 @@
+"""`r1v-data filter`, `explain` and `stats` through the real CLI on real traces: the R1-V GeoQA
+logs (two models on the same 754 problems) and MATH-Vision with planted duplicates and
+benchmark copies."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ingest_json, run_cli, stats_json
+from PIL import Image
+
+from r1v_data.rewards import rule_score
+from r1v_data.store import Store
+
+INSTRUCT = "geoqa_test_qwen2vl_7b_instruct_legacy"
+GRPO = "geoqa_test_qwen2vl_7b_grpo_2epochs_legacy"
+
+
+def _filter(store: Path, *args: object) -> dict[str, Any]:
+    return json.loads(run_cli("filter", "--store", store, *args, "--json").stdout)
+
+
+def _rows(store: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    con = Store.open(store).connect()
+    try:
+        return con.sql(sql, params=params).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+
+
+def _decisions(store: Path, run_id: str) -> list[dict[str, Any]]:
+    return _rows(store, "SELECT * FROM decisions WHERE run_id = ? AND request_id IS NOT NULL", [run_id])
+
+
+@pytest.fixture(scope="module")
+def geo(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+    """The GeoQA problems as text (their images are not in ../shared) with both models' traces."""
+    store = tmp_path_factory.mktemp("geo") / "store"
+    logs = shared / "traces" / "r1v_eval_logs"
+    ingest_json(logs / "geoqa_test_prompts.jsonl", "--store", store, "--preset", "native",
+                "--map", "question=question", "--map", "answer=ground_truth", "--map", "images=no_images")  # fmt: skip
+    for name in (INSTRUCT, GRPO):
+        run_cli("import-traces", logs / f"{name}.json", "--store", store, "--teacher", name)
+    return store
+
+
+def _levels(store: Path) -> dict[str, int]:
+    return {t["request_id"]: rule_score(t).value for t in _rows(store, "SELECT * FROM traces")}
+
+
+def test_threshold_by_iteration_with_a_reason_per_trace(geo: Path) -> None:
+    levels = _levels(geo)
+    truncated = {t["request_id"] for t in _rows(geo, "SELECT request_id FROM traces WHERE truncated")}
+    for args, tau in ((("--iteration", "4"), 5), (("--min-score", "2"), 2)):
+        r = _filter(geo, *args, "--no-dedup")
+        below = sum(1 for rid, v in levels.items() if v < tau and rid not in truncated)
+        assert (r["tau"], r["traces"]) == (tau, len(levels))
+        assert r["dropped"] == {"reward": below, "truncation": len(truncated)}
+        assert r["kept"] == len(levels) - below - len(truncated)
+        decisions = _decisions(geo, r["run_id"])
+        assert sorted(d["request_id"] for d in decisions) == sorted(levels)  # each trace exactly once
+        for d in decisions:
+            if d["kept"]:
+                assert d["reason"] == f"reward {levels[d['request_id']]} >= tau {tau}"
+            elif d["stage"] == "reward":
+                assert d["reason"] == f"reward below threshold: {levels[d['request_id']]} < tau {tau}"
+        assert {k: stats_json(geo)[k] for k in ("kept", "dropped")} == {
+            "kept": r["kept"],
+            "dropped": sum(r["dropped"].values()),
+        }
+    both = run_cli("filter", "--store", geo, "--iteration", "2", "--min-score", "3", check=False)
+    assert both.returncode == 1 and "not both" in both.stderr
+
+
+def test_error_set_is_kept_whatever_its_reward(geo: Path) -> None:
+    levels = _levels(geo)
+    student = {
+        t["sample_id"]: t["verdict"] for t in _rows(geo, "SELECT * FROM traces WHERE teacher = ?", [INSTRUCT])
+    }
+    errors = {sid for sid, verdict in student.items() if verdict != "correct"}
+    r = _filter(geo, "--iteration", "4", "--no-dedup", "--keep-truncated", "--errors-from", INSTRUCT)
+    assert r["error_set"] == len(errors)
+    grpo = _rows(geo, "SELECT request_id, sample_id FROM traces WHERE teacher = ?", [GRPO])
+    expected = {t["request_id"] for t in grpo if levels[t["request_id"]] == 5 or t["sample_id"] in errors}
+    decisions = _decisions(geo, r["run_id"])
+    assert {d["request_id"] for d in decisions} == {
+        t["request_id"] for t in grpo
+    }  # the student's own are out
+    assert {d["request_id"] for d in decisions if d["kept"]} == expected
+    rescued = [d for d in decisions if d["kept"] and levels[d["request_id"]] < 5]
+    assert rescued and all(d["reason"].startswith(f"error set E_(t-1): wrong in {INSTRUCT}") for d in rescued)
+    unknown = run_cli("filter", "--store", geo, "--errors-from", "no-such-run", check=False)
+    assert unknown.returncode == 1 and "no trace has that run id or teacher" in unknown.stderr
+
+
+def test_best_k_and_where(geo: Path) -> None:
+    levels = _levels(geo)
+    r = _filter(geo, "--no-dedup", "--keep-truncated", "--best-k", "1")
+    assert (r["kept"], r["dropped"]) == (754, {"best-k": 754})
+    by_sample: dict[str, list[dict[str, Any]]] = {}
+    for d in _decisions(geo, r["run_id"]):
+        by_sample.setdefault(d["sample_id"], []).append(d)
+    for pair in by_sample.values():
+        kept, dropped = sorted(pair, key=lambda d: not d["kept"])
+        assert levels[kept["request_id"]] >= levels[dropped["request_id"]]
+        assert dropped["reason"] == "best-k: rank 2 of its sample > k = 1"
+    r = _filter(geo, "--no-dedup", "--keep-truncated", "--where", f"teacher = '{GRPO}' AND reward >= 4")
+    grpo_good = sum(1 for t in _rows(geo, "SELECT request_id FROM traces WHERE teacher = ?", [GRPO])
+                    if levels[t["request_id"]] >= 4)  # fmt: skip
+    assert (r["kept"], r["dropped"]) == (grpo_good, {"where": 1508 - grpo_good})
+    before = len(_rows(geo, "SELECT * FROM decisions"))
+    for bad in ("teacher = ", "no_such_column > 1", "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"):
+        proc = run_cli("filter", "--store", geo, "--where", bad, check=False)
+        assert proc.returncode == 1 and "--where" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(_rows(geo, "SELECT * FROM decisions")) == before  # refused before anything was written
+
+
+def _png(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "PNG")  # re-encoded: other bytes, same picture
+    return buf.getvalue()
+
+
+def test_duplicates_and_contamination_on_mathvision(tmp_path: Path, shared: Path) -> None:
+    mv = shared / "mathv_testmini"
+    rows = [json.loads(line) for line in (mv / "testmini.jsonl").read_text().splitlines()]
+    long = [r for r in rows if len(r["question"].split()) > 40 and not r["options"]]
+    (tmp_path / "images").mkdir()
+    planted = []
+
+    def add(question: str, image: bytes, name: str, **extra: Any) -> None:
+        (tmp_path / "images" / name).write_bytes(image)
+        planted.append({"question": question, "images": [f"images/{name}"], "answer": "1", **extra})
+
+    exact, near, other = long[0], long[1], long[2]
+    add("  " + exact["question"].upper().replace(" ", "   "), (mv / exact["image"]).read_bytes(), "exact.jpg")
+    words = near["question"].split()
+    words[5] = "zebra"
+    add(" ".join(words), _png((mv / near["image"]).read_bytes()), "near.png")
+    add(other["question"], (mv / long[3]["image"]).read_bytes(), "same_text_other_image.jpg")
+    math500 = [
+        json.loads(line) for line in (shared / "text_math" / "math500_test.jsonl").read_text().splitlines()
+    ]
+    gsm8k = [
+        json.loads(line) for line in (shared / "text_math" / "gsm8k_test.jsonl").read_text().splitlines()
+    ]
+    long_math = [p["problem"] for p in math500 if len(p["problem"].split()) > 40]
+    copies = [math500[10]["problem"], "Here is a nice one. " + long_math[0].lower()]  # verbatim, edited
+    planted += [{"question": q, "answer": "1"} for q in copies + [g["question"] for g in gsm8k[:20]]]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in planted))
+
+    store = tmp_path / "store"
+    ingest_json(mv / "testmini.jsonl", "--store", store)
+    ingest_json(tmp_path / "train.jsonl", "--store", store, "--preset", "native")
+    r = _filter(store, "--decontaminate", shared / "text_math" / "math500_test.jsonl")
+    ids = {s["question"]: s["sample_id"] for s in _rows(store, "SELECT sample_id, question FROM samples")}
+    by_source = {(s["source"], s["source_id"]): s["sample_id"] for s in _rows(store, "SELECT * FROM samples")}
+    drops = {d["sample_id"]: d["reason"] for d in _rows(
+        store, "SELECT * FROM decisions WHERE run_id = ? AND request_id IS NULL AND NOT kept", [r["run_id"]])}  # fmt: skip
+    mathv = {by_source[("testmini", i)] for i in ("2636", "2665")}  # MATH-500 problems inside MATH-Vision
+    contaminated = {sid for sid, why in drops.items() if why.startswith("contamination: ")}
+    assert contaminated == mathv | {ids[q] for q in copies}
+    assert all("math500_test" in drops[sid] for sid in contaminated)
+    duplicates = {sid: why for sid, why in drops.items() if why.startswith("duplicate of ")}
+    assert len(duplicates) == 2 and r["samples_dropped"] == {"dedup": 2, "decontamination": 4}
+    exact_id = by_source[("testmini", exact["id"])]
+    near_id = by_source[("testmini", near["id"])]
+    assert any(why.startswith(f"duplicate of {exact_id} (exact") for why in duplicates.values())
+    assert any(why.startswith(f"duplicate of {near_id} (near") for why in duplicates.values())
+    same_words = _rows(store, "SELECT sample_id FROM samples WHERE question = ?", [other["question"]])
+    assert len(same_words) == 2 and not {s["sample_id"] for s in same_words} & set(drops)  # another picture
+    assert r["samples"] == len(rows) + len(planted)
+
+    history = run_cli("explain", next(iter(mathv))[:8], "--store", store).stdout
+    assert "contamination: 13-gram overlap with math500_test" in history and "testmini" in history
+    short = run_cli("explain", "abc", "--store", store, check=False)
+    assert short.returncode == 1 and "at least 6 characters" in short.stderr
+    no_dedup = _filter(store, "--no-dedup")
+    assert no_dedup["samples_dropped"] == {}
