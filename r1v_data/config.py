@@ -101,6 +101,9 @@ class FilterConfig(Strict):
     dedup: bool = True
     near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
     image_distance: int = Field(4, ge=0, le=31, description="phash bits for near-duplicate images")
+    semantic_threshold: float | None = Field(
+        None, gt=0.0, le=1.0, description="also drop paraphrases: embedding cosine >= this (extra: semantic)"
+    )
     decontaminate: list[str] = Field(default_factory=list, description="benchmark specs")
     ngram: int = Field(13, ge=1)
     contamination_min_fraction: float = Field(0.0, ge=0.0, le=1.0)

@@ -7,9 +7,10 @@ near-duplicate is judged against kept items only: if B is close to A and C is cl
 to A, B is dropped and C is kept.
 
 - `exact_duplicates`: same `normalise_text` and the same images (sha256, in order).
-- `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (see `r1v_data.minhash`,
-  about 15x faster than datasketch's MinHash + MinHashLSH at higher recall: `bench/dedup.py`).
+- `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (`r1v_data.minhash`;
+  17x datasketch's MinHash + MinHashLSH end to end, at higher recall: `bench/dedup.py`).
 - `image_near_duplicates`: phash64 within a Hamming distance, image by image.
+- `sample_near_duplicates`: both of the above at once (text near-duplicate and images matching).
 - `semantic_duplicates`: cosine similarity of all-MiniLM-L6-v2 embeddings (optional extra).
 
 Texts with no words (empty, or only whitespace) are never text or semantic near-duplicates:
@@ -29,8 +30,10 @@ import numpy as np
 from r1v_data.errors import MissingExtraError
 from r1v_data.minhash import (
     EMPTY,
+    band_keys,
     bucket_pairs,
     identical_rows,
+    lsh_params,
     minhash_signatures,
     mix64,
     normalise_text,
@@ -39,11 +42,15 @@ from r1v_data.minhash import (
 )
 
 __all__ = [
+    "embed_texts",
+    "embedding_pairs",
     "exact_duplicates",
     "image_near_duplicates",
+    "keep_first",
     "minhash_signatures",
     "near_duplicates",
     "normalise_text",
+    "sample_near_duplicates",
     "semantic_duplicates",
     "shingles",
 ]
@@ -130,50 +137,94 @@ def image_near_duplicates(
     least one) and image p of one is within `max_distance` bits (`phash.hamming`) of image p of the
     other for every p; the distance reported is the largest of those. Order matters because a
     question refers to its images by position (`<image1>`, `<image2>`). Items without images never
-    match. 4 bits catches re-encoding and resizing of nearly every MATH-Vision figure while
-    distinct figures there are 6 or more bits apart (see `decontam.DEFAULT_MAX_DISTANCE`).
+    match. On MATH-Vision testmini's 304 figures, re-encoded or resized copies stay within 4 bits
+    for 296-303 of them, and no two distinct figures are closer than 6 bits.
 
     Candidates come from a pigeonhole index, not all pairs: split 64 bits into max_distance + 1
     blocks; two hashes within max_distance bits agree exactly on at least one block."""
-    if not 0 <= max_distance < 64:
-        raise ValueError(f"max_distance must be in [0, 64), got {max_distance}")
-    counts = np.array([len(h) for h in hashes_per_item], dtype=np.intp)
-    flat = np.array([x for hashes in hashes_per_item for x in hashes], dtype=np.uint64)
-    offsets = np.cumsum(counts) - counts
-    live = np.flatnonzero(counts > 0)
-    first = flat[offsets[live]]  # every match agrees on the first image, so index that one
-    edges = np.linspace(0, 64, max_distance + 2).astype(int)
-    keys = np.empty((max_distance + 1, len(live)), dtype=np.uint64)
-    for b, (lo, hi) in enumerate(pairwise(edges)):
-        block = (first >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
-        keys[b] = _mix(block, counts[live].astype(np.uint64), b)
-    left, right = bucket_pairs(keys)
-    left, right = live[left], live[right]
-    same = counts[left] == counts[right]
-    left, right = left[same], right[same]
-    dist = _max_distance(flat, offsets, counts, left, right)
-    ok = dist <= max_distance
-    return keep_first(len(counts), left[ok], right[ok], dist[ok])  # type: ignore[return-value]
+    images = _Images(hashes_per_item, max_distance)
+    live = np.flatnonzero(images.counts > 0)
+    left, right = bucket_pairs(images.block_keys(live))
+    left, right, dist = images.matches(live[left], live[right])
+    return keep_first(len(images.counts), left, right, dist)  # type: ignore[return-value]
 
 
-def _mix(block: np.ndarray, count: np.ndarray, band: int) -> np.ndarray:
-    return mix64(
-        block * np.uint64(0x9E3779B97F4A7C15) + count * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(band)
-    )
+def sample_near_duplicates(
+    texts: Sequence[str],
+    hashes_per_item: Sequence[Sequence[int]],
+    *,
+    threshold: float = 0.8,
+    max_distance: int = 4,
+    num_perm: int = 128,
+    ngram: int = 5,
+    seed: int = 1,
+) -> list[tuple[int | None, float | None]]:
+    """For each sample, (earliest kept sample it near-duplicates, estimated Jaccard of the texts),
+    or (None, None): the texts near-duplicate (as in `near_duplicates`) and the images match (as
+    in `image_near_duplicates`; samples without images match only samples without images).
+
+    One index serves both: a candidate shares an LSH band of the text and a pigeonhole block of
+    the first image. Checking images only after text LSH would not do: a thousand samples with
+    the same short question ("Find x.") and different figures make one huge text bucket, in which
+    `bucket_pairs` pairs each sample with a few others only."""
+    if len(hashes_per_item) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(hashes_per_item)} image hash lists")
+    sig = minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed)
+    images = _Images(hashes_per_item, max_distance)
+    live = np.flatnonzero(sig[:, 0] != EMPTY)
+    blocks = images.block_keys(live)  # blocks x live; one constant key per block without images
+    found = [np.zeros(0, dtype=np.int64)]
+    for text_key in band_keys(sig[live], *lsh_params(threshold, num_perm)):
+        left, right = bucket_pairs(mix64(blocks * np.uint64(0x9E3779B97F4A7C15) ^ text_key))
+        found.append(left * len(live) + right)
+    codes = np.unique(np.concatenate(found))
+    left, right = live[codes // max(len(live), 1)], live[codes % max(len(live), 1)]
+    plain = (images.counts[left] == 0) & (images.counts[right] == 0)
+    img_l, img_r, _ = images.matches(left[~plain], right[~plain])
+    left, right = np.concatenate([left[plain], img_l]), np.concatenate([right[plain], img_r])
+    est = (sig[left] == sig[right]).mean(axis=1) if len(left) else np.zeros(0)
+    ok = est >= threshold
+    return keep_first(len(texts), left[ok], right[ok], est[ok])
 
 
-def _max_distance(
-    flat: np.ndarray, offsets: np.ndarray, counts: np.ndarray, left: np.ndarray, right: np.ndarray
-) -> np.ndarray:
-    """Largest Hamming distance between image p of `left` and image p of `right`, per pair."""
-    if not len(left):
-        return np.zeros(0, dtype=np.intp)
-    per_pair = counts[left]
-    pair = np.repeat(np.arange(len(left)), per_pair)
-    starts = np.cumsum(per_pair) - per_pair
-    pos = np.arange(len(pair)) - starts[pair]
-    bits = np.bitwise_count(flat[offsets[left][pair] + pos] ^ flat[offsets[right][pair] + pos])
-    return np.maximum.reduceat(bits.astype(np.intp), starts)
+class _Images:
+    """The phashes of every item, flat, with what the pigeonhole index and its check need."""
+
+    def __init__(self, hashes_per_item: Sequence[Sequence[int]], max_distance: int):
+        if not 0 <= max_distance < 64:
+            raise ValueError(f"max_distance must be in [0, 64), got {max_distance}")
+        self.max_distance = max_distance
+        self.counts = np.array([len(h) for h in hashes_per_item], dtype=np.intp)
+        self.flat = np.array([x for hashes in hashes_per_item for x in hashes], dtype=np.uint64)
+        self.offsets = np.cumsum(self.counts) - self.counts
+
+    def block_keys(self, items: np.ndarray) -> np.ndarray:
+        """(max_distance + 1) x len(items) keys: block b of the first image, with the image count
+        (a match agrees on the count and, by pigeonhole, on some block of the first image)."""
+        counts = self.counts[items]
+        first = np.zeros(len(items), dtype=np.uint64)
+        first[counts > 0] = self.flat[self.offsets[items[counts > 0]]]
+        edges = np.linspace(0, 64, self.max_distance + 2).astype(int)
+        keys = np.empty((self.max_distance + 1, len(items)), dtype=np.uint64)
+        for b, (lo, hi) in enumerate(pairwise(edges)):
+            block = (first >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+            keys[b] = mix64(block * np.uint64(0xC2B2AE3D27D4EB4F) + counts.astype(np.uint64) * 64 + b)
+        return keys
+
+    def matches(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs whose images match, image p to image p, and the largest distance of each."""
+        same = self.counts[left] == self.counts[right]
+        left, right = left[same], right[same]
+        if not len(left):
+            return left, right, np.zeros(0, dtype=np.intp)
+        per_pair = self.counts[left]
+        pair = np.repeat(np.arange(len(left)), per_pair)
+        starts = np.cumsum(per_pair) - per_pair
+        pos = np.arange(len(pair)) - starts[pair]
+        a, b = self.flat[self.offsets[left][pair] + pos], self.flat[self.offsets[right][pair] + pos]
+        dist = np.maximum.reduceat(np.bitwise_count(a ^ b).astype(np.intp), starts)
+        ok = dist <= self.max_distance
+        return left[ok], right[ok], dist[ok]
 
 
 def semantic_duplicates(
@@ -213,9 +264,9 @@ def embedding_pairs(
 def embed_texts(texts: Sequence[str], *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """L2-normalised all-MiniLM-L6-v2 embeddings (mean pooling over at most 256 tokens, as
     sentence-transformers computes them), float32 (n, 384). Texts with no words get zeros."""
+    tokenizer, model = _load_model(device)  # first: a missing package fails before torch loads
     import torch
 
-    tokenizer, model = _load_model(device)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     todo = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(texts[i]))
     with torch.inference_mode():

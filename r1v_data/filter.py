@@ -172,7 +172,12 @@ def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]
     if c is None:
         return []
     drops = (
-        find_duplicates(c, threshold=cfg.near_duplicate_threshold, image_distance=cfg.image_distance)
+        find_duplicates(
+            c,
+            threshold=cfg.near_duplicate_threshold,
+            image_distance=cfg.image_distance,
+            semantic=cfg.semantic_threshold,
+        )
         if cfg.dedup
         else []
     )

@@ -72,10 +72,14 @@ def _splitmix(state: int) -> int:
     return z ^ (z >> 31)
 
 
-@lru_cache(maxsize=16)
-def _constants(seed: int, count: int) -> np.ndarray:
-    """`count` odd 64-bit constants derived from `seed` (splitmix64: the same on every platform)."""
-    return np.array([_splitmix(seed * 1_000_003 + i) | 1 for i in range(count)], dtype=np.uint64)
+_WORDS, _NGRAMS, _ROUNDS, _BANDS, _ROWS = range(1, 6)  # one stream of constants per use
+
+
+@lru_cache(maxsize=32)
+def _constants(use: int, seed: int, count: int) -> np.ndarray:
+    """`count` odd 64-bit constants for `use` and `seed` (splitmix64: the same on every platform)."""
+    base = _splitmix(_splitmix(use) ^ (seed & _M64))
+    return np.array([_splitmix(base + i) | 1 for i in range(count)], dtype=np.uint64)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -118,13 +122,14 @@ def _word_hashes(texts: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarra
     at = np.ndarray((size + 1,), dtype="<u8", buffer=data, strides=(1,))
     words = at.take(starts) & _MASKS[np.minimum(lengths, 8)]
     long_words = np.flatnonzero(lengths > 8)
-    c = _constants(seed, 2)
+    c = _constants(_WORDS, seed, 2)
     for block in range(1, _WORD_BLOCKS):  # later 8-byte blocks of words longer than 8 bytes
         if not long_words.size:
             break
         rest = lengths[long_words] - 8 * block
         part = at[starts[long_words] + 8 * block] & _MASKS[np.minimum(rest, 8)]
-        words[long_words] = (words[long_words] * c[0]) ^ part
+        # a bijective mix between blocks: a plain multiply only carries differences upwards
+        words[long_words] = mix64(words[long_words] * c[0]) ^ part
         long_words = long_words[rest > 8]
     for i in long_words.tolist():  # rare (URLs, base64 blobs): one call per word, not per block
         digest = hashlib.blake2b(data[starts[i] : starts[i] + lengths[i]].tobytes(), digest_size=8).digest()
@@ -141,7 +146,7 @@ def _word_hashes(texts: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarra
 def _shingle_hashes(words: np.ndarray, counts: np.ndarray, ngram: int, seed: int) -> np.ndarray:
     """Mixed 64-bit hashes of every word n-gram, text after text; per text max(1, words - n + 1)
     of them (a text shorter than n words is one shingle of all its words), none for empty texts."""
-    c = _constants(seed + 1, ngram + 1)
+    c = _constants(_NGRAMS, seed, ngram + 1)
     n = len(words)
     sums = words * c[0]
     for t in range(1, min(ngram, n)):
@@ -193,7 +198,7 @@ def _sketch(hashes: np.ndarray, per_text: np.ndarray, num_perm: int, seed: int) 
     missing[per_text == 0] = 0
     total, alive_texts = int(missing.sum()), np.count_nonzero(missing)
     held = per_text.copy()  # shingles per text in the arrays below
-    rounds = _constants(seed + 2, k)
+    rounds = _constants(_ROUNDS, seed, k)
     claim = np.zeros(n_texts * k, dtype=np.intp)  # scratch, to count distinct keys without a sort
     for t in range(1, k):
         if total == 0:
@@ -312,7 +317,7 @@ def bucket_pairs(
 def identical_rows(signatures: np.ndarray, batch: int = 8192) -> np.ndarray:
     """For each row, the index of the first earlier row equal to it, else -1 (O(n log n))."""
     n, k = signatures.shape
-    c = _constants(4, k)
+    c = _constants(_ROWS, 0, k)
     digest = np.empty(n, dtype=np.uint64)
     for lo in range(0, n, batch):  # a 64-bit hash of each whole row, a batch of rows at a time
         digest[lo : lo + batch] = (signatures[lo : lo + batch].astype(np.uint64) * c).sum(axis=1)
@@ -328,9 +333,9 @@ def identical_rows(signatures: np.ndarray, batch: int = 8192) -> np.ndarray:
     return np.where(first == np.arange(n), -1, first)
 
 
-def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One mixed 64-bit key per band and row (bands x rows of `sig`)."""
-    c = _constants(3, rows)
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """LSH keys, bands x rows of `sig`: one mixed 64-bit key per band of `rows` entries."""
+    c = _constants(_BANDS, 0, rows)
     view = sig[:, : bands * rows].reshape(len(sig), bands, rows)
     keys = np.zeros((len(sig), bands), dtype=np.uint64)
     for r in range(rows):
@@ -345,7 +350,7 @@ def candidate_pairs(signatures: np.ndarray, *, threshold: float = 0.8) -> tuple[
     k = signatures.shape[1]
     live = np.flatnonzero(signatures[:, 0] != EMPTY)
     bands, rows = lsh_params(threshold, k)
-    left, right = bucket_pairs(_band_keys(signatures[live], bands, rows))
+    left, right = bucket_pairs(band_keys(signatures[live], bands, rows))
     return live[left], live[right]
 
 

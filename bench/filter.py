@@ -1,0 +1,231 @@
+"""The whole `filter` over N synthetic traces, beside DuckDB's plain scan of the same Parquet and
+datasketch on the dedup step, in one run.
+
+    python bench/filter.py [--traces 1000000] [--per-sample 10] [--image-every 10]
+
+A scratch store gets N / per-sample seeded synthetic math problems (every `image-every`-th with a
+small PNG; 3% are planted near-duplicates, 0.1% verbatim MATH-500 copies) and `per-sample`
+traces each (verdicts, flags, token counts and ~400-character texts), written straight as
+Parquet parts. Then, each in a child process so peak RSS is its own:
+
+- ceiling: DuckDB reading every trace column of the same Parquet parts (`SELECT ... FROM traces`);
+- filter, first run: rule rewards for every trace, image phashes, exact + near-duplicate dedup,
+  13-gram decontamination against MATH-500, tau = 3, every decision written;
+- filter, second run: the same with rewards and phashes cached;
+- dedup step alone: r1v's MinHash LSH and datasketch's MinHash + MinHashLSH on the same questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MATH500 = REPO.parent / "shared" / "data" / "text_math" / "math500_test.jsonl"
+NOUNS = ["triangle", "circle", "square", "sequence", "polynomial", "integer", "angle", "rectangle", "prism"]
+VERBS = ["Find", "Compute", "Determine", "Evaluate"]
+
+
+def question(rng: random.Random) -> str:
+    a, b, c = rng.randint(2, 999), rng.randint(2, 999), rng.randint(2, 99)
+    noun, other = rng.choice(NOUNS), rng.choice(NOUNS)
+    extra = " ".join(
+        rng.choice([*NOUNS, "the", "of", "and", "is", "with", "each"]) for _ in range(rng.randint(5, 25))
+    )
+    return (f"A {noun} has sides {a} and {b}, and a {other} inside it has area {c}. {extra}. "
+            f"{rng.choice(VERBS)} the {rng.choice(['area', 'perimeter', 'sum', 'ratio'])} of the {noun}.")  # fmt: skip
+
+
+def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: int = 0) -> None:
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    from r1v_data.store import Store, new_run_id, utcnow
+
+    rng = random.Random(seed)
+    n_samples = n_traces // per_sample
+    math500 = [json.loads(x)["problem"] for x in MATH500.read_text().splitlines()] if MATH500.exists() else []
+    questions: list[str] = []
+    for i in range(n_samples):
+        r = rng.random()
+        if i > 100 and r < 0.03:  # a near-duplicate of an earlier question: one word changed
+            words = questions[rng.randrange(i)].split()
+            words[rng.randrange(len(words))] = "zebra"
+            questions.append(" ".join(words))
+        elif math500 and r < 0.031:
+            questions.append(rng.choice(math500))
+        else:
+            questions.append(question(rng))
+    now, run = utcnow(), new_run_id()
+    with Store.open(store, write=True, create=True) as s:
+        samples = []
+        for i, q in enumerate(questions):
+            images = []
+            if i % image_every == 0:
+                buf = io.BytesIO()
+                Image.new("RGB", (64, 48), (i * 7 % 256, i * 13 % 256, i * 29 % 256)).save(buf, "PNG")
+                data = buf.getvalue()
+                images = [
+                    {
+                        "bytes": data,
+                        "format": "PNG",
+                        "width": 64,
+                        "height": 48,
+                        "sha256": f"{i:064x}",
+                        "path": None,
+                    }
+                ]
+            samples.append({"sample_id": f"{i:032x}", "source": "synthetic", "question": q, "options": [],
+                            "answer": str(i % 97), "images": images, "run_id": run, "created_at": now})  # fmt: skip
+        for lo in range(0, len(samples), 50_000):
+            s.write_part("samples", samples[lo : lo + 50_000], run, lo // 50_000)
+        verdicts = ["correct", "wrong", "wrong", "correct", "correct"]
+        for lo in range(0, n_traces, 100_000):
+            ids = range(lo, min(n_traces, lo + 100_000))
+            think = [f"Let me compute step {k % 50} of the problem carefully. " * 4 for k in ids]
+            table = pa.table({
+                "request_id": [f"r{k:031x}" for k in ids],
+                "sample_id": [f"{k // per_sample:032x}" for k in ids],
+                "teacher": ["synthetic-teacher"] * len(ids),
+                "round": [1] * len(ids),
+                "sample_index": [k % per_sample for k in ids],
+                "prompt_version": ["r1v-prompt/1"] * len(ids),
+                "text": [t + f"</think>\n\\boxed{{{k % 97}}}" for t, k in zip(think, ids, strict=True)],
+                "think": think,
+                "answer": [str(k % 97) for k in ids],
+                "finish_reason": ["length" if k % 41 == 0 else "stop" for k in ids],
+                "completion_tokens": [200 + k % 700 for k in ids],
+                "think_closed": [k % 41 != 0 for k in ids],
+                "truncated": [k % 41 == 0 for k in ids],
+                "repetition": [k % 53 == 0 for k in ids],
+                "verdict": [verdicts[k % 5] for k in ids],
+                "provenance": ["generated"] * len(ids),
+                "sampling": [{"max_tokens": 1024, "temperature": 0.6}] * len(ids),
+                "run_id": [run] * len(ids),
+                "created_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+            })  # fmt: skip
+            s.write_part("traces", table, run, 1000 + lo // 100_000)
+
+
+def child(what: str, store: Path) -> None:
+    """One measured step, run in its own process; prints one JSON line."""
+    start = time.perf_counter()
+    out: dict[str, object] = {}
+    if what == "scan":
+        import duckdb
+
+        glob = str(store / "traces" / "*.parquet")
+        row = duckdb.sql(f"SELECT count(*), sum(length(text)), sum(length(think)), count(DISTINCT sample_id), "
+                         f"sum(completion_tokens), count(verdict) FROM read_parquet('{glob}')").fetchall()[0]  # fmt: skip
+        out["rows"] = row[0]
+    elif what == "filter":
+        from r1v_data.config import FilterConfig
+        from r1v_data.filter import run_filter
+
+        specs = [str(MATH500)] if MATH500.exists() else []
+        r = run_filter(FilterConfig(store=store, min_score=3, decontaminate=specs))
+        out.update(
+            rows=r.traces, kept=r.kept, dropped=dict(r.dropped), samples_dropped=dict(r.samples_dropped)
+        )
+    elif what in ("dedup", "datasketch"):
+        from r1v_data.store import Store
+
+        questions = [
+            r[0] for r in Store.open(store).query("SELECT question FROM samples ORDER BY sample_id")[1]
+        ]
+        start = time.perf_counter()
+        out["rows"], out["pairs"] = len(questions), (_ours if what == "dedup" else _datasketch)(questions)
+    out["seconds"] = time.perf_counter() - start
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+
+
+def _ours(questions: list[str]) -> int:
+    from r1v_data.minhash import minhash_signatures, similar_pairs
+
+    left, _, _ = similar_pairs(minhash_signatures(questions), threshold=0.8)
+    return len(left)
+
+
+def _datasketch(questions: list[str]) -> int:
+    from datasketch import MinHash, MinHashLSH
+
+    def shingles(text: str) -> set[bytes]:
+        w = text.lower().split()
+        return {" ".join(w[i : i + 5]).encode() for i in range(max(1, len(w) - 4))}
+
+    sigs = MinHash.bulk((shingles(q) for q in questions), num_perm=128, seed=1)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    with lsh.insertion_session() as session:
+        for i, m in enumerate(sigs):
+            session.insert(i, m)
+    return sum(1 for i, m in enumerate(sigs) for j in lsh.query(m) if j > i)
+
+
+def measure(what: str, store: Path) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, __file__, "--child", what, "--store", str(store)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        return {
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}"
+        }
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--traces", type=int, default=1_000_000)
+    ap.add_argument("--per-sample", type=int, default=10)
+    ap.add_argument("--image-every", type=int, default=10)
+    ap.add_argument("--child", choices=["scan", "filter", "dedup", "datasketch"])
+    ap.add_argument("--store", type=Path)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.store)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        start = time.perf_counter()
+        build(store, args.traces, args.per_sample, args.image_every)
+        print(f"# {args.traces:,} traces over {args.traces // args.per_sample:,} samples built in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+        results = {}
+        for label, what in (("DuckDB scan (ceiling)", "scan"), ("filter, first run", "filter"),
+                            ("filter, cached rewards", "filter"), ("dedup step: r1v", "dedup"),
+                            ("dedup step: datasketch", "datasketch")):  # fmt: skip
+            r = results[label] = measure(what, store)
+            if "error" in r:
+                print(f"{label:<26} failed: {r['error']}", flush=True)
+                continue
+            rate = r["rows"] / r["seconds"]
+            print(f"{label:<26} {r['rows']:>9,} rows {r['seconds']:>7.1f} s {rate:>11,.0f} rows/s "
+                  f"peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
+            if what == "filter":
+                print(
+                    f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
+                )
+        scan, ours, peer = (
+            results[k] for k in ("DuckDB scan (ceiling)", "dedup step: r1v", "dedup step: datasketch")
+        )
+        for label in ("filter, first run", "filter, cached rewards"):
+            r = results[label]
+            if "error" not in r and "error" not in scan:
+                print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s")
+        if "error" not in ours and "error" not in peer:
+            print(f"dedup step: r1v {peer['seconds'] / ours['seconds']:.1f}x faster than datasketch "
+                  f"({ours['pairs']:,} vs {peer['pairs']:,} pairs)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
