@@ -28,6 +28,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from r1v_data import __version__
 from r1v_data.config import FilterConfig
@@ -49,7 +50,9 @@ SELECT t.request_id, t.sample_id, t.teacher, t.round, t.sample_index, t.run_id A
        t.provenance, t.verdict, t.finish_reason, t.prompt_tokens, t.completion_tokens, t.think_closed,
        t.truncated, t.repetition, length(t.think) AS think_chars, length(t.text) AS text_chars,
        r.value AS reward, s.source, s.subject, s.difficulty, s.answer_type, len(s.images) AS n_images
-FROM (SELECT * FROM traces WHERE {COMPLETIONS} AND run_id IS DISTINCT FROM $errors
+FROM (SELECT request_id, sample_id, teacher, round, sample_index, run_id, provenance, verdict, finish_reason,
+             prompt_tokens, completion_tokens, think_closed, truncated, repetition, think, text, created_at
+      FROM traces WHERE {COMPLETIONS} AND run_id IS DISTINCT FROM $errors
                                AND teacher IS DISTINCT FROM $errors
       QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY created_at DESC) = 1) t
 JOIN samples s USING (sample_id)
@@ -257,8 +260,10 @@ def _write_decisions(
     store: Store, run_id: str, traces: pa.Table, drops: list[SampleDrop], result: FilterResult
 ) -> None:
     now = utcnow()
-    result.traces, result.kept = traces.num_rows, sum(traces.column("kept").to_pylist())
-    result.dropped = Counter(s for s, k in zip(traces.column("stage").to_pylist(), traces.column("kept").to_pylist(), strict=True) if not k)  # fmt: skip
+    kept = traces.column("kept")
+    result.traces, result.kept = traces.num_rows, pc.sum(kept).as_py() or 0
+    counts = pc.value_counts(pc.filter(traces.column("stage"), pc.invert(kept))).to_pylist()
+    result.dropped = Counter({c["values"]: c["counts"] for c in counts})
     sample_ids = store.ids("samples", "sample_id")
     result.samples = len(sample_ids)
     result.samples_dropped = Counter(d.stage for d in drops)

@@ -42,6 +42,10 @@ Solution:
 {completion}"""
 
 Progress = Callable[[int], None]
+# what the scorers read: the rule scorer's flags, and the texts a model or judge sees
+_COLUMNS = ", ".join(f"t.{c}" for c in ("request_id", "sample_id", "error", "text", "think", "answer", "finish_reason",
+                                        "think_closed", "truncated", "repetition", "verdict", "completion_tokens",
+                                        "sampling"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def score_rewards(
     progress: Progress | None = None,
 ) -> dict[str, int]:
     """Score every completion without a reward row for this version; returns counts."""
-    sql = f"""SELECT t.*, s.question, s.answer AS reference FROM traces t JOIN samples s USING (sample_id)
+    sql = f"""SELECT {_COLUMNS}, s.question, s.answer AS reference FROM traces t JOIN samples s USING (sample_id)
               WHERE {COMPLETIONS.replace("error", "t.error").replace("finish_reason", "t.finish_reason")}
                 AND t.request_id NOT IN (SELECT request_id FROM scores WHERE scorer = ? AND version = ?
                                          AND name = 'reward' AND value IS NOT NULL AND request_id IS NOT NULL)"""
