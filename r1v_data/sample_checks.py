@@ -5,9 +5,11 @@ Duplicates, the earliest ingested sample of a group kept:
 - near: question texts whose MinHash-estimated Jaccard of word 5-grams is >= the threshold AND
   whose images match: the same number, each within `image_distance` phash bits of its
   counterpart (or both without images), found by one index over both
-  (`dedup.sample_near_duplicates`). A question asked of a different picture is a different
-  problem, and a different question about the same picture too;
-- semantic (optional): sentence-embedding cosine >= a threshold, images matching as above.
+  (`dedup.sample_near_duplicates`), and whose reference answers agree (phash does not see the
+  labels of a diagram: the same right triangle with other side lengths written on it hashes
+  alike, and only the answer tells them apart). A question asked of a different picture is a
+  different problem, and a different question about the same picture too;
+- semantic (optional): sentence-embedding cosine >= a threshold, images and answers as above.
 
 Contamination: `r1v_data.decontam` (word n-grams and image phashes) against each benchmark spec.
 
@@ -47,11 +49,12 @@ class Candidates:
     questions: list[str]
     shas: list[list[str]]
     phashes: list[list[int]]
+    answers: list[str | None]
 
 
 def load_candidates(store: Store, writer: PartWriter) -> Candidates:
-    sql = """SELECT sample_id, question, list_transform(images, lambda i: i.sha256) AS shas FROM samples
-             ORDER BY created_at, sample_id"""
+    sql = """SELECT sample_id, question, list_transform(images, lambda i: i.sha256) AS shas, answer
+             FROM samples ORDER BY created_at, sample_id"""
     rows = list(store.stream(sql, None, batch=8192))
     phashes = image_phashes(store, writer, [r["sample_id"] for r in rows if r["shas"]])
     return Candidates(
@@ -59,6 +62,7 @@ def load_candidates(store: Store, writer: PartWriter) -> Candidates:
         [r["question"] for r in rows],
         [r["shas"] for r in rows],
         [phashes.get(r["sample_id"], []) for r in rows],
+        [r["answer"] for r in rows],
     )
 
 
@@ -111,7 +115,11 @@ def find_duplicates(
         threshold=threshold,
         max_distance=image_distance,
     )
-    near = [(live[j], live[i], score) for j, (i, score) in enumerate(found) if i is not None]
+    near = [
+        (live[j], live[i], score)
+        for j, (i, score) in enumerate(found)
+        if i is not None and _same_answer(c.answers[live[i]], c.answers[live[j]])
+    ]
     drops += [SampleDrop(c.ids[j], "dedup", f"duplicate of {c.ids[i]} (near: estimated Jaccard {score:.2f}, "
                          "matching images)") for j, i, score in near]  # fmt: skip
     if semantic is not None:
@@ -133,8 +141,10 @@ def _keep_first(
     score: np.ndarray,
     image_distance: int,
 ) -> list[tuple[int, int, float]]:
-    """(dropped, kept, score) in candidate indices, from text pairs among `live` whose images match."""
+    """(dropped, kept, score) in candidate indices, from text pairs among `live` whose images and
+    answers match."""
     ok = np.array([_same_images(c.phashes[live[a]], c.phashes[live[b]], image_distance)
+                   and _same_answer(c.answers[live[a]], c.answers[live[b]])
                    for a, b in zip(left.tolist(), right.tolist(), strict=True)], dtype=bool)  # fmt: skip
     if len(left):
         left, right, score = left[ok], right[ok], score[ok]
@@ -143,6 +153,12 @@ def _keep_first(
         for j, (i, s) in enumerate(keep_first(len(live), left, right, score))
         if i is not None
     ]
+
+
+def _same_answer(a: str | None, b: str | None) -> bool:
+    """Near-identical text and pictures with different reference answers are different problems:
+    a figure whose only change is its labels (side lengths, values) hashes alike."""
+    return a is None or b is None or " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
 def _same_images(a: Sequence[int], b: Sequence[int], distance: int) -> bool:

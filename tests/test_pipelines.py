@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r1v_data.config import GenerateConfig, IngestConfig, ScoreConfig, load_config
+from r1v_data.config import FilterConfig, GenerateConfig, IngestConfig, ScoreConfig, load_config
 
 PIPELINES = sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml"))
-SECTIONS = {"ingest": IngestConfig, "score": ScoreConfig, "generate": GenerateConfig}
+SECTIONS = {"ingest": IngestConfig, "score": ScoreConfig, "generate": GenerateConfig, "filter": FilterConfig}
 SHARED_BLOCKS = {"drlc"}  # YAML anchors referenced by the sections
 
 

@@ -119,9 +119,9 @@ def test_best_k_and_where(geo: Path) -> None:
     assert len(_rows(geo, "SELECT * FROM decisions")) == before  # refused before anything was written
 
 
-def _png(data: bytes) -> bytes:
+def _reencode(data: bytes, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "PNG")  # re-encoded: other bytes, same picture
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, fmt)  # re-encoded: other bytes, same picture
     return buf.getvalue()
 
 
@@ -132,16 +132,24 @@ def test_duplicates_and_contamination_on_mathvision(tmp_path: Path, shared: Path
     (tmp_path / "images").mkdir()
     planted = []
 
-    def add(question: str, image: bytes, name: str, **extra: Any) -> None:
+    def add(question: str, image: bytes, name: str, answer: str) -> None:
         (tmp_path / "images" / name).write_bytes(image)
-        planted.append({"question": question, "images": [f"images/{name}"], "answer": "1", **extra})
+        planted.append({"question": question, "images": [f"images/{name}"], "answer": answer})
 
     exact, near, other = long[0], long[1], long[2]
-    add("  " + exact["question"].upper().replace(" ", "   "), (mv / exact["image"]).read_bytes(), "exact.jpg")
+    add(
+        "  " + exact["question"].upper().replace(" ", "   "),
+        (mv / exact["image"]).read_bytes(),
+        "exact.jpg",
+        exact["answer"],
+    )
     words = near["question"].split()
     words[5] = "zebra"
-    add(" ".join(words), _png((mv / near["image"]).read_bytes()), "near.png")
-    add(other["question"], (mv / long[3]["image"]).read_bytes(), "same_text_other_image.jpg")
+    add(" ".join(words), _reencode((mv / near["image"]).read_bytes()), "near.png", near["answer"])
+    add(other["question"], (mv / long[3]["image"]).read_bytes(), "same_text_other_image.jpg", other["answer"])
+    # the same words and picture with another reference answer: a relabelled figure, a new problem
+    relabelled = _reencode((mv / near["image"]).read_bytes(), fmt="BMP")  # other bytes again: another sample
+    add(" ".join(words), relabelled, "relabelled.bmp", near["answer"] + "0")
     math500 = [
         json.loads(line) for line in (shared / "text_math" / "math500_test.jsonl").read_text().splitlines()
     ]
