@@ -74,3 +74,19 @@ def build_tiny_llama(out: Path, *, chat: bool = True, seed: int = 0) -> Path:
     model.save_pretrained(out)
     fast.save_pretrained(out)
     return out
+
+
+def build_tiny_reward_model(base: Path, out: Path, *, num_labels: int, seed: int = 1) -> Path:
+    """The tiny Llama's tokenizer and config under a random sequence-classification head, with
+    no pad token in the config (as many causal-LM reward models ship)."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, LlamaForSequenceClassification
+
+    shutil.copytree(base, out)
+    config = AutoConfig.from_pretrained(base)
+    config.num_labels, config.pad_token_id = num_labels, None
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    return out

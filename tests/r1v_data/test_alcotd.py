@@ -90,6 +90,7 @@ def test_judge_scores_retry_once_record_failures_and_are_cached(sample_store: Pa
         sum(SQUARES in q for q in questions),
     )
     assert n == 38 and two >= 1 and squares >= 1
+    _score(sample_store)  # local estimators first: the judged run then reports their agreement
     with FakeOpenAI(reply=_judge_reply) as srv:
         spec = f"openai:{srv.url}#judge-model"
         first = _score(sample_store, "--judge", spec)
@@ -111,9 +112,14 @@ def test_judge_scores_retry_once_record_failures_and_are_cached(sample_store: Pa
         f"WHERE s.name = 'difficulty' AND question LIKE '%{SQUARES}%'",
     )
     assert repaired and all(0.0 <= r["value"] <= 1.0 for r in repaired)  # the repaired reply, not the 9
-    judged = _rows(sample_store, "SELECT version, value FROM scores WHERE name = 'integration'")
+    judged = _rows(
+        sample_store,
+        "SELECT version, value FROM scores WHERE name = 'integration' AND version LIKE '%judge:%'",
+    )
     assert {r["value"] for r in judged} == {0.75}  # 4 on 1-5 is 0.75
     assert all("judge:openai:judge-model" in r["version"] for r in judged)
+    agreement = first["agreement"]["local_vs_judge"]
+    assert agreement["difficulty"]["n"] == n - two and -1.0 <= agreement["difficulty"]["rho"] <= 1.0
 
 
 def test_adaptive_length_sets_each_samples_penalty_and_budget(sample_store: Path) -> None:

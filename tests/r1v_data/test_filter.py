@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from conftest import ingest_json, run_cli, stats_json
 from PIL import Image
+from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
+from tiny_models import build_tiny_llama, build_tiny_reward_model
 
 from r1v_data.rewards import rule_score
 from r1v_data.store import Store
@@ -211,3 +213,58 @@ def test_semantic_dedup_drops_paraphrases_only_when_asked(tmp_path: Path) -> Non
     paraphrase = _rows(store, "SELECT sample_id FROM samples WHERE question = ?", [rows[1]])[0]["sample_id"]
     assert [(d["sample_id"], d["stage"]) for d in drops] == [(paraphrase, "dedup")]
     assert "(semantic: cosine 0.9" in drops[0]["reason"]
+
+
+@pytest.fixture
+def generated(tmp_path: Path) -> Path:
+    """The bundled sample with two traces per problem from a local OpenAI-compatible teacher."""
+    store = tmp_path / "store"
+    ingest_json("builtin:sample", "--store", store)
+    with FakeOpenAIProcess(latency_s=0.0) as srv:
+        run_cli("generate", "--store", store, "--teacher", f"openai:{srv.url}#teacher", "--n", "2")
+    return store
+
+
+def _reward_rows(store: Path, scorer: str) -> dict[str, float]:
+    rows = _rows(store, "SELECT request_id, value FROM scores WHERE scorer = ? AND name = 'reward'", [scorer])
+    return {r["request_id"]: r["value"] for r in rows}
+
+
+def test_reward_model_levels_through_filter(generated: Path, tmp_path: Path) -> None:
+    rm = build_tiny_reward_model(build_tiny_llama(tmp_path / "lm"), tmp_path / "rm", num_labels=1)
+    r = _filter(
+        generated, "--no-dedup", "--reward", f"rm:{rm}", "--calibration", "quantile", "--min-score", "3"
+    )
+    levels = _reward_rows(generated, "rm")
+    assert r["rewards"] == {"scored": 76, "failed": 0} and len(levels) == 76
+    assert set(levels.values()) == {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}  # sixths of the set's own scores
+    assert r["kept"] == sum(v >= 3 for v in levels.values())
+    details = _rows(generated, "SELECT version, detail FROM scores WHERE scorer = 'rm'")
+    assert all(d["version"].startswith("rm/1:") and d["detail"].startswith("raw ") for d in details)
+    again = _filter(
+        generated, "--no-dedup", "--reward", f"rm:{rm}", "--calibration", "quantile", "--min-score", "3"
+    )
+    assert again["rewards"] == {"scored": 0, "failed": 0} and again["kept"] == r["kept"]  # cached
+    bad = run_cli(
+        "filter", "--store", generated, "--reward", "rm:" + str(rm), "--calibration", "cuts:1,2", check=False
+    )
+    assert bad.returncode == 1 and "--calibration" in bad.stderr
+
+
+def _reward_judge(body: dict[str, Any]) -> str:
+    text = request_text(body)
+    if "could not be used" in text:
+        return '{"reward": 4}'
+    if "How many squares" in text:  # some first replies are prose: repaired on the retry
+        return "This solution looks fine to me."
+    return json.dumps({"reward": len(text) % 6})
+
+
+def test_judge_rewards_through_filter(generated: Path) -> None:
+    with FakeOpenAI(reply=_reward_judge) as srv:
+        r = _filter(generated, "--no-dedup", "--reward", f"judge:openai:{srv.url}#judge", "--min-score", "4")
+        calls = len(srv.received)
+    levels = _reward_rows(generated, "judge")
+    assert r["rewards"] == {"scored": 76, "failed": 0} and len(levels) == 76
+    assert calls > 76 and r["kept"] == sum(v >= 4 for v in levels.values())
+    assert all(v == int(v) and 0 <= v <= 5 for v in levels.values())

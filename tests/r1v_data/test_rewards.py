@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import ingest_json, run_cli
-from tiny_models import build_tiny_llama
+from tiny_models import build_tiny_llama, build_tiny_reward_model
 
 from r1v_data.errors import ConfigError
 from r1v_data.reward_model import RewardModelScorer, completion_text, rm_pair, rm_version
@@ -236,20 +235,6 @@ def test_bad_calibration_specs_say_what_is_wrong(spec: str, message: str) -> Non
 
 
 # --------------------------------------------------------------------------- reward model
-def _save_classifier(base: Path, out: Path, *, num_labels: int, seed: int = 1) -> Path:
-    """The tiny Llama's tokenizer and config under a random sequence-classification head, with
-    no pad token in the config (as many causal-LM reward models ship)."""
-    import torch
-    from transformers import AutoConfig, LlamaForSequenceClassification
-
-    shutil.copytree(base, out)
-    config = AutoConfig.from_pretrained(base)
-    config.num_labels, config.pad_token_id = num_labels, None
-    torch.manual_seed(seed)
-    LlamaForSequenceClassification(config).save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("rm") / "lm")
@@ -257,7 +242,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_rm(tiny_lm: Path) -> Path:
-    return _save_classifier(tiny_lm, tiny_lm.parent / "rm", num_labels=1)
+    return build_tiny_reward_model(tiny_lm, tiny_lm.parent / "rm", num_labels=1)
 
 
 PAIRS = [
@@ -309,7 +294,9 @@ def test_over_long_inputs_keep_their_start_and_end(tiny_rm: Path) -> None:
 
 
 def test_reward_model_without_chat_template_scores_a_text_pair(tiny_rm: Path, tmp_path: Path) -> None:
-    plain = _save_classifier(build_tiny_llama(tmp_path / "lm", chat=False), tmp_path / "rm", num_labels=1)
+    plain = build_tiny_reward_model(
+        build_tiny_llama(tmp_path / "lm", chat=False), tmp_path / "rm", num_labels=1
+    )
     scorer = RewardModelScorer(str(plain), calibration="linear:-1,1", batch_size=2)
     raws = scorer.raw_scores(PAIRS)
     assert all(math.isfinite(x) for x in raws)
@@ -320,7 +307,7 @@ def test_reward_model_without_chat_template_scores_a_text_pair(tiny_rm: Path, tm
 
 
 def test_multi_label_heads_reduce_to_one_score(tiny_lm: Path) -> None:
-    six = _save_classifier(tiny_lm, tiny_lm.parent / "rm6", num_labels=6)
+    six = build_tiny_reward_model(tiny_lm, tiny_lm.parent / "rm6", num_labels=6)
     expected = RewardModelScorer(str(six), calibration="linear:0,5").raw_scores(PAIRS)
     assert all(0 <= x <= 5 for x in expected)
     prob = RewardModelScorer(str(six), calibration="linear:0,1", reduction="prob").raw_scores(PAIRS)
