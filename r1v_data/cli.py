@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,14 @@ OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store d
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")]
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """Print a command's result as JSON, or rendered for people."""
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        render(result)
 
 
 def _print_version(value: bool) -> None:
@@ -133,10 +142,7 @@ def ingest(
             bar.update(tasks[source], completed=done, rate=rate)
 
         result = run_ingest(cfg, progress=on_progress)
-    if as_json:
-        out.print_json(json.dumps(result.as_dict()))
-        return
-    _render_ingest(result)
+    emit(result.as_dict(), as_json, lambda _: _render_ingest(result))
 
 
 def _render_ingest(result: Any) -> None:
@@ -249,10 +255,7 @@ def generate(
             bar.update(task, completed=done, total=total, rate=rate)
 
         result = run_generate(cfg, progress=on_progress)
-    if as_json:
-        out.print_json(json.dumps(result.as_dict()))
-        return
-    _render_generate(result.as_dict())
+    emit(result.as_dict(), as_json, _render_generate)
 
 
 def _render_generate(r: dict[str, Any]) -> None:
@@ -334,10 +337,7 @@ def stats(
     from r1v_data.store import Store
 
     result = store_stats(Store.open(store))
-    if as_json:
-        out.print_json(json.dumps(result))
-        return
-    _render_stats(result)
+    emit(result, as_json, _render_stats)
 
 
 _BREAKDOWNS = (

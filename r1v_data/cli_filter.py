@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, StoreOpt, app, console, out
+from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, StoreOpt, app, console, emit, out
 
 
 @app.command("filter")
@@ -75,10 +74,7 @@ def filter_(
     cfg = load_config(FilterConfig, yaml_path=config, section="filter", sets=set_, flags=flags)
     with console.status("filter") as status:
         result = run_filter(cfg, progress=lambda step: status.update(f"filter: {step}"))
-    if as_json:
-        out.print_json(json.dumps(result.as_dict()))
-        return
-    _render(result.as_dict())
+    emit(result.as_dict(), as_json, _render)
 
 
 def _render(r: dict[str, Any]) -> None:
@@ -118,10 +114,7 @@ def explain(
     from r1v_data.store import Store
 
     history = explain_sample(Store.open(store), sample_id)
-    if as_json:
-        out.print_json(json.dumps(history, default=str))
-        return
-    _render_history(history)
+    emit(history, as_json, _render_history)
 
 
 def _render_history(h: dict[str, Any]) -> None:

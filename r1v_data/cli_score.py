@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, _progress, app, out
+from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, _progress, app, emit, out
 
 
 @app.command()
@@ -41,10 +40,7 @@ def score(
     with _progress() as bar:
         task = bar.add_task("score", total=None, rate="")
         result = run_score(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if as_json:
-        out.print_json(json.dumps(result.as_dict()))
-        return
-    _render(result.as_dict())
+    emit(result.as_dict(), as_json, _render)
 
 
 def _render(r: dict[str, Any]) -> None:
