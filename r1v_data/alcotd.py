@@ -1,7 +1,7 @@
 """DRLC, the dynamic repetition-penalty controller of AL-CoTD (Skywork R1V, DESIGN §1.2).
 
-Scores are min-max normalised over the dataset being generated, then combined into the
-teacher's per-sample repetition penalty
+Scores are min-max normalised over the dataset (every scored sample of the store), then
+combined into the teacher's per-sample repetition penalty
 
     P = min(2, exp(alpha * (1 - (Sv + beta*St + gamma*SI) / (1 + beta + gamma))))
 
@@ -94,30 +94,34 @@ class Control:
 COMBINED_NAMES = ("S_v", "S_t", "S_I")
 
 
-def read_scores(store: Store, ids: list[str]) -> dict[str, dict[str, float]]:
-    """The latest non-null S_v, S_t and S_I of each sample (from whichever QDAM/VTIA run, local
-    or judged, wrote last)."""
+def read_scores(store: Store) -> dict[str, dict[str, float]]:
+    """The latest non-null S_v, S_t and S_I of every scored sample (from whichever QDAM/VTIA run,
+    local or judged, wrote last)."""
     sql = f"""SELECT sample_id, name, arg_max(value, created_at) AS value FROM scores
-              SEMI JOIN wanted USING (sample_id)
               WHERE request_id IS NULL AND scorer IN ('qdam', 'vtia') AND value IS NOT NULL
                 AND name IN {COMBINED_NAMES}
               GROUP BY sample_id, name"""
     out: dict[str, dict[str, float]] = {}
-    for row in store.stream(sql, ids):
+    for row in store.stream(sql, None, batch=65536):
         out.setdefault(row["sample_id"], {})[row["name"]] = row["value"]
     return out
 
 
 def controls(store: Store, ids: list[str], cfg: DRLCConfig) -> tuple[dict[str, Control], int]:
-    """DRLC's parameters for each of `ids`, normalised over exactly these samples (the dataset
-    being generated), and how many of them have no score at all (they get the neutral value)."""
-    found = read_scores(store, ids)
-    rows = [found.get(i, {}) for i in ids]
-    columns = [[r.get(name) for r in rows] for name in COMBINED_NAMES]
+    """DRLC's parameters for each of `ids`, and how many of them have no score (they get the
+    neutral value). The dataset the scores are normalised over is every scored sample of the
+    store, not this run's selection: a sample's penalty, and so its request ids, must not change
+    with --limit or --where, or a resumed run would regenerate instead of skipping."""
+    found = read_scores(store)
+    scored = list(found)
+    columns = [[found[i].get(name) for i in scored] for name in COMBINED_NAMES]
+    normalised = dict(zip(scored, normalised_rows(*columns), strict=True))
+    neutral = (NEUTRAL, NEUTRAL, NEUTRAL)
     out = {}
-    for sample_id, (s_v, s_t, s_i) in zip(ids, normalised_rows(*columns), strict=True):
+    for sample_id in ids:
+        s_v, s_t, s_i = normalised.get(sample_id, neutral)
         score = combined(s_v, s_t, s_i, beta=cfg.beta, gamma=cfg.gamma)
         p = penalty(s_v, s_t, s_i, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma)
         budget = token_budget(score, *cfg.max_tokens_range) if cfg.max_tokens_range else None
         out[sample_id] = Control(round(p, 4), score, budget)  # rounded: P is part of request ids
-    return out, sum(1 for r in rows if not r)
+    return out, sum(1 for i in ids if i not in found)

@@ -85,6 +85,9 @@ class FilterConfig(Strict):
     store: Path
     reward: str = Field("rule", description="rule | rm:MODEL | judge:SPEC")
     reward_options: dict[str, Any] = Field(default_factory=dict, description="passed to the RM or judge")
+    judge_max_tokens: int = Field(
+        1024, ge=16, description="a reward judge's reply limit (reasoning judges think first)"
+    )
     calibration: str = Field(
         "quantile", description="raw RM score -> 0..5: linear:LO,HI | cuts:C1..C5 | quantile"
     )

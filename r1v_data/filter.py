@@ -8,8 +8,9 @@ after the sample rules. In order, the first rule that applies decides a trace:
    copy of the candidate columns: no file or network access);
 3. it was cut off at the token limit (unless `keep_truncated`), or is longer than
    `max_completion_tokens`;
-4. its reward level is below tau, unless its sample is in the error set E_{t-1} (the samples
-   whose latest trace from `errors_from` is wrong: kept whatever their score);
+4. its reward level is below tau, unless it is a correct trace of a sample in the error set
+   E_{t-1} (the samples whose latest trace from `errors_from` is not correct): those are kept
+   whatever their reward, and a wrong trace is never kept for being in E;
 5. best-k: at most k traces per sample, best reward first, then correct, then shorter.
 
 Every candidate trace and every sample gets a decision row (kept or not, the rule in `stage`, the
@@ -23,17 +24,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from r1v_data import __version__
+from r1v_data import __version__, sandbox
 from r1v_data.config import FilterConfig
 from r1v_data.errors import ConfigError, QueryError
-from r1v_data.reward_scoring import COMPLETIONS, Reward, parse_reward, score_rewards
+from r1v_data.reward_scoring import Reward, candidate_traces, parse_reward, score_rewards
 from r1v_data.sample_checks import (
     Candidates,
     SampleDrop,
@@ -52,31 +53,33 @@ SELECT t.request_id, t.sample_id, t.teacher, t.round, t.sample_index, t.run_id A
        r.value AS reward, s.source, s.subject, s.difficulty, s.answer_type, len(s.images) AS n_images
 FROM (SELECT request_id, sample_id, teacher, round, sample_index, run_id, provenance, verdict, finish_reason,
              prompt_tokens, completion_tokens, think_closed, truncated, repetition, think, text, created_at
-      FROM traces WHERE {COMPLETIONS} AND run_id IS DISTINCT FROM $errors
-                               AND teacher IS DISTINCT FROM $errors
+      FROM traces WHERE {candidate_traces()}
       QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY created_at DESC) = 1) t
 JOIN samples s USING (sample_id)
 LEFT JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
            WHERE scorer = $scorer AND version = $version AND name = 'reward' GROUP BY request_id) r
      USING (request_id)"""
 
-_ERROR_SET = f"""
-SELECT sample_id FROM traces WHERE {COMPLETIONS} AND (run_id = $errors OR teacher = $errors)
-GROUP BY sample_id HAVING arg_max(verdict, (round, sample_index, created_at)) IS DISTINCT FROM 'correct'"""
+_ERROR_SET = """
+SELECT sample_id FROM traces WHERE error IS NULL AND finish_reason IS DISTINCT FROM 'refused'
+                             AND (run_id = $errors OR teacher = $errors)
+GROUP BY sample_id HAVING arg_max(verdict, (created_at, round, sample_index)) IS DISTINCT FROM 'correct'"""
 
 _DECIDE = """
 WITH c AS (
     SELECT c.*, d.stage AS sample_stage, d.reason AS sample_reason, e.sample_id IS NOT NULL AS in_errors,
-           COALESCE(({where}), false) AS where_ok
+           COALESCE(({where}), false) AS where_ok,
+           -- imported traces may carry no token count: about 4 characters a token then
+           coalesce(completion_tokens, text_chars // 4) AS tokens
     FROM candidates c LEFT JOIN sample_drops d USING (sample_id) LEFT JOIN error_set e USING (sample_id)
 ), ruled AS (
     SELECT *, CASE
         WHEN sample_reason IS NOT NULL THEN sample_stage
         WHEN NOT where_ok THEN 'where'
         WHEN truncated AND NOT $keep_truncated THEN 'truncation'
-        WHEN completion_tokens > $max_tokens THEN 'length'
+        WHEN tokens > $max_tokens THEN 'length'
         WHEN reward IS NULL THEN 'reward'
-        WHEN reward < $tau AND NOT in_errors THEN 'reward'
+        WHEN reward < $tau AND NOT (in_errors AND verdict = 'correct') THEN 'reward'
     END AS rule FROM c
 ), ranked AS (
     SELECT *, row_number() OVER (
@@ -90,11 +93,12 @@ SELECT sample_id, request_id,
          WHEN rule IN ('dedup', 'decontamination') THEN sample_reason
          WHEN rule = 'where' THEN 'where: not (' || $where_text || ')'
          WHEN rule = 'truncation' THEN 'truncated: cut off at the token limit'
-         WHEN rule = 'length' THEN format('too long: {{}} completion tokens > {{}}', completion_tokens, $max_tokens)
+         WHEN rule = 'length' THEN format('too long: {{}}{{}} completion tokens > {{}}',
+                                          CASE WHEN completion_tokens IS NULL THEN '~' ELSE '' END, tokens, $max_tokens)
          WHEN rule = 'reward' AND reward IS NULL THEN 'reward missing: the scorer failed on this trace'
          WHEN rule = 'reward' THEN format('reward below threshold: {{}} < tau {{}}', reward::INT, $tau)
          WHEN rank > $best_k THEN format('best-k: rank {{}} of its sample > k = {{}}', rank, $best_k)
-         WHEN in_errors AND reward < $tau THEN format('error set E_(t-1): wrong in {{}} (reward {{}})', $errors, reward::INT)
+         WHEN in_errors AND reward < $tau THEN format('error set E_(t-1): a correct trace of a sample wrong in {{}} (reward {{}})', $errors, reward::INT)
          ELSE format('reward {{}} >= tau {{}}', reward::INT, $tau)
        END AS reason
 FROM ranked"""
@@ -119,7 +123,7 @@ class FilterResult:
 
 
 def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterResult:
-    reward = parse_reward(cfg.reward, cfg.calibration)
+    reward = parse_reward(cfg.reward, cfg.calibration, cfg.reward_options)
     say = progress or (lambda _: None)
     with Store.open(cfg.store, write=True) as store:
         check_where(store, cfg, reward)  # a malformed --where is refused before anything is written
@@ -131,7 +135,10 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
         try:
             with store.writer("scores", run_id, flush_rows=65536) as scores:
                 say("scoring rewards")
-                result.rewards = score_rewards(store, scores, reward, cfg.reward_options)
+                result.rewards, levels = score_rewards(
+                    store, scores, reward, cfg.reward_options, cfg.errors_from, cfg.judge_max_tokens
+                )
+                reward = replace(reward, version=levels)
                 say("checking samples")
                 candidates = load_candidates(store, scores) if cfg.dedup or benchmarks else None
             drops = _sample_drops(candidates, cfg, benchmarks)
@@ -190,45 +197,36 @@ def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]
     return drops
 
 
-def _candidates(store: Store, cfg: FilterConfig, reward: Reward, limit: int | None = None) -> pa.Table:
+def _candidates(store: Store, cfg: FilterConfig, reward: Reward) -> pa.Table:
     con = store.connect()
     try:
-        sql = _CANDIDATES + (f" LIMIT {limit}" if limit is not None else "")
         params = {"errors": cfg.errors_from, "scorer": reward.scorer, "version": reward.version}
-        return con.sql(sql, params=params).to_arrow_table()
+        return con.sql(_CANDIDATES, params=params).to_arrow_table()
     finally:
         con.close()
-
-
-def _sandbox(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
-    """A connection that sees only these in-memory tables: no files, no network, no extensions."""
-    con = duckdb.connect(config={"enable_external_access": False, "autoload_known_extensions": False})
-    for name, table in tables.items():
-        con.register(name, table)
-    con.execute("SET lock_configuration = true")
-    return con
 
 
 def check_where(store: Store, cfg: FilterConfig, reward: Reward) -> None:
-    if not cfg.where:
-        return
-    con = _sandbox({"candidates": _candidates(store, cfg, reward, limit=0)})
-    try:
-        con.sql(f"SELECT count(*) FROM candidates WHERE ({cfg.where})").fetchall()
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise QueryError(
-            f"--where {cfg.where!r} is not a valid expression over the candidate traces: {first}"
-        ) from None
-    finally:
-        con.close()
+    """A malformed --where fails here, before any write: the decision query binds it on no rows,
+    then it is evaluated on every candidate (a cast that fails on some value)."""
+    if cfg.where:
+        sandbox.check_expression(cfg.where, "the candidate traces")
+        candidates = _candidates(store, cfg, reward)
+        _run_decide(candidates.slice(0, 0), [], [], cfg)
+        sandbox.check_on(candidates, cfg.where, "the candidate traces")
 
 
 def _decide(
     store: Store, cfg: FilterConfig, reward: Reward, drops: list[SampleDrop], errors: list[str]
 ) -> pa.Table:
+    return _run_decide(_candidates(store, cfg, reward), drops, errors, cfg)
+
+
+def _run_decide(
+    candidates: pa.Table, drops: list[SampleDrop], errors: list[str], cfg: FilterConfig
+) -> pa.Table:
     tables = {
-        "candidates": _candidates(store, cfg, reward),
+        "candidates": candidates,
         "sample_drops": pa.table(
             {
                 "sample_id": [d.sample_id for d in drops],
@@ -239,15 +237,15 @@ def _decide(
         ),
         "error_set": pa.table({"sample_id": pa.array(errors, pa.string())}),
     }
-    con = _sandbox(tables)
+    con = sandbox.connect(tables)
     params = {"keep_truncated": cfg.keep_truncated, "max_tokens": cfg.max_completion_tokens or 2**62,
               "tau": cfg.tau, "best_k": cfg.best_k or 2**62, "where_text": cfg.where or "",
               "errors": cfg.errors_from or ""}  # fmt: skip
     try:
         return con.sql(_DECIDE.format(where=cfg.where or "true"), params=params).to_arrow_table()
-    except duckdb.Error as exc:  # a --where that parses but fails on the data (a bad cast)
+    except duckdb.Error as exc:  # checked on no rows first: here only a failure on the data (a bad cast)
         raise QueryError(
-            f"--where {cfg.where!r} failed on the candidate traces: {str(exc).splitlines()[0]}"
+            f"--where {cfg.where!r} is not a valid expression over the candidate traces: {str(exc).splitlines()[0]}"
         ) from None
     finally:
         con.close()
@@ -276,8 +274,8 @@ def _write_decisions(
         "kept": [False] * len(drops) + [True] * len(kept_samples),
         "reason": [d.reason for d in drops] + ["kept: no duplicate or contamination found"] * len(kept_samples),
     })  # fmt: skip
-    for seq, table in enumerate((samples, traces), 1):
-        n = table.num_rows
-        table = table.append_column("run_id", pa.array([run_id] * n, pa.string()))
-        table = table.append_column("created_at", pa.array([now] * n, pa.timestamp("us", tz="UTC")))
-        store.write_part("decisions", table, run_id, seq)
+    # one part: a run's decisions appear whole or not at all
+    table = pa.concat_tables([samples, traces.select(samples.column_names)], promote_options="permissive")
+    table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+    table = table.append_column("created_at", pa.array([now] * table.num_rows, pa.timestamp("us", tz="UTC")))
+    store.write_part("decisions", table, run_id, 1)

@@ -21,6 +21,7 @@ _FIX = (
     "That reply could not be used: {why}. Reply again with only the JSON object, no other text, "
     "no code fence."
 )
+_THINK = re.compile(r"^\s*(?:<think>)?.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 
 
@@ -106,7 +107,7 @@ def _send(
 def json_object(reply: str) -> dict[str, Any]:
     """The first JSON object in a reply. Judges often wrap it in a code fence or a sentence of
     prose; both are tolerated, as long as what is inside the braces is valid JSON."""
-    body = _FENCE.sub("", reply.strip())
+    body = _FENCE.sub("", _THINK.sub("", reply).strip())  # a reasoning judge thinks before it answers
     start = body.find("{")
     if start < 0:
         raise ValueError("no JSON object in the reply")

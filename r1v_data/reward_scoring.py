@@ -4,13 +4,15 @@ The reward is named by a spec:
 
 - `rule` (the default): `r1v_data.rewards.rule_score` from the trace's own flags and verdict.
 - `rm:MODEL`: a sequence-classification reward model through transformers
-  (`r1v_data.reward_model`), its raw score mapped to 0-5 by a calibration (`--calibration`);
-  the raw score is kept in the row's detail. A `quantile` calibration is fitted on the traces
-  scored in the same run (the whole candidate set on a first run).
+  (`r1v_data.reward_model`). Its raw scores are what is cached (`reward_raw`, versioned by the
+  model and its options); each filter run maps the raw scores of all its candidates to 0-5 by
+  the calibration (`--calibration`; `quantile` is fitted on exactly those candidates) and writes
+  those levels with a version naming the calibration and the run.
 - `judge:SPEC`: a judge model behind any backend spec, with a 0-5 rubric asking for strict JSON
   (one repair attempt, then a recorded failure; see `r1v_data.judge`).
 
-Only completions are scored: failed attempts and refusals are not traces to select.
+Only candidates are scored: not failed attempts or refusals, and not the traces of the
+`--errors-from` run (the student's answers). Nothing is loaded when everything is cached.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from r1v_data import judge
+from r1v_data import judge, text
 from r1v_data.backends import Message, make_backend
 from r1v_data.errors import ConfigError
 from r1v_data.rewards import RULE_SCORER, RULE_VERSION, rule_score
 from r1v_data.store import PartWriter, Store, utcnow
 
-COMPLETIONS = "error IS NULL AND finish_reason IS DISTINCT FROM 'refused'"
 JUDGE_SCORER, JUDGE_RUBRIC = "judge", "reward-rubric/1"
 _JUDGE_PROMPT = """Rate this solution to a problem on an integer scale from 0 to 5:
 0 = no final answer, empty or nonsense; 1 = wrong answer and poor reasoning; 2 = wrong answer, sensible reasoning;
@@ -48,26 +49,41 @@ _COLUMNS = ", ".join(f"t.{c}" for c in ("request_id", "sample_id", "error", "tex
                                         "sampling"))  # fmt: skip
 
 
+def candidate_traces(t: str = "") -> str:
+    """The SQL condition for traces (aliased `t`, if given) that a filter selects from."""
+    p = f"{t}." if t else ""
+    return (f"{p}error IS NULL AND {p}finish_reason IS DISTINCT FROM 'refused' "
+            f"AND {p}run_id IS DISTINCT FROM $errors AND {p}teacher IS DISTINCT FROM $errors")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Reward:
     spec: str
     scorer: str
-    version: str
+    version: str  # of the cached rows: the levels (rule, judge) or the raw scores (rm)
     calibration: str | None = None  # reward models only
 
+    @property
+    def cached_name(self) -> str:
+        return "reward_raw" if self.calibration is not None else "reward"
 
-def parse_reward(spec: str, calibration: str = "quantile") -> Reward:
+
+def parse_reward(spec: str, calibration: str = "quantile", options: dict[str, Any] | None = None) -> Reward:
     """What `--reward SPEC` names, and the version its cached rows carry."""
     if spec == "rule":
         return Reward(spec, RULE_SCORER, RULE_VERSION)
     kind, _, rest = spec.partition(":")
     if kind == "rm" and rest:
-        from r1v_data.reward_model import RM_SCORER, rm_version
+        from r1v_data.reward_model import RM_RULES_VERSION, RM_SCORER, _model_identity
+        from r1v_data.rewards import Calibration
 
         try:
-            return Reward(spec, RM_SCORER, rm_version(rest, calibration), calibration)
+            Calibration.parse(calibration)
         except ValueError as exc:
             raise ConfigError(f"--calibration {calibration!r}: {exc}") from None
+        # options such as reduction and max_length change the raw scores: they are part of the version
+        raw = f"rm-raw/{RM_RULES_VERSION}:{_model_identity(rest)}:{text.stable_hash(options or {})[:12]}"
+        return Reward(spec, RM_SCORER, raw, calibration)
     if kind == "judge" and rest:
         return Reward(spec, JUDGE_SCORER, f"{JUDGE_RUBRIC}+judge:{rest}")
     raise ConfigError(
@@ -80,49 +96,55 @@ def score_rewards(
     writer: PartWriter,
     reward: Reward,
     options: dict[str, Any],
-    progress: Progress | None = None,
-) -> dict[str, int]:
-    """Score every completion without a reward row for this version; returns counts."""
+    errors_from: str | None = None,
+    judge_max_tokens: int = 1024,
+) -> tuple[dict[str, int], str]:
+    """Score every candidate trace without a cached row for this version; returns the counts and
+    the version of the level rows the selection reads."""
     sql = f"""SELECT {_COLUMNS}, s.question, s.answer AS reference FROM traces t JOIN samples s USING (sample_id)
-              WHERE {COMPLETIONS.replace("error", "t.error").replace("finish_reason", "t.finish_reason")}
-                AND t.request_id NOT IN (SELECT request_id FROM scores WHERE scorer = ? AND version = ?
-                                         AND name = 'reward' AND value IS NOT NULL AND request_id IS NOT NULL)"""
-    todo = store.stream(sql, None, [reward.scorer, reward.version], batch=4096)
-    if reward.scorer == RULE_SCORER:
-        rows = ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
-    elif reward.scorer == JUDGE_SCORER:
-        rows = _judged(reward, todo, options)
-    else:
-        rows = _reward_model(reward, todo, options)
+              WHERE {candidate_traces("t")} AND t.request_id NOT IN (
+                    SELECT request_id FROM scores WHERE scorer = $scorer AND version = $version AND name = $name
+                    AND value IS NOT NULL AND request_id IS NOT NULL)"""
+    params = {
+        "errors": errors_from,
+        "scorer": reward.scorer,
+        "version": reward.version,
+        "name": reward.cached_name,
+    }
     counts = {"scored": 0, "failed": 0}
-    for n, (trace, value, detail) in enumerate(rows, 1):
-        counts["scored" if value is not None else "failed"] += 1
-        writer.add(_row(trace, reward, value, detail, writer.run_id))
-        if progress and n % 1024 == 0:
-            progress(n)
-    return counts
+    if store.query(f"SELECT count(*) FROM ({sql})", params=params)[1][0][0]:  # load nothing for no work
+        todo = store.stream(sql, None, params, batch=4096)
+        if reward.scorer == RULE_SCORER:
+            rows: Scored = ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
+        elif reward.scorer == JUDGE_SCORER:
+            rows = _judged(reward, todo, options, judge_max_tokens)
+        else:
+            rows = _raw_reward_scores(reward, todo, options)
+        for trace, value, detail in rows:
+            counts["scored" if value is not None else "failed"] += 1
+            writer.add(
+                _row(trace, reward.scorer, reward.version, reward.cached_name, value, detail, writer.run_id)
+            )
+    if reward.calibration is None:
+        return counts, reward.version
+    writer.flush()  # the levels are computed from every candidate's raw score, the new ones included
+    return counts, _calibrated_levels(store, writer, reward, errors_from)
 
 
 def _row(
-    trace: dict[str, Any], reward: Reward, value: float | None, detail: str, run_id: str
+    trace: dict[str, Any], scorer: str, version: str, name: str, value: float | None, detail: str, run_id: str
 ) -> dict[str, Any]:
-    return {
-        "sample_id": trace["sample_id"],
-        "request_id": trace["request_id"],
-        "scorer": reward.scorer,
-        "version": reward.version,
-        "name": "reward",
-        "value": value,
-        "detail": detail,
-        "run_id": run_id,
-        "created_at": utcnow(),
-    }
+    return {"sample_id": trace["sample_id"], "request_id": trace["request_id"], "scorer": scorer,
+            "version": version, "name": name, "value": value, "detail": detail, "run_id": run_id,
+            "created_at": utcnow()}  # fmt: skip
 
 
 Scored = Iterator[tuple[dict[str, Any], float | None, str]]
 
 
-def _judged(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any]) -> Scored:
+def _judged(
+    reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any], max_tokens: int
+) -> Scored:
     backend = make_backend(reward.spec.partition(":")[2], **options)
     held: dict[str, dict[str, Any]] = {}
 
@@ -133,7 +155,7 @@ def _judged(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str,
             yield judge.Ask(t["request_id"], [Message("user", body)])
 
     try:
-        sampling = replace(judge.JUDGE_SAMPLING, max_tokens=64)
+        sampling = replace(judge.JUDGE_SAMPLING, max_tokens=max_tokens)
         for answer in judge.ask_json(backend, asks(), judge.integer_fields(("reward",), 0, 5), sampling):
             value = None if answer.values is None else answer.values["reward"]
             yield held.pop(answer.key), value, answer.detail
@@ -141,21 +163,51 @@ def _judged(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str,
         backend.close()
 
 
-def _reward_model(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any]) -> Scored:
+def _raw_reward_scores(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any]) -> Scored:
     from r1v_data.reward_model import RewardModelScorer, rm_pair
 
-    scorer = RewardModelScorer(
-        reward.spec.partition(":")[2], calibration=reward.calibration, **options
-    ).load()
-    ids: list[dict[str, Any]] = []  # only the ids are held: raw scores are calibrated at the end
-    raws: list[float] = []
-    chunk: list[tuple[str, str]] = []
+    scorer = RewardModelScorer(reward.spec.partition(":")[2], **options).load()
+
+    def scored(chunk: list[dict[str, Any]]) -> Scored:
+        raws = scorer.raw_scores([rm_pair({"question": c["question"]}, c) for c in chunk])
+        return ((c, raw, "raw reward-model score") for c, raw in zip(chunk, raws, strict=True))
+
+    chunk: list[dict[str, Any]] = []
     for t in traces:
-        ids.append({"request_id": t["request_id"], "sample_id": t["sample_id"]})
-        chunk.append(rm_pair({"question": t["question"]}, t))
+        chunk.append(t)
         if len(chunk) >= 256:
-            raws.extend(scorer.raw_scores(chunk))
+            yield from scored(chunk)
             chunk = []
-    raws.extend(scorer.raw_scores(chunk) if chunk else [])
-    for t, raw, level in zip(ids, raws, scorer.calibration.levels(raws), strict=True):
-        yield t, None if level is None else float(level), f"raw {raw:.6g}"
+    if chunk:
+        yield from scored(chunk)
+
+
+def _calibrated_levels(store: Store, writer: PartWriter, reward: Reward, errors_from: str | None) -> str:
+    """Levels 0-5 of every candidate's raw score under the calibration, fitted on these candidates."""
+    from r1v_data.rewards import Calibration
+
+    sql = f"""SELECT t.request_id, t.sample_id, arg_max(r.value, r.created_at) AS raw FROM traces t
+              JOIN scores r USING (request_id)
+              WHERE {candidate_traces("t")}
+                AND r.scorer = $scorer AND r.version = $version AND r.name = 'reward_raw' AND r.value IS NOT NULL
+              GROUP BY t.request_id, t.sample_id"""  # fmt: skip
+    params = {"errors": errors_from, "scorer": reward.scorer, "version": reward.version}
+    rows = list(store.stream(sql, None, params, batch=65536))
+    calibration = Calibration.parse(reward.calibration or "quantile")
+    version = f"{reward.version}|{calibration.spec}|{writer.run_id}"
+    levels = calibration.levels([r["raw"] for r in rows])
+    for row, level in zip(rows, levels, strict=True):
+        detail = f"raw {row['raw']:.6g}"
+        writer.add(
+            _row(
+                row,
+                reward.scorer,
+                version,
+                "reward",
+                None if level is None else float(level),
+                detail,
+                writer.run_id,
+            )
+        )
+    writer.flush()
+    return version

@@ -14,7 +14,8 @@ _OPEN_QUARANTINE = """(SELECT * FROM quarantine q WHERE NOT EXISTS (
     AND coalesce(p.source_path, p.source) = coalesce(q.source_path, q.source)))"""
 
 # the latest filter run's decisions are the current selection
-_LAST_FILTER = "(SELECT * FROM decisions WHERE run_id = (SELECT arg_max(run_id, created_at) FROM decisions))"
+_LAST_FILTER = """(SELECT * FROM decisions WHERE run_id = (
+    SELECT arg_max(run_id, started_at) FROM runs WHERE command = 'filter' AND status = 'ok'))"""
 
 _COUNTS = {
     "samples": "SELECT count(*) FROM samples",
@@ -60,6 +61,9 @@ FROM (SELECT unnest(images) AS im FROM samples)
 def store_stats(store: Store) -> dict[str, Any]:
     con = store.connect()
     try:
+        # the runs table is copied from the catalog; without one (a writer held it) no run is known
+        con.execute("CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR, command VARCHAR, status VARCHAR, "
+                    "started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ)")  # fmt: skip
         out: dict[str, Any] = {name: int(con.sql(q).fetchall()[0][0]) for name, q in _COUNTS.items()}
         for name, q in _BREAKDOWNS.items():
             out[name] = {str(k): int(v) for k, v in con.sql(q).fetchall()}

@@ -35,6 +35,11 @@ from r1v_data import __version__, schema
 from r1v_data.errors import QueryError, StoreError, StoreLockedError
 
 STORE_FORMAT = 1
+# what a user --where over samples sees (not the image bytes)
+_SAMPLE_SCALARS = (
+    "sample_id, source, source_id, question, answer, answer_type, solution, subject, difficulty, caption, "
+    "len(images) AS n_images, len(options) AS n_options"
+)
 CATALOG = "r1v.duckdb"
 SCHEMA_PART = "part-0-schema.parquet"
 
@@ -242,11 +247,24 @@ class Store:
             con.close()
 
     def sample_ids(self, where: str | None = None, limit: int | None = None) -> list[str]:
-        """Sample ids in a stable order, optionally filtered by a user SQL expression (a malformed
-        one raises QueryError before any work) and limited to the first `limit`."""
-        sql = "SELECT sample_id FROM samples" + (f" WHERE ({where})" if where else "")
-        sql += " ORDER BY sample_id" + (f" LIMIT {int(limit)}" if limit else "")
-        return [r[0] for r in self.query(sql)[1]]
+        """Sample ids in a stable order, optionally filtered by a user SQL expression over the
+        samples' scalar columns (run in a sandbox; a malformed one raises QueryError before any
+        work) and limited to the first `limit`."""
+        from r1v_data import sandbox
+
+        con = self.connect()
+        try:
+            columns = _SAMPLE_SCALARS if where else "sample_id"
+            table = con.sql(f"SELECT {columns} FROM samples ORDER BY sample_id").to_arrow_table()
+        finally:
+            con.close()
+        if where:
+            ids = sandbox.matching(
+                table, where, "the samples (columns: " + ", ".join(table.column_names) + ")"
+            )
+        else:
+            ids = table.column("sample_id").to_pylist()
+        return ids[:limit] if limit else ids
 
     def ids(self, table_name: str, column: str) -> set[Any]:
         """The distinct values of one column (identity sets for resuming work)."""

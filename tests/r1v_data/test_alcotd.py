@@ -142,6 +142,10 @@ def test_adaptive_length_sets_each_samples_penalty_and_budget(sample_store: Path
         result = json.loads(run_cli("generate", "--store", sample_store, *args).stdout)
         rerun = json.loads(run_cli("generate", "--store", sample_store, *args).stdout)
     assert result["sent"] == 38 and rerun["sent"] == 0 and rerun["skipped"] == 38  # resumable as ever
+    with FakeOpenAIProcess(latency_s=0.0) as srv:  # a smaller selection keeps each sample's penalty
+        args = ("--teacher", f"openai:{srv.url}#teacher", *args[2:])
+        subset = json.loads(run_cli("generate", "--store", sample_store, *args, "--limit", "5").stdout)
+    assert (subset["sent"], subset["skipped"]) == (0, 5)
     traces = _rows(sample_store, "SELECT sampling FROM traces")
     penalties = [t["sampling"]["repetition_penalty"] for t in traces]
     budgets = [t["sampling"]["max_tokens"] for t in traces]

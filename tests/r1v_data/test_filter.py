@@ -78,23 +78,24 @@ def test_threshold_by_iteration_with_a_reason_per_trace(geo: Path) -> None:
     assert both.returncode == 1 and "not both" in both.stderr
 
 
-def test_error_set_is_kept_whatever_its_reward(geo: Path) -> None:
+def test_correct_traces_of_the_error_set_are_kept_whatever_their_reward(geo: Path) -> None:
+    # the GRPO model plays the previous checkpoint; the instruct model's traces are the candidates
     levels = _levels(geo)
     student = {
-        t["sample_id"]: t["verdict"] for t in _rows(geo, "SELECT * FROM traces WHERE teacher = ?", [INSTRUCT])
+        t["sample_id"]: t["verdict"] for t in _rows(geo, "SELECT * FROM traces WHERE teacher = ?", [GRPO])
     }
     errors = {sid for sid, verdict in student.items() if verdict != "correct"}
-    r = _filter(geo, "--iteration", "4", "--no-dedup", "--keep-truncated", "--errors-from", INSTRUCT)
+    r = _filter(geo, "--iteration", "4", "--no-dedup", "--keep-truncated", "--errors-from", GRPO)
     assert r["error_set"] == len(errors)
-    grpo = _rows(geo, "SELECT request_id, sample_id FROM traces WHERE teacher = ?", [GRPO])
-    expected = {t["request_id"] for t in grpo if levels[t["request_id"]] == 5 or t["sample_id"] in errors}
+    teacher = _rows(geo, "SELECT request_id, sample_id, verdict FROM traces WHERE teacher = ?", [INSTRUCT])
+    rescue = {t["request_id"] for t in teacher if t["sample_id"] in errors and t["verdict"] == "correct"}
+    expected = {t["request_id"] for t in teacher if levels[t["request_id"]] == 5} | rescue
     decisions = _decisions(geo, r["run_id"])
-    assert {d["request_id"] for d in decisions} == {
-        t["request_id"] for t in grpo
-    }  # the student's own are out
+    assert {d["request_id"] for d in decisions} == {t["request_id"] for t in teacher}  # the student's are out
     assert {d["request_id"] for d in decisions if d["kept"]} == expected
     rescued = [d for d in decisions if d["kept"] and levels[d["request_id"]] < 5]
-    assert rescued and all(d["reason"].startswith(f"error set E_(t-1): wrong in {INSTRUCT}") for d in rescued)
+    assert rescued and all(d["reason"].startswith("error set E_(t-1): a correct trace") for d in rescued)
+    assert {d["request_id"] for d in rescued} <= rescue  # a wrong trace is never kept for being in E
     unknown = run_cli("filter", "--store", geo, "--errors-from", "no-such-run", check=False)
     assert unknown.returncode == 1 and "no trace has that run id or teacher" in unknown.stderr
 
@@ -115,10 +116,19 @@ def test_best_k_and_where(geo: Path) -> None:
                     if levels[t["request_id"]] >= 4)  # fmt: skip
     assert (r["kept"], r["dropped"]) == (grpo_good, {"where": 1508 - grpo_good})
     before = len(_rows(geo, "SELECT * FROM decisions"))
-    for bad in ("teacher = ", "no_such_column > 1", "(SELECT count(*) FROM read_text('/etc/hostname')) > 0"):
+    for bad in (
+        "teacher = ",
+        "no_such_column > 1",
+        "(SELECT count(*) FROM read_text('/etc/hostname')) > 0",
+        "true) --",  # cannot close the query it is placed in
+        "CAST(teacher AS INT) > 0",  # fails only on the data
+        "candidates.reward > 2",
+    ):
         proc = run_cli("filter", "--store", geo, "--where", bad, check=False)
         assert proc.returncode == 1 and "--where" in proc.stderr and "Traceback" not in proc.stderr
     assert len(_rows(geo, "SELECT * FROM decisions")) == before  # refused before anything was written
+    runs = Store.open(geo).query("SELECT count(*) FROM runs WHERE command = 'filter' AND status <> 'ok'")[1]
+    assert runs == [(0,)]  # no run even began
 
 
 def _reencode(data: bytes, fmt: str = "PNG") -> bytes:
@@ -239,12 +249,23 @@ def test_reward_model_levels_through_filter(generated: Path, tmp_path: Path) -> 
     assert r["rewards"] == {"scored": 76, "failed": 0} and len(levels) == 76
     assert set(levels.values()) == {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}  # sixths of the set's own scores
     assert r["kept"] == sum(v >= 3 for v in levels.values())
-    details = _rows(generated, "SELECT version, detail FROM scores WHERE scorer = 'rm'")
-    assert all(d["version"].startswith("rm/1:") and d["detail"].startswith("raw ") for d in details)
+    raw = _rows(generated, "SELECT version, value FROM scores WHERE scorer = 'rm' AND name = 'reward_raw'")
+    assert len(raw) == 76 and all(d["version"].startswith("rm-raw/1:") for d in raw)
+    assert {d["version"] for d in _rows(generated, "SELECT version FROM scores WHERE name = 'reward'")} == {
+        f"{raw[0]['version']}|quantile|{r['run_id']}"
+    }
     again = _filter(
         generated, "--no-dedup", "--reward", f"rm:{rm}", "--calibration", "quantile", "--min-score", "3"
     )
-    assert again["rewards"] == {"scored": 0, "failed": 0} and again["kept"] == r["kept"]  # cached
+    assert again["rewards"] == {"scored": 0, "failed": 0} and again["kept"] == r["kept"]  # raw scores cached
+    low, high = min(d["value"] for d in raw), max(d["value"] for d in raw)
+    cuts = ",".join(str(low + (high - low) * q) for q in (0.5, 0.6, 0.7, 0.8, 0.9))  # most traces below 3
+    recalibrated = _filter(generated, "--no-dedup", "--reward", f"rm:{rm}", "--calibration", f"cuts:{cuts}",
+                           "--min-score", "3")  # fmt: skip
+    above = sum(d["value"] >= low + (high - low) * 0.7 for d in raw)
+    assert (
+        recalibrated["rewards"]["scored"] == 0 and recalibrated["kept"] == above
+    )  # no model call, new levels
     bad = run_cli(
         "filter", "--store", generated, "--reward", "rm:" + str(rm), "--calibration", "cuts:1,2", check=False
     )
@@ -268,3 +289,16 @@ def test_judge_rewards_through_filter(generated: Path) -> None:
     assert r["rewards"] == {"scored": 76, "failed": 0} and len(levels) == 76
     assert calls > 76 and r["kept"] == sum(v >= 4 for v in levels.values())
     assert all(v == int(v) and 0 <= v <= 5 for v in levels.values())
+
+
+def test_length_rule_estimates_tokens_when_an_import_has_no_count(geo: Path) -> None:
+    traces = _rows(geo, "SELECT completion_tokens, length(text) AS chars FROM traces")
+    assert all(t["completion_tokens"] is None for t in traces)  # the R1-V logs carry no token counts
+    r = _filter(geo, "--no-dedup", "--keep-truncated", "--max-completion-tokens", "100")
+    assert (
+        r["dropped"] == {"length": sum(t["chars"] // 4 > 100 for t in traces)} and r["dropped"]["length"] > 0
+    )
+    reasons = {d["reason"] for d in _decisions(geo, r["run_id"]) if d["stage"] == "length"}
+    assert all(
+        reason.startswith("too long: ~") and reason.endswith("completion tokens > 100") for reason in reasons
+    )
