@@ -126,6 +126,17 @@ class FilterConfig(Strict):
         return self.min_score or 0
 
 
+class MixConfig(Strict):
+    store: Path
+    out: Path
+    kinds: list[Literal["sft", "rl", "preference"]] = Field(
+        default_factory=lambda: ["sft", "rl", "preference"], min_length=1
+    )
+    shard_bytes: int = Field(256 << 20, ge=1 << 10, description="target Parquet shard size")
+    overwrite: bool = Field(False, description="replace a non-empty output folder")
+    license: str = Field("other", description="the dataset card's license (that of your sources)")
+
+
 class GenerateConfig(Strict):
     store: Path
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")

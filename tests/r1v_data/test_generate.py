@@ -146,7 +146,11 @@ def test_bad_where_is_refused_before_any_work(sample_store: Path) -> None:
         "nope >",
         check=False,
     )
-    assert proc.returncode == 1 and "is not a valid expression over the samples" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "is not a valid expression over the samples" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     proc = run_cli("generate", "--store", sample_store, "--teacher", "hf:/nonexistent", check=False)
     assert proc.returncode == 1 and "cannot load hf:/nonexistent" in proc.stderr
     proc = run_cli("generate", "--store", sample_store, "--teacher", "gpt4", check=False)

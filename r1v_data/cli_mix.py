@@ -1,0 +1,42 @@
+"""`r1v-data mix` (registered on the app by cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, console, emit, out
+
+
+@app.command()
+def mix(
+    store: OptStoreOpt = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder for the shards and card.")
+    ] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="What to write (repeatable): sft, rl, preference. (default: all)")
+    ] = None,
+    overwrite: Annotated[bool | None, typer.Option(help="Replace a non-empty output folder.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the latest filter's selection as curated shards: SFT rows, RL rows, preference pairs."""
+    from r1v_data.config import MixConfig, load_config
+    from r1v_data.mix import run_mix
+
+    flags: dict[str, Any] = {"store": store, "out": out_dir, "kinds": kind or None, "overwrite": overwrite}
+    cfg = load_config(MixConfig, yaml_path=config, section="mix", sets=set_, flags=flags)
+    with console.status("mix"):
+        result = run_mix(cfg)
+    emit(result.as_dict(), as_json, _render)
+
+
+def _render(r: dict[str, Any]) -> None:
+    rows = ", ".join(f"{k}: {v:,} rows in {r['shards'][k]} shard(s)" for k, v in r["rows"].items())
+    out.print(
+        f"mix of filter run {r['filter_run']} into {r['out']} ({r['seconds']:.1f} s): {rows}", soft_wrap=True
+    )

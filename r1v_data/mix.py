@@ -1,0 +1,233 @@
+"""`run_mix`: the curated shards users download and train on, from a filtered store.
+
+The latest successful filter run's decisions are the selection. Without a recipe every selected
+row is written once:
+
+- `sft/`: one row per kept trace: the user turn (image parts, then the question with the
+  answer-format instruction the teacher saw) and the assistant turn (the `<think>` trace and the
+  answer), with the sample's images in `images`, as TRL's SFTTrainer reads conversational data;
+- `rl/`: one row per kept sample with a reference answer: the prompt, the images and the
+  `solution` the GRPO accuracy reward verifies against;
+- `preference/`: per kept sample, the best kept trace (chosen) against the lowest-rewarded
+  candidate trace with a lower reward (rejected), for DPO/MPO.
+
+Each kind is sharded Parquet in the Hugging Face layout (`KIND/data/train-00000-of-000NN.parquet`)
+with a README.md dataset card listing them as configs, so `load_dataset(OUT)` and
+`load_dataset("parquet", data_files=...)` read them, images decoded. `manifest.json` records the
+config, the filter run and the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1v_data import __version__
+from r1v_data.config import MixConfig
+from r1v_data.errors import ConfigError
+from r1v_data.prompts import build_prompt
+from r1v_data.reward_model import completion_text
+from r1v_data.shards import ShardWriter
+from r1v_data.store import Store
+
+KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
+_SAMPLE = (
+    "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
+)
+
+_SFT = f"""
+SELECT {_SAMPLE}, t.request_id, t.text FROM decisions d JOIN traces t USING (request_id)
+JOIN samples s ON s.sample_id = t.sample_id
+WHERE d.run_id = $run AND d.kept AND d.request_id IS NOT NULL AND t.error IS NULL
+QUALIFY row_number() OVER (PARTITION BY t.request_id ORDER BY t.created_at DESC) = 1
+ORDER BY s.sample_id, t.request_id"""
+
+_RL = f"""
+SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
+WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL
+ORDER BY s.sample_id"""
+
+# chosen: the best kept trace of a sample; rejected: its lowest-rewarded candidate below that
+_PREFERENCE = f"""
+WITH cand AS (
+    SELECT d.sample_id, d.request_id, d.kept, r.value AS reward FROM decisions d
+    JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
+          WHERE name = 'reward' AND version = $version GROUP BY request_id) r USING (request_id)
+    WHERE d.run_id = $run AND d.request_id IS NOT NULL
+), pairs AS (
+    SELECT sample_id,
+           arg_max(request_id, reward) FILTER (WHERE kept) AS chosen_id, max(reward) FILTER (WHERE kept) AS chosen_score,
+           arg_min(request_id, reward) AS rejected_id, min(reward) AS rejected_score
+    FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE kept)
+)
+SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
+       c.text AS chosen_text, r.text AS rejected_text
+FROM pairs p JOIN samples s USING (sample_id)
+JOIN traces c ON c.request_id = p.chosen_id AND c.error IS NULL
+JOIN traces r ON r.request_id = p.rejected_id AND r.error IS NULL
+QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1
+ORDER BY s.sample_id"""
+
+
+@dataclass
+class MixResult:
+    out: str
+    filter_run: str
+    rows: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_mix(cfg: MixConfig) -> MixResult:
+    store = Store.open(cfg.store)
+    run, reward_version = _latest_filter(store)
+    out = Path(cfg.out)
+    _prepare_out(out, cfg.overwrite)
+    result = MixResult(str(out), run)
+    start = time.perf_counter()
+    for kind in cfg.kinds:
+        params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
+        writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
+        sql = {"sft": _SFT, "rl": _RL, "preference": _PREFERENCE}[kind]
+        for row in store.stream(sql, None, params, batch=128):
+            built, size = _BUILDERS[kind](row)
+            writer.add(built, size)
+        result.shards[kind] = len(writer.close())
+        result.rows[kind] = writer.rows
+    result.seconds = time.perf_counter() - start
+    _write_card(out, cfg, result)
+    (out / "manifest.json").write_text(json.dumps({
+        "command": "mix", "r1v_version": __version__, "config": cfg.model_dump(mode="json"),
+        "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
+    }, indent=2) + "\n")  # fmt: skip
+    return result
+
+
+def _latest_filter(store: Store) -> tuple[str, str | None]:
+    rows = store.query(
+        "SELECT m.run_id, m.manifest FROM runs r JOIN manifests m USING (run_id) "
+        "WHERE r.command = 'filter' AND r.status = 'ok' ORDER BY r.started_at DESC LIMIT 1"
+    )[1]
+    if not rows:
+        raise ConfigError(
+            f"{store.root} has no successful filter run: run `r1v-data filter --store {store.root}` first"
+        )
+    manifest = json.loads(rows[0][1]) if isinstance(rows[0][1], str) else rows[0][1]
+    return rows[0][0], manifest.get("reward")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _prompt(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The user turn as content parts, the images for the `images` column, and their size."""
+    images = row["images"] or []
+    (user,) = build_prompt(row, supports_images=True).messages
+    parts = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user.text}]
+    hf_images = [{"bytes": im["bytes"], "path": None} for im in images]
+    return (
+        [{"role": "user", "content": parts}],
+        hf_images,
+        sum(len(im["bytes"]) for im in images) + len(user.text),
+    )
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def _meta(row: dict[str, Any]) -> dict[str, Any]:
+    return {"sample_id": row["sample_id"], "source": row["source"], "subject": row["subject"],
+            "difficulty": row["difficulty"]}  # fmt: skip
+
+
+def _sft(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    answer = completion_text(row)
+    built = {"id": row["request_id"], "request_id": row["request_id"], "messages": [*prompt, _assistant(answer)],
+             "images": images, **_meta(row)}  # fmt: skip
+    return built, size + len(answer)
+
+
+def _rl(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    built = {"id": row["sample_id"], "prompt": prompt, "images": images, "solution": row["answer"],
+             "answer_type": row["answer_type"], **_meta(row)}  # fmt: skip
+    return built, size
+
+
+def _preference(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    chosen, rejected = (
+        completion_text({"text": row["chosen_text"]}),
+        completion_text({"text": row["rejected_text"]}),
+    )
+    built = {"id": f"{row['chosen_id']}>{row['rejected_id']}", "sample_id": row["sample_id"], "prompt": prompt,
+             "images": images, "chosen": [_assistant(chosen)], "rejected": [_assistant(rejected)],
+             "chosen_score": row["chosen_score"], "rejected_score": row["rejected_score"],
+             "chosen_request_id": row["chosen_id"], "rejected_request_id": row["rejected_id"]}  # fmt: skip
+    return built, size + len(chosen) + len(rejected)
+
+
+_BUILDERS = {"sft": _sft, "rl": _rl, "preference": _preference}
+
+
+def _size_category(n: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
+        if n < limit:
+            return label
+    return "n>1M"
+
+
+def _write_card(out: Path, cfg: MixConfig, result: MixResult) -> None:
+    """README.md with YAML front matter: one config per written kind, the first the default."""
+    kinds = [k for k in cfg.kinds if result.rows.get(k)]
+    configs = "\n".join(
+        f"- config_name: {k}\n"
+        + ("  default: true\n" if i == 0 else "")
+        + f"  data_files:\n  - split: train\n"
+        f"    path: {k}/data/train-*.parquet"
+        for i, k in enumerate(kinds)
+    )
+    total = sum(result.rows.values())
+    counts = "\n".join(f"| {k} | {result.rows.get(k, 0):,} | {result.shards.get(k, 0)} |" for k in cfg.kinds)
+    (out / "README.md").write_text(f"""---
+license: {cfg.license}
+size_categories:
+- {_size_category(total)}
+task_categories:
+- image-text-to-text
+configs:
+{configs}
+---
+
+# Reasoning data made with r1v {__version__}
+
+Curated from the store `{Path(cfg.store).name}` by filter run `{result.filter_run}`.
+
+| kind | rows | shards |
+| --- | --- | --- |
+{counts}
+
+- `sft`: conversational `messages` (image parts, then the question; the assistant's `<think>` trace
+  and answer) with an `images` column, as TRL's SFTTrainer reads them.
+- `rl`: a `prompt`, `images` and the reference `solution`, for GRPO.
+- `preference`: `prompt`, `chosen`, `rejected` with their reward scores, for DPO/MPO.
+""")

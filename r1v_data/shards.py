@@ -1,0 +1,94 @@
+"""Sharded Parquet in the Hugging Face datasets layout, written as a stream with bounded memory.
+
+`ShardWriter` takes rows one at a time, writes a row group every `group_bytes` and starts a new
+file every `shard_bytes`; files are written under temporary names and renamed to
+`{split}-00000-of-000NN.parquet` when the last one is closed (the total is known only then),
+so a crash never leaves a half set that looks complete. The Arrow schema carries the `datasets`
+features (images as `Image`), so `load_dataset` decodes the images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from r1v_data import schema
+
+
+def hf_features(table_name: str) -> Any:
+    """The `datasets` features of an output schema: its Arrow types, with `images` as Images."""
+    import datasets
+
+    features = datasets.Features.from_arrow_schema(schema.load(table_name).arrow)
+    if "images" in features:
+        features["images"] = datasets.List(datasets.Image())
+    return features
+
+
+class ShardWriter:
+    def __init__(
+        self,
+        folder: Path,
+        table_name: str,
+        *,
+        split: str = "train",
+        shard_bytes: int = 256 << 20,
+        group_bytes: int = 32 << 20,
+    ):
+        self.folder, self.table_name, self.split = Path(folder), table_name, split
+        self.shard_bytes, self.group_bytes = shard_bytes, min(group_bytes, shard_bytes)
+        # the features' own Arrow schema (with their metadata): `datasets` trusts the features in
+        # a file only where the file's types match them exactly, list item names included
+        arrow = schema.load(table_name).arrow
+        features = hf_features(table_name).arrow_schema
+        self.schema = features.with_metadata({**(arrow.metadata or {}), **(features.metadata or {})})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows = 0
+        self.paths: list[Path] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._buffered = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._written = 0  # bytes in the current shard so far (estimated from the rows)
+
+    def add(self, row: dict[str, Any], size: int) -> None:
+        """Add one row; `size` is its approximate encoded size in bytes (images and text)."""
+        self._buffer.append(row)
+        self._buffered += size
+        self.rows += 1
+        if self._buffered >= self.group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.tmp"
+            self.paths.append(path)
+            self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+        table = schema.conform(self._buffer, self.table_name)  # validated against r1v's schema first
+        self._writer.write_table(table.cast(self.schema))
+        self._written += self._buffered
+        self._buffer, self._buffered = [], 0
+        if self._written >= self.shard_bytes:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer, self._written = None, 0
+
+    def close(self) -> list[Path]:
+        """Write what is buffered and give the shards their final names; returns them."""
+        self._flush()
+        self._close_shard()
+        total = len(self.paths)
+        final = []
+        for i, tmp in enumerate(self.paths):
+            path = self.folder / f"{self.split}-{i:05d}-of-{total:05d}.parquet"
+            os.replace(tmp, path)
+            final.append(path)
+        self.paths = final
+        return final

@@ -1,0 +1,71 @@
+"""`r1v-data mix` through the CLI: MATH-Vision problems with imported model outputs, filtered,
+written as sharded Parquet that `datasets` loads offline with the images decoded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ingest_json, run_cli
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+    store = tmp_path_factory.mktemp("mix") / "store"
+    mv = shared / "mathv_testmini"
+    ingest_json(mv / "testmini.jsonl", "--store", store)
+    outputs = sorted(mv.glob("outputs_*_testmini.jsonl"))
+    run_cli("import-traces", *outputs, "--store", store, "--source", "testmini")
+    run_cli("filter", "--store", store, "--min-score", "3", "--json")
+    return store
+
+
+def test_shards_load_with_datasets_and_images_decode(filtered: Path, tmp_path: Path) -> None:
+    import datasets
+    from PIL import Image
+
+    out = tmp_path / "out"
+    result = json.loads(
+        run_cli("mix", "--store", filtered, "--out", out, "--set", "shard_bytes=400000", "--json").stdout
+    )
+    stats = json.loads(run_cli("stats", "--store", filtered, "--json").stdout)
+    assert result["rows"]["sft"] == stats["kept"] > 0
+    assert result["shards"]["sft"] > 1  # 400 kB shards
+    shards = sorted((out / "sft" / "data").glob("train-*.parquet"))
+    assert [p.name for p in shards] == [
+        f"train-{i:05d}-of-{len(shards):05d}.parquet" for i in range(len(shards))
+    ]
+    sft = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
+    assert len(sft) == result["rows"]["sft"]
+    for row in sft.select(range(10)):
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        assert sum(p["type"] == "image" for p in user["content"]) == len(row["images"]) >= 1
+        assert all(isinstance(im, Image.Image) and im.size[0] > 0 for im in row["images"])
+    default = datasets.load_dataset(str(out), split="train")  # the card's default config: sft
+    assert len(default) == len(sft)
+    rl = datasets.load_dataset(str(out), "rl", split="train")
+    assert len(rl) == result["rows"]["rl"] and all(r["solution"] for r in rl.select(range(5)))
+    pref = datasets.load_dataset(str(out), "preference", split="train")
+    assert len(pref) == result["rows"]["preference"] > 0
+    assert all(p["chosen_score"] > p["rejected_score"] for p in pref)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: other\n") and "config_name: rl" in card
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["filter_run"] == result["filter_run"] and manifest["counts"]["rows"] == result["rows"]
+
+
+def test_refuses_to_overwrite_and_needs_a_filter_run(filtered: Path, tmp_path: Path, shared: Path) -> None:
+    out = tmp_path / "out"
+    first = json.loads(run_cli("mix", "--store", filtered, "--out", out, "--kind", "rl", "--json").stdout)
+    again = run_cli("mix", "--store", filtered, "--out", out, check=False)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    replaced = json.loads(
+        run_cli("mix", "--store", filtered, "--out", out, "--kind", "rl", "--overwrite", "--json").stdout
+    )
+    assert replaced["rows"] == first["rows"] == {"rl": first["rows"]["rl"]}
+    bare = tmp_path / "bare"
+    ingest_json("builtin:sample", "--store", bare)
+    proc = run_cli("mix", "--store", bare, "--out", tmp_path / "o2", check=False)
+    assert proc.returncode == 1 and "no successful filter run" in proc.stderr
