@@ -116,6 +116,15 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
             s.write_part("traces", table, run, 1000 + lo // 100_000)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux keeps that across exec, so a child started
+    by a big parent would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def child(what: str, store: Path) -> None:
     """One measured step, run in its own process; prints one JSON line."""
     start = time.perf_counter()
@@ -145,7 +154,7 @@ def child(what: str, store: Path) -> None:
         start = time.perf_counter()
         out["rows"], out["pairs"] = len(questions), (_ours if what == "dedup" else _datasketch)(questions)
     out["seconds"] = time.perf_counter() - start
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
 
 

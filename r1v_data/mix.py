@@ -35,21 +35,22 @@ from r1v_data.shards import ShardWriter
 from r1v_data.store import Store
 
 KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
+# No ORDER BY and no window over whole rows: DuckDB then streams them (rows come in the order of
+# the decisions, which is stable), so memory does not grow with the number of rows mixed.
 _SAMPLE = (
     "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
 )
 
 _SFT = f"""
-SELECT {_SAMPLE}, t.request_id, t.text FROM decisions d JOIN traces t USING (request_id)
-JOIN samples s ON s.sample_id = t.sample_id
-WHERE d.run_id = $run AND d.kept AND d.request_id IS NOT NULL AND t.error IS NULL
-QUALIFY row_number() OVER (PARTITION BY t.request_id ORDER BY t.created_at DESC) = 1
-ORDER BY s.sample_id, t.request_id"""
+SELECT {_SAMPLE}, t.request_id, t.text
+FROM (SELECT request_id, sample_id, text FROM traces WHERE error IS NULL) t
+SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
+     USING (request_id)
+JOIN samples s ON s.sample_id = t.sample_id"""
 
 _RL = f"""
 SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
-WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL
-ORDER BY s.sample_id"""
+WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL"""
 
 # chosen: the best kept trace of a sample; rejected: its lowest-rewarded candidate below that
 _PREFERENCE = f"""
@@ -69,8 +70,7 @@ SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
 FROM pairs p JOIN samples s USING (sample_id)
 JOIN traces c ON c.request_id = p.chosen_id AND c.error IS NULL
 JOIN traces r ON r.request_id = p.rejected_id AND r.error IS NULL
-QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1
-ORDER BY s.sample_id"""
+QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1"""
 
 
 @dataclass
@@ -96,7 +96,7 @@ def run_mix(cfg: MixConfig) -> MixResult:
         params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
         sql = {"sft": _SFT, "rl": _RL, "preference": _PREFERENCE}[kind]
-        for row in store.stream(sql, None, params, batch=128):
+        for row in store.stream(sql, None, params, batch=128, memory_limit="256MB"):
             built, size = _BUILDERS[kind](row)
             writer.add(built, size)
         result.shards[kind] = len(writer.close())

@@ -36,7 +36,7 @@ class ShardWriter:
         *,
         split: str = "train",
         shard_bytes: int = 256 << 20,
-        group_bytes: int = 32 << 20,
+        group_bytes: int = 8 << 20,
     ):
         self.folder, self.table_name, self.split = Path(folder), table_name, split
         self.shard_bytes, self.group_bytes = shard_bytes, min(group_bytes, shard_bytes)

@@ -233,12 +233,20 @@ class Store:
             con.close()
 
     def stream(
-        self, sql: str, ids: list[str] | None, params: list[Any] | None = None, batch: int = 256
+        self,
+        sql: str,
+        ids: list[str] | None,
+        params: list[Any] | dict[str, Any] | None = None,
+        batch: int = 256,
+        memory_limit: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Rows of `sql`, a batch at a time (memory stays bounded), where the query may join the
-        temporary table `wanted(sample_id)` holding `ids` (when given)."""
+        temporary table `wanted(sample_id)` holding `ids` (when given). `memory_limit` caps
+        DuckDB's buffers, which otherwise keep what a long scan read."""
         con = self.connect()
         try:
+            if memory_limit:
+                con.execute(f"SET memory_limit = '{memory_limit}'")
             if ids is not None:
                 con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
             for part in con.sql(sql, params=params).to_arrow_reader(batch):
