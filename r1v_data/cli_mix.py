@@ -20,6 +20,9 @@ def mix(
         list[str] | None, typer.Option(help="What to write (repeatable): sft, rl, preference. (default: all)")
     ] = None,
     overwrite: Annotated[bool | None, typer.Option(help="Replace a non-empty output folder.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Mixing recipe YAML: components with a where, and a weight or rows.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -28,7 +31,9 @@ def mix(
     from r1v_data.config import MixConfig, load_config
     from r1v_data.mix import run_mix
 
-    flags: dict[str, Any] = {"store": store, "out": out_dir, "kinds": kind or None, "overwrite": overwrite}
+    flags: dict[str, Any] = {
+        "store": store, "out": out_dir, "kinds": kind or None, "overwrite": overwrite, "recipe": recipe,
+    }  # fmt: skip
     cfg = load_config(MixConfig, yaml_path=config, section="mix", sets=set_, flags=flags)
     with console.status("mix"):
         result = run_mix(cfg)
@@ -40,3 +45,7 @@ def _render(r: dict[str, Any]) -> None:
     out.print(
         f"mix of filter run {r['filter_run']} into {r['out']} ({r['seconds']:.1f} s): {rows}", soft_wrap=True
     )
+    for c in r["mixture"]:
+        out.print(
+            f"  {c['component']}: {c['rows']:,} rows from {c['available']:,} selected, {c['tokens']:,} tokens"
+        )

@@ -135,6 +135,9 @@ class MixConfig(Strict):
     shard_bytes: int = Field(256 << 20, ge=1 << 10, description="target Parquet shard size")
     overwrite: bool = Field(False, description="replace a non-empty output folder")
     license: str = Field("other", description="the dataset card's license (that of your sources)")
+    recipe: Path | None = Field(
+        None, description="a mixing recipe (r1v_data/recipe.py); without one every row once"
+    )
 
 
 class GenerateConfig(Strict):

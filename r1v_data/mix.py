@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ class MixResult:
     filter_run: str
     rows: dict[str, int] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)
+    mixture: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # with a recipe: rows and tokens per component
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,13 +96,16 @@ def run_mix(cfg: MixConfig) -> MixResult:
     _prepare_out(out, cfg.overwrite)
     result = MixResult(str(out), run)
     start = time.perf_counter()
+    repeat = _recipe_copies(store, run, cfg, result) if cfg.recipe and "sft" in cfg.kinds else None
     for kind in cfg.kinds:
         params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
         sql = {"sft": _SFT, "rl": _RL, "preference": _PREFERENCE}[kind]
         for row in store.stream(sql, None, params, batch=128, memory_limit="256MB"):
             built, size = _BUILDERS[kind](row)
-            writer.add(built, size)
+            n = 1 if repeat is None or kind != "sft" else repeat[built["id"]]
+            for k in range(n):  # a recipe's repeats are distinct rows by id
+                writer.add({**built, "id": built["id"] if k == 0 else f"{built['id']}#{k}"}, size)
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     result.seconds = time.perf_counter() - start
@@ -108,6 +115,31 @@ def run_mix(cfg: MixConfig) -> MixResult:
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
     }, indent=2) + "\n")  # fmt: skip
     return result
+
+
+_SFT_COLUMNS = """
+SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, s.answer_type,
+       t.completion_tokens, length(t.text) AS text_chars,
+       coalesce(t.completion_tokens, length(t.text) // 4) AS tokens  -- imports may have no count
+FROM (SELECT * FROM traces WHERE error IS NULL) t
+SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
+     USING (request_id)
+JOIN samples s ON s.sample_id = t.sample_id"""
+
+
+def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) -> Counter[str]:
+    """Copies per SFT row under the recipe; the realised mixture goes into the result."""
+    from r1v_data.recipe import copies, load_recipe
+
+    assert cfg.recipe is not None
+    recipe = load_recipe(cfg.recipe)
+    con = store.connect()
+    try:
+        rows = con.sql(_SFT_COLUMNS, params={"run": run}).to_arrow_table()
+    finally:
+        con.close()
+    counts, result.mixture = copies(recipe, rows)
+    return counts
 
 
 def _latest_filter(store: Store) -> tuple[str, str | None]:

@@ -69,3 +69,36 @@ def test_refuses_to_overwrite_and_needs_a_filter_run(filtered: Path, tmp_path: P
     ingest_json("builtin:sample", "--store", bare)
     proc = run_cli("mix", "--store", bare, "--out", tmp_path / "o2", check=False)
     assert proc.returncode == 1 and "no successful filter run" in proc.stderr
+
+
+def test_recipe_weights_and_row_targets_are_seeded(filtered: Path, tmp_path: Path) -> None:
+    import datasets
+
+    def mix(seed: int, name: str) -> tuple[dict, list[str]]:
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(
+            f"seed: {seed}\ncomponents:\n"
+            "  - {name: gemini, where: \"teacher = 'gemini-pro-vision'\", weight: 2.5}\n"
+            "  - {name: others, where: \"teacher <> 'gemini-pro-vision'\", rows: 10}\n"
+        )
+        out = tmp_path / name
+        r = json.loads(
+            run_cli(
+                "mix", "--store", filtered, "--out", out, "--kind", "sft", "--recipe", recipe, "--json"
+            ).stdout
+        )
+        ids = datasets.load_dataset(str(out), split="train")["id"]
+        return r, ids
+
+    r, ids = mix(1, "a")
+    gemini, others = r["mixture"]
+    assert (others["rows"], others["component"]) == (10, "others")
+    assert 2 * gemini["available"] <= gemini["rows"] <= 3 * gemini["available"] and gemini["tokens"] > 0
+    assert r["rows"]["sft"] == len(ids) == gemini["rows"] + 10
+    assert len(set(ids)) == len(ids) and sum("#" in i for i in ids) >= gemini["available"]  # repeats renamed
+    assert mix(1, "b")[1] == ids  # same recipe, same seed: the same rows
+    assert set(mix(2, "c")[1]) != set(ids)  # another seed: another sample of the others
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("components:\n  - {name: x, weight: 1, rows: 3}\n")
+    proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "d", "--recipe", bad, check=False)
+    assert proc.returncode == 1 and "give weight or rows" in proc.stderr
