@@ -49,3 +49,26 @@ def _render(r: dict[str, Any]) -> None:
         out.print(
             f"  {c['component']}: {c['rows']:,} rows from {c['available']:,} selected, {c['tokens']:,} tokens"
         )
+
+
+@app.command("export")
+def export(
+    mix_out: Annotated[Path, typer.Argument(help="A folder written by `r1v-data mix`.")],
+    dest: Annotated[Path, typer.Option("--dest", help="Where to write the export.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="llamafactory (sharegpt + dataset_info.json).")
+    ] = "llamafactory",
+    as_json: JsonOpt = False,
+) -> None:
+    """Export mix output to another trainer's layout."""
+    from r1v_data.errors import ConfigError
+    from r1v_data.export import export_llamafactory
+
+    if fmt != "llamafactory":
+        raise ConfigError(f"--format {fmt!r}: only llamafactory for now (EasyR1 and verl exports come next)")
+    result = export_llamafactory(mix_out, dest)
+    emit(
+        result.as_dict(),
+        as_json,
+        lambda r: out.print(f"exported {r['rows']:,} rows and {r['images']:,} images to {r['dest']}"),
+    )

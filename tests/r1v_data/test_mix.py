@@ -102,3 +102,25 @@ def test_recipe_weights_and_row_targets_are_seeded(filtered: Path, tmp_path: Pat
     bad.write_text("components:\n  - {name: x, weight: 1, rows: 3}\n")
     proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "d", "--recipe", bad, check=False)
     assert proc.returncode == 1 and "give weight or rows" in proc.stderr
+
+
+def test_llamafactory_export_has_one_image_token_per_image(filtered: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out, dest = tmp_path / "out", tmp_path / "lf"
+    mixed = json.loads(run_cli("mix", "--store", filtered, "--out", out, "--kind", "sft", "--json").stdout)
+    result = json.loads(run_cli("export", out, "--dest", dest, "--json").stdout)
+    assert result["rows"] == mixed["rows"]["sft"] and result["images"] > 0
+    info = json.loads((dest / "dataset_info.json").read_text())
+    assert info["r1v_sft"]["formatting"] == "sharegpt" and (dest / info["r1v_sft"]["file_name"]).is_file()
+    rows = [json.loads(line) for line in (dest / "r1v_sft.jsonl").read_text().splitlines()]
+    assert len(rows) == result["rows"]
+    for row in rows:
+        user, assistant = row["messages"]
+        assert user["content"].count("<image>") == len(row["images"]) >= 1  # LLaMA-Factory checks this
+        assert "<image1>" not in user["content"] and assistant["role"] == "assistant"
+        for path in row["images"]:
+            with Image.open(dest / path) as im:
+                assert im.size[0] > 0
+    proc = run_cli("export", tmp_path / "nothing", "--dest", tmp_path / "x", check=False)
+    assert proc.returncode == 1 and "run `r1v-data mix` first" in proc.stderr
