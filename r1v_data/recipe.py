@@ -8,6 +8,10 @@
       - name: geometry
         where: "subject LIKE '%geometry%'"
         rows: 5000                         # exactly this many: a seeded subset, or repeats when short
+        stratify: difficulty               # ...split across difficulty levels as they are represented
+      - name: long-chains
+        where: "tokens > 4000"
+        tokens: 20000000                   # rows in seeded order until the token budget is reached
 
 Columns a component's `where` sees: request_id sample_id teacher source subject difficulty
 answer_type completion_tokens text_chars tokens (completion tokens, or characters / 4 for imports
@@ -25,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from r1v_data import sandbox
 from r1v_data.config import Strict
@@ -37,11 +41,15 @@ class Component(Strict):
     where: str = "true"
     weight: float | None = Field(None, ge=0.0)
     rows: int | None = Field(None, ge=0)
+    tokens: int | None = Field(None, ge=0, description="a token budget")
+    stratify: str | None = Field(None, description="a column: rows or tokens split across its values")
 
     @model_validator(mode="after")
     def _one_size(self) -> Component:
-        if (self.weight is None) == (self.rows is None):
-            raise ValueError(f"component {self.name!r}: give weight or rows (one of them)")
+        if sum(x is not None for x in (self.weight, self.rows, self.tokens)) != 1:
+            raise ValueError(f"component {self.name!r}: give one of weight, rows or tokens")
+        if self.stratify and self.weight is not None:
+            raise ValueError(f"component {self.name!r}: stratify needs a rows or tokens target, not a weight")
         return self
 
 
@@ -56,8 +64,12 @@ def load_recipe(path: Path) -> Recipe:
         return Recipe.model_validate(doc.get("mix", doc) if isinstance(doc, dict) else doc)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read recipe {path}: {exc}") from None
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"recipe {path}: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"recipe {path}: {problems}") from None
 
 
 def _rank(seed: int, name: str, request_id: str) -> float:
@@ -75,20 +87,75 @@ def copies(recipe: Recipe, rows: pa.Table) -> tuple[Counter[str], list[dict[str,
         ids = sandbox.matching(
             rows, c.where, f"the selected SFT rows (recipe component {c.name!r})", "request_id"
         )
-        picked = _pick(recipe.seed, c, ids)
+        picked = (
+            _stratified(recipe.seed, c, ids, rows, tokens)
+            if c.stratify
+            else _pick(recipe.seed, c, ids, tokens)
+        )
         counts.update(picked)
         realised.append({"component": c.name, "available": len(ids), "rows": sum(picked.values()),
                          "tokens": sum((tokens[i] or 0) * n for i, n in picked.items())})  # fmt: skip
     return counts, realised
 
 
-def _pick(seed: int, c: Component, ids: list[str]) -> Counter[str]:
+def _pick(seed: int, c: Component, ids: list[str], tokens: dict[str, int | None]) -> Counter[str]:
     if not ids:
         return Counter()
     if c.weight is not None:
         whole, part = divmod(c.weight, 1.0)
         return Counter({i: int(whole) + (_rank(seed, c.name, i) < part) for i in ids})
-    assert c.rows is not None
-    full, rest = divmod(c.rows, len(ids))  # every row `full` times, then `rest` of them once more
     ordered = sorted(ids, key=lambda i: _rank(seed, c.name, i))
-    return Counter({i: full + (k < rest) for k, i in enumerate(ordered)})
+    if c.rows is not None:
+        full, rest = divmod(c.rows, len(ids))  # every row `full` times, then `rest` of them once more
+        return Counter({i: full + (k < rest) for k, i in enumerate(ordered)})
+    return _token_budget(c, ordered, tokens)
+
+
+def _token_budget(c: Component, ordered: list[str], tokens: dict[str, int | None]) -> Counter[str]:
+    """Rows in seeded order, passing over them again when short, until the budget is reached."""
+    assert c.tokens is not None
+    total = sum(tokens[i] or 0 for i in ordered)
+    if total == 0:
+        raise ConfigError(f"recipe component {c.name!r}: a token budget, but its rows have no tokens")
+    full, left = divmod(c.tokens, total)
+    out = Counter({i: full for i in ordered if full})
+    for i in ordered:
+        if left <= 0:
+            break
+        out[i] += 1
+        left -= tokens[i] or 0
+    return out
+
+
+def _stratified(
+    seed: int, c: Component, ids: list[str], rows: pa.Table, tokens: dict[str, int | None]
+) -> Counter[str]:
+    """The target split across the values of `c.stratify` in proportion to what each holds."""
+    assert c.stratify is not None
+    if c.stratify not in rows.column_names:
+        raise ConfigError(f"recipe component {c.name!r}: no column {c.stratify!r} to stratify by")
+    value = dict(zip(rows.column("request_id").to_pylist(), rows.column(c.stratify).to_pylist(), strict=True))
+    strata: dict[Any, list[str]] = {}
+    for i in ids:
+        strata.setdefault(value[i], []).append(i)
+    target = c.rows if c.rows is not None else c.tokens
+    assert target is not None
+    shares = _largest_remainder(target, {k: len(v) for k, v in strata.items()})
+    out: Counter[str] = Counter()
+    for key, members in strata.items():
+        part = c.model_copy(update={"stratify": None, "name": f"{c.name}/{key}"})
+        part = part.model_copy(
+            update={"rows": shares[key]} if c.rows is not None else {"tokens": shares[key]}
+        )
+        out.update(_pick(seed, part, members, tokens))
+    return out
+
+
+def _largest_remainder(total: int, sizes: dict[Any, int]) -> dict[Any, int]:
+    """`total` split in proportion to `sizes`, in whole numbers that add up to it."""
+    whole = sum(sizes.values())
+    exact = {k: total * n / whole for k, n in sizes.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: exact[k] - out[k], reverse=True)[: total - sum(out.values())]:
+        out[k] += 1
+    return out

@@ -101,7 +101,11 @@ def test_recipe_weights_and_row_targets_are_seeded(filtered: Path, tmp_path: Pat
     bad = tmp_path / "bad.yaml"
     bad.write_text("components:\n  - {name: x, weight: 1, rows: 3}\n")
     proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "d", "--recipe", bad, check=False)
-    assert proc.returncode == 1 and "give weight or rows" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "give one of weight, rows or tokens" in proc.stderr
+        and "pydantic" not in proc.stderr
+    )
 
 
 def test_llamafactory_export_has_one_image_token_per_image(filtered: Path, tmp_path: Path) -> None:
@@ -124,3 +128,46 @@ def test_llamafactory_export_has_one_image_token_per_image(filtered: Path, tmp_p
                 assert im.size[0] > 0
     proc = run_cli("export", tmp_path / "nothing", "--dest", tmp_path / "x", check=False)
     assert proc.returncode == 1 and "run `r1v-data mix` first" in proc.stderr
+
+
+def test_recipe_token_budget_and_stratified_targets(filtered: Path, tmp_path: Path) -> None:
+    import datasets
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "components:\n"
+        "  - {name: budget, where: \"teacher = 'qwen-vl-max'\", tokens: 20000}\n"
+        "  - {name: levels, where: \"teacher <> 'qwen-vl-max'\", rows: 60, stratify: difficulty}\n"
+    )
+    r = json.loads(
+        run_cli(
+            "mix", "--store", filtered, "--out", tmp_path / "o", "--kind", "sft", "--recipe", recipe, "--json"
+        ).stdout
+    )
+    budget, levels = r["mixture"]
+    assert 20000 <= budget["tokens"] < 20000 + 2000 and levels["rows"] == 60
+    rows = datasets.load_dataset(str(tmp_path / "o"), split="train").to_pandas()
+    assert len(rows) == r["rows"]["sft"] == budget["rows"] + 60
+    # the 60 split across difficulty levels as the selected rows of those teachers are
+    from r1v_data.store import Store
+
+    sql = (
+        "SELECT t.request_id, s.difficulty FROM decisions d JOIN traces t USING (request_id) JOIN samples s "
+        "ON s.sample_id = t.sample_id WHERE d.kept AND t.teacher <> 'qwen-vl-max' AND d.run_id = ?"
+    )
+    teachers = [
+        {"request_id": a, "difficulty": b}
+        for a, b in Store.open(filtered).query(sql, params=[r["filter_run"]])[1]
+    ]
+    assert len(teachers) == levels["available"]
+    available = {}
+    for t in teachers:
+        available[t["difficulty"]] = available.get(t["difficulty"], 0) + 1
+    ids = {t["request_id"]: t["difficulty"] for t in teachers}
+    got = rows[rows["request_id"].isin(ids)]["request_id"].map(ids).value_counts().to_dict()
+    for level, n in available.items():
+        assert abs(got.get(level, 0) - 60 * n / len(teachers)) < 1  # largest remainder: within one row
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("components:\n  - {name: x, weight: 2, stratify: difficulty}\n")
+    proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "b", "--recipe", bad, check=False)
+    assert proc.returncode == 1 and "stratify needs a rows or tokens target" in proc.stderr
