@@ -72,3 +72,42 @@ def export(
         as_json,
         lambda r: out.print(f"exported {r['rows']:,} rows and {r['images']:,} images to {r['dest']}"),
     )
+
+
+@app.command()
+def preflight(
+    mix_out: Annotated[Path, typer.Argument(help="A folder written by `r1v-data mix`.")],
+    model: Annotated[
+        str, typer.Option(help="The target model (a local folder or a cached Hub id): its chat template.")
+    ],
+    max_length: Annotated[int, typer.Option(help="The training context length, in tokens.")] = 16384,
+    image_token: Annotated[
+        str | None,
+        typer.Option(
+            help="The image placeholder the template writes. (default: the tokenizer's, or <image>)"
+        ),
+    ] = None,
+    image_tokens: Annotated[int, typer.Option(help="Visual tokens each image becomes in the model.")] = 256,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every SFT row against a target model's chat template and context length; exit 1 on failures."""
+    from r1v_data.preflight import preflight as run_preflight
+
+    result = run_preflight(
+        mix_out, model, max_length=max_length, image_token=image_token, image_tokens=image_tokens
+    )
+    emit(result.as_dict(), as_json, _render_preflight)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _render_preflight(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    bad = sum(r["failed"].values())
+    out.print(f"preflight with {escape(r['model'])}: {r['rows']:,} rows, {bad:,} would break training "
+              f"(longest {r['max_tokens_seen']:,} tokens)")  # fmt: skip
+    for kind, n in r["failed"].items():
+        out.print(f"  {kind}: {n:,}")
+    for e in r["examples"]:
+        out.print(escape(f"  {e['id']}: {e['problem']}"), soft_wrap=True)

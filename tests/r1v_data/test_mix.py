@@ -171,3 +171,36 @@ def test_recipe_token_budget_and_stratified_targets(filtered: Path, tmp_path: Pa
     bad.write_text("components:\n  - {name: x, weight: 2, stratify: difficulty}\n")
     proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "b", "--recipe", bad, check=False)
     assert proc.returncode == 1 and "stratify needs a rows or tokens target" in proc.stderr
+
+
+def test_preflight_against_a_models_chat_template(filtered: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tiny_models import build_tiny_llama
+
+    out = tmp_path / "out"
+    mixed = json.loads(run_cli("mix", "--store", filtered, "--out", out, "--kind", "sft", "--json").stdout)
+    model = build_tiny_llama(tmp_path / "m")
+    ok = json.loads(run_cli("preflight", out, "--model", model, "--json").stdout)
+    assert ok["rows"] == mixed["rows"]["sft"] and ok["failed"] == {} and ok["max_tokens_seen"] > 256
+    limit = ok["max_tokens_seen"] - 1  # the longest row no longer fits
+    short = run_cli("preflight", out, "--model", model, "--max-length", limit, "--json", check=False)
+    report = json.loads(short.stdout)
+    assert short.returncode == 1 and 0 < report["failed"]["too long"] < report["rows"]
+    # a template that drops image parts: every row would train without its images
+    blind = tmp_path / "blind"
+    shutil.copytree(model, blind)
+    config = json.loads((blind / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% for m in messages %}{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}"
+        "{% endif %}{% endfor %}{% endfor %}"
+    )
+    (blind / "tokenizer_config.json").write_text(json.dumps(config))
+    (blind / "chat_template.jinja").unlink(missing_ok=True)
+    dropped = run_cli("preflight", out, "--model", blind, "--json", check=False)
+    assert dropped.returncode == 1 and json.loads(dropped.stdout)["failed"] == {
+        "image tokens": mixed["rows"]["sft"]
+    }
+    plain = build_tiny_llama(tmp_path / "plain", chat=False)
+    proc = run_cli("preflight", out, "--model", plain, check=False)
+    assert proc.returncode == 1 and "no chat template" in proc.stderr
