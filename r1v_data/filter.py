@@ -143,7 +143,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 candidates = load_candidates(store, scores) if cfg.dedup or benchmarks else None
             drops = _sample_drops(candidates, cfg, benchmarks)
             say("selecting traces")
-            decisions = _decide(store, cfg, reward, drops, errors)
+            decisions = _decide(_candidates(store, cfg, reward), drops, errors, cfg)
             _write_decisions(store, run_id, decisions, drops, result)
             status = "ok"
         finally:
@@ -212,19 +212,11 @@ def check_where(store: Store, cfg: FilterConfig, reward: Reward) -> None:
     if cfg.where:
         sandbox.check_expression(cfg.where, "the candidate traces")
         candidates = _candidates(store, cfg, reward)
-        _run_decide(candidates.slice(0, 0), [], [], cfg)
+        _decide(candidates.slice(0, 0), [], [], cfg)
         sandbox.check_on(candidates, cfg.where, "the candidate traces")
 
 
-def _decide(
-    store: Store, cfg: FilterConfig, reward: Reward, drops: list[SampleDrop], errors: list[str]
-) -> pa.Table:
-    return _run_decide(_candidates(store, cfg, reward), drops, errors, cfg)
-
-
-def _run_decide(
-    candidates: pa.Table, drops: list[SampleDrop], errors: list[str], cfg: FilterConfig
-) -> pa.Table:
+def _decide(candidates: pa.Table, drops: list[SampleDrop], errors: list[str], cfg: FilterConfig) -> pa.Table:
     tables = {
         "candidates": candidates,
         "sample_drops": pa.table(

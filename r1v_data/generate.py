@@ -171,7 +171,7 @@ def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict
 
 
 def _adaptive_controls(store: Store, cfg: GenerateConfig, problems: list[str]) -> dict[str, Control] | None:
-    """DRLC's per-sample penalty (and budget) over this run's problems; refuses when none is scored."""
+    """DRLC's per-sample penalty (and budget) for this run's problems; refuses when none is scored."""
     if not cfg.adaptive_length or not problems:
         return None
     controls, unscored = alcotd.controls(store, problems, cfg.drlc)

@@ -42,12 +42,14 @@ _SAMPLE = (
     "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
 )
 
-_SFT = f"""
-SELECT {_SAMPLE}, t.request_id, t.text
-FROM (SELECT request_id, sample_id, text FROM traces WHERE error IS NULL) t
+# the kept traces (t) of the filter run $run, with their samples (s)
+_KEPT_TRACES = """
+FROM (SELECT * FROM traces WHERE error IS NULL) t
 SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
      USING (request_id)
 JOIN samples s ON s.sample_id = t.sample_id"""
+
+_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text {_KEPT_TRACES}"
 
 _RL = f"""
 SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
@@ -91,7 +93,12 @@ class MixResult:
 
 def run_mix(cfg: MixConfig) -> MixResult:
     store = Store.open(cfg.store)
-    run, reward_version = _latest_filter(store)
+    latest = store.latest_run("filter")
+    if latest is None:
+        raise ConfigError(
+            f"{store.root} has no successful filter run: run `r1v-data filter --store {store.root}` first"
+        )
+    run, reward_version = latest[0], latest[1].get("reward")
     out = Path(cfg.out)
     _prepare_out(out, cfg.overwrite)
     result = MixResult(str(out), run)
@@ -117,14 +124,11 @@ def run_mix(cfg: MixConfig) -> MixResult:
     return result
 
 
-_SFT_COLUMNS = """
+_SFT_COLUMNS = f"""
 SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, s.answer_type,
        t.completion_tokens, length(t.text) AS text_chars,
        coalesce(t.completion_tokens, length(t.text) // 4) AS tokens  -- imports may have no count
-FROM (SELECT * FROM traces WHERE error IS NULL) t
-SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
-     USING (request_id)
-JOIN samples s ON s.sample_id = t.sample_id"""
+{_KEPT_TRACES}"""
 
 
 def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) -> Counter[str]:
@@ -140,19 +144,6 @@ def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) ->
         con.close()
     counts, result.mixture = copies(recipe, rows)
     return counts
-
-
-def _latest_filter(store: Store) -> tuple[str, str | None]:
-    rows = store.query(
-        "SELECT m.run_id, m.manifest FROM runs r JOIN manifests m USING (run_id) "
-        "WHERE r.command = 'filter' AND r.status = 'ok' ORDER BY r.started_at DESC LIMIT 1"
-    )[1]
-    if not rows:
-        raise ConfigError(
-            f"{store.root} has no successful filter run: run `r1v-data filter --store {store.root}` first"
-        )
-    manifest = json.loads(rows[0][1]) if isinstance(rows[0][1], str) else rows[0][1]
-    return rows[0][0], manifest.get("reward")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:

@@ -34,26 +34,36 @@ class Prompt:
     refusal: str | None = None  # why this teacher cannot answer the sample (recorded, not dropped)
 
 
-def build_prompt(sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption") -> Prompt:
-    """The teacher prompt for one stored sample.
+def visible_question(
+    sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption", who: str = "teacher"
+) -> tuple[str, list[bytes], str | None]:
+    """The question as a model can see it, its images, and why it cannot (or None).
 
-    A text-only teacher given an image question uses the sample's caption in place of the
-    images when `image_policy` is "caption" and a caption exists; otherwise it refuses with a
-    reason, so the image is never dropped silently.
+    A text-only model given an image question gets the sample's caption in place of the images
+    when `image_policy` is "caption" and a caption exists; otherwise it refuses with a reason
+    (naming `who`), so the image is never dropped silently.
     """
     images = [im["bytes"] for im in sample.get("images") or []]
-    instruction = _CHOICE if sample.get("options") else _FREE_FORM
     question = sample["question"]
     if images and not supports_images:
         caption = (sample.get("caption") or "").strip()
         if image_policy != "caption":
-            return _refused(f"text-only teacher and image_policy={image_policy!r}")
+            return "", [], f"text-only {who} and image_policy={image_policy!r}"
         if not caption:
-            return _refused("text-only teacher and the sample has images but no caption")
-        question = f"Description of the image(s): {caption}\n\n{question}"
-        images = []
-    user = Message("user", f"{question}\n\n{instruction}", images)
-    return Prompt([user], THINK_PREFIX)
+            return "", [], f"text-only {who} and the sample has images but no caption"
+        return f"Description of the image(s): {caption}\n\n{question}", [], None
+    return question, images, None
+
+
+def build_prompt(sample: dict[str, Any], *, supports_images: bool, image_policy: str = "caption") -> Prompt:
+    """The teacher prompt for one stored sample (images as in `visible_question`)."""
+    question, images, refusal = visible_question(
+        sample, supports_images=supports_images, image_policy=image_policy
+    )
+    if refusal:
+        return _refused(refusal)
+    instruction = _CHOICE if sample.get("options") else _FREE_FORM
+    return Prompt([Message("user", f"{question}\n\n{instruction}", images)], THINK_PREFIX)
 
 
 def _refused(reason: str) -> Prompt:
@@ -88,10 +98,10 @@ def build_revision_prompt(
 ) -> Prompt:
     """A judge's prompt to rewrite a wrong trace so it reaches the reference answer (multi-stage
     self-distillation's revision step). Images are handled as in `build_prompt`."""
-    base = build_prompt(sample, supports_images=supports_images, image_policy=image_policy)
-    if base.refusal:
-        return base
-    (user,) = base.messages
-    question = user.text.rsplit("\n\n", 1)[0]  # the question without the answer-format line
+    question, images, refusal = visible_question(
+        sample, supports_images=supports_images, image_policy=image_policy
+    )
+    if refusal:
+        return _refused(refusal)
     body = _REVISE.format(question=question, answer=sample.get("answer"), attempt=attempt.strip())
-    return Prompt([Message("user", body, user.images)], THINK_PREFIX)
+    return Prompt([Message("user", body, images)], THINK_PREFIX)

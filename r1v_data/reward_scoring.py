@@ -25,7 +25,8 @@ from r1v_data import judge, text
 from r1v_data.backends import Message, make_backend
 from r1v_data.errors import ConfigError
 from r1v_data.rewards import RULE_SCORER, RULE_VERSION, rule_score
-from r1v_data.store import PartWriter, Store, utcnow
+from r1v_data.scoring import add_score
+from r1v_data.store import PartWriter, Store
 
 JUDGE_SCORER, JUDGE_RUBRIC = "judge", "reward-rubric/1"
 _JUDGE_PROMPT = """Rate this solution to a problem on an integer scale from 0 to 5:
@@ -122,21 +123,12 @@ def score_rewards(
             rows = _raw_reward_scores(reward, todo, options)
         for trace, value, detail in rows:
             counts["scored" if value is not None else "failed"] += 1
-            writer.add(
-                _row(trace, reward.scorer, reward.version, reward.cached_name, value, detail, writer.run_id)
-            )
+            add_score(writer, trace["sample_id"], trace["request_id"], reward.scorer, reward.version,
+                      reward.cached_name, value, detail)  # fmt: skip
     if reward.calibration is None:
         return counts, reward.version
     writer.flush()  # the levels are computed from every candidate's raw score, the new ones included
     return counts, _calibrated_levels(store, writer, reward, errors_from)
-
-
-def _row(
-    trace: dict[str, Any], scorer: str, version: str, name: str, value: float | None, detail: str, run_id: str
-) -> dict[str, Any]:
-    return {"sample_id": trace["sample_id"], "request_id": trace["request_id"], "scorer": scorer,
-            "version": version, "name": name, "value": value, "detail": detail, "run_id": run_id,
-            "created_at": utcnow()}  # fmt: skip
 
 
 Scored = Iterator[tuple[dict[str, Any], float | None, str]]
@@ -197,17 +189,8 @@ def _calibrated_levels(store: Store, writer: PartWriter, reward: Reward, errors_
     version = f"{reward.version}|{calibration.spec}|{writer.run_id}"
     levels = calibration.levels([r["raw"] for r in rows])
     for row, level in zip(rows, levels, strict=True):
-        detail = f"raw {row['raw']:.6g}"
-        writer.add(
-            _row(
-                row,
-                reward.scorer,
-                version,
-                "reward",
-                None if level is None else float(level),
-                detail,
-                writer.run_id,
-            )
-        )
+        value = None if level is None else float(level)
+        add_score(writer, row["sample_id"], row["request_id"], reward.scorer, version, "reward", value,
+                  f"raw {row['raw']:.6g}")  # fmt: skip
     writer.flush()
     return version

@@ -28,7 +28,8 @@ import numpy as np
 
 from r1v_data.dedup import exact_duplicates, keep_first, sample_near_duplicates
 from r1v_data.phash import PHASH_VERSION, hamming, phash64
-from r1v_data.store import PartWriter, Store, utcnow
+from r1v_data.scoring import add_score
+from r1v_data.store import PartWriter, Store
 
 PHASH_SCORER = "phash"
 
@@ -81,15 +82,10 @@ def image_phashes(store: Store, writer: PartWriter, ids: list[str]) -> dict[str,
         for row in images:
             hashes = list(pool.map(phash64, (im["bytes"] for im in row["images"])))
             out[row["sample_id"]] = hashes
-            writer.add(_phash_row(row["sample_id"], hashes, writer.run_id))
+            signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]  # int64 in the detail
+            add_score(writer, row["sample_id"], None, PHASH_SCORER, PHASH_VERSION, "image_phash",
+                      float(len(hashes)), ",".join(map(str, signed)))  # fmt: skip
     return out
-
-
-def _phash_row(sample_id: str, hashes: list[int], run_id: str) -> dict[str, Any]:
-    signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]
-    return {"sample_id": sample_id, "request_id": None, "scorer": PHASH_SCORER, "version": PHASH_VERSION,
-            "name": "image_phash", "value": float(len(hashes)), "detail": ",".join(map(str, signed)),
-            "run_id": run_id, "created_at": utcnow()}  # fmt: skip
 
 
 def _unpack(detail: str) -> list[int]:

@@ -27,6 +27,7 @@ from r1v_data.backends import Backend, Message, make_backend
 from r1v_data.clarity import CLARITY_VERSION, sample_clarity
 from r1v_data.config import ScoreConfig
 from r1v_data.estimators import ESTIMATOR_VERSION, estimate
+from r1v_data.prompts import visible_question
 from r1v_data.store import PartWriter, Store, utcnow
 
 SCORER_VERSIONS = {"qdam": "qdam/1", "vtia": "vtia/1"}
@@ -71,6 +72,22 @@ class ScoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}
+
+
+def add_score(
+    writer: PartWriter,
+    sample_id: str,
+    request_id: str | None,
+    scorer: str,
+    version: str,
+    name: str,
+    value: float | None,
+    detail: str | None,
+) -> None:
+    """One row of the scores table (of a sample, or of one of its traces with `request_id`)."""
+    writer.add({"sample_id": sample_id, "request_id": request_id, "scorer": scorer, "version": version,
+                "name": name, "value": value, "detail": detail, "run_id": writer.run_id,
+                "created_at": utcnow()})  # fmt: skip
 
 
 def scorer_version(scorer: str, judge_identity: str | None) -> str:
@@ -125,12 +142,10 @@ def _score_all(
     else:
         judged = _judged(backend, scorer, samples, cfg, result)
     for count, (sample, values) in enumerate(judged, 1):
-        rows = _rows(sample, scorer, values)
-        failed = any(r["value"] is None and r["name"] == CACHE_NAME[scorer] for r in rows)
-        (result.failed if failed else result.scored)[scorer] += 1
-        for row in rows:
-            writer.add({**row, "scorer": scorer, "version": version, "run_id": writer.run_id,
-                        "created_at": utcnow()})  # fmt: skip
+        rows = _properties(sample, scorer, values)
+        (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1
+        for name, (value, detail) in rows.items():
+            add_score(writer, sample["sample_id"], None, scorer, version, name, value, detail)
         if progress:
             progress(count, len(todo))
 
@@ -180,20 +195,14 @@ def _drain(items: list[Any]) -> Iterator[Any]:
 def _judge_messages(
     sample: dict[str, Any], scorer: str, sees_images: bool
 ) -> tuple[list[Message], str | None]:
-    images = [im["bytes"] for im in sample.get("images") or []]
-    question = sample["question"]
-    if images and not sees_images:
-        caption = (sample.get("caption") or "").strip()
-        if not caption:
-            return [], "text-only judge and the sample has images but no caption"
-        question = f"Description of the image(s): {caption}\n\n{question}"
-        images = []
-    body = f"{_RUBRICS[scorer]}\n\nQuestion:\n{question}"
-    return [Message("user", body, images)], None
+    question, images, refusal = visible_question(sample, supports_images=sees_images, who="judge")
+    if refusal:
+        return [], refusal
+    return [Message("user", f"{_RUBRICS[scorer]}\n\nQuestion:\n{question}", images)], None
 
 
-def _rows(sample: dict[str, Any], scorer: str, judged: Judged) -> list[dict[str, Any]]:
-    """The property rows of one sample and the combined scores they make."""
+def _properties(sample: dict[str, Any], scorer: str, judged: Judged) -> Judged:
+    """The properties of one sample and the combined scores they make."""
     values = dict(judged)
     if scorer == "qdam":
         clarity = sample_clarity(sample["images"])
@@ -203,8 +212,7 @@ def _rows(sample: dict[str, Any], scorer: str, judged: Judged) -> list[dict[str,
         present = [values[p][0] for p in parts if p in values]
         ok = bool(present) and all(v is not None for v in present)
         values[name] = (statistics.fmean(present) if ok else None, "mean of " + ", ".join(parts))  # type: ignore[arg-type]
-    return [{"sample_id": sample["sample_id"], "request_id": None, "name": name, "value": value,
-             "detail": detail} for name, (value, detail) in values.items()]  # fmt: skip
+    return values
 
 
 # ---- reports ------------------------------------------------------------------------------------

@@ -13,9 +13,8 @@ _OPEN_QUARANTINE = """(SELECT * FROM quarantine q WHERE NOT EXISTS (
     SELECT 1 FROM provenance p WHERE p.location = q.location AND p.created_at > q.created_at
     AND coalesce(p.source_path, p.source) = coalesce(q.source_path, q.source)))"""
 
-# the latest filter run's decisions are the current selection
-_LAST_FILTER = """(SELECT * FROM decisions WHERE run_id = (
-    SELECT arg_max(run_id, started_at) FROM runs WHERE command = 'filter' AND status = 'ok'))"""
+# the latest successful filter run's decisions are the current selection ($run: its id)
+_LAST_FILTER = "(SELECT * FROM decisions WHERE run_id = $run)"
 
 _COUNTS = {
     "samples": "SELECT count(*) FROM samples",
@@ -25,9 +24,6 @@ _COUNTS = {
     "scores": "SELECT count(*) FROM scores",
     "decisions": "SELECT count(*) FROM decisions",
     "provenance": "SELECT count(*) FROM provenance",
-    "kept": f"SELECT count(*) FROM {_LAST_FILTER} WHERE kept AND request_id IS NOT NULL",
-    "dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL",
-    "samples_dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NULL",
     "images": "SELECT coalesce(sum(len(images)), 0) FROM samples",
     # the same problem stored once but given different answers by different sources
     "answer_conflicts": """SELECT count(*) FROM (SELECT sample_id FROM provenance
@@ -47,9 +43,15 @@ _BREAKDOWNS = {
                           GROUP BY 1 ORDER BY 2 DESC""",
     "quarantine_reasons": f"SELECT reason, count(*) FROM {_OPEN_QUARANTINE} GROUP BY 1 ORDER BY 2 DESC, 1",
     "trace_verdicts": "SELECT coalesce(verdict, '(none)'), count(*) FROM traces GROUP BY 1 ORDER BY 2 DESC",
-    "dropped_by_rule": f"""SELECT stage, count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL
-                           GROUP BY 1 ORDER BY 2 DESC, 1""",
 }
+
+_FILTER_COUNTS = {
+    "kept": f"SELECT count(*) FROM {_LAST_FILTER} WHERE kept AND request_id IS NOT NULL",
+    "dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL",
+    "samples_dropped": f"SELECT count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NULL",
+}
+_DROPPED_BY_RULE = f"""SELECT stage, count(*) FROM {_LAST_FILTER} WHERE NOT kept AND request_id IS NOT NULL
+                       GROUP BY 1 ORDER BY 2 DESC, 1"""
 
 _IMAGE_SIZES = """
 SELECT min(im.width), median(im.width), max(im.width), min(im.height), median(im.height),
@@ -59,14 +61,15 @@ FROM (SELECT unnest(images) AS im FROM samples)
 
 
 def store_stats(store: Store) -> dict[str, Any]:
+    latest = store.latest_run("filter")
+    run = {"run": latest[0] if latest else None}
     con = store.connect()
     try:
-        # the runs table is copied from the catalog; without one (a writer held it) no run is known
-        con.execute("CREATE TABLE IF NOT EXISTS runs (run_id VARCHAR, command VARCHAR, status VARCHAR, "
-                    "started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ)")  # fmt: skip
         out: dict[str, Any] = {name: int(con.sql(q).fetchall()[0][0]) for name, q in _COUNTS.items()}
+        out |= {name: int(con.sql(q, params=run).fetchall()[0][0]) for name, q in _FILTER_COUNTS.items()}
         for name, q in _BREAKDOWNS.items():
             out[name] = {str(k): int(v) for k, v in con.sql(q).fetchall()}
+        out["dropped_by_rule"] = {str(k): int(v) for k, v in con.sql(_DROPPED_BY_RULE, params=run).fetchall()}
         row = con.sql(_IMAGE_SIZES).fetchall()[0]
         keys = (
             "width_min",

@@ -274,6 +274,25 @@ class Store:
             ids = table.column("sample_id").to_pylist()
         return ids[:limit] if limit else ids
 
+    def latest_run(self, command: str) -> tuple[str, dict[str, Any]] | None:
+        """The newest successful run of `command` and its manifest; None when there is none (or
+        the catalog could not be read: a writer held it)."""
+        con = self.connect()
+        try:
+            rows = con.sql(
+                "SELECT r.run_id, m.manifest FROM runs r LEFT JOIN manifests m USING (run_id) "
+                "WHERE r.command = ? AND r.status = 'ok' ORDER BY r.started_at DESC LIMIT 1",
+                params=[command],
+            ).fetchall()
+        except duckdb.CatalogException:
+            return None
+        finally:
+            con.close()
+        if not rows:
+            return None
+        manifest = rows[0][1]
+        return rows[0][0], json.loads(manifest) if isinstance(manifest, str) else (manifest or {})
+
     def ids(self, table_name: str, column: str) -> set[Any]:
         """The distinct values of one column (identity sets for resuming work)."""
         if table_name not in schema.STORE_TABLES or column not in schema.load(table_name).columns:
