@@ -56,17 +56,22 @@ def export(
     mix_out: Annotated[Path, typer.Argument(help="A folder written by `r1v-data mix`.")],
     dest: Annotated[Path, typer.Option("--dest", help="Where to write the export.")],
     fmt: Annotated[
-        str, typer.Option("--format", help="llamafactory (sharegpt + dataset_info.json).")
+        str,
+        typer.Option(
+            "--format",
+            help="llamafactory (SFT rows: sharegpt + dataset_info.json), easyr1 or verl (RL rows: "
+            "Parquet + r1v_reward.py).",
+        ),
     ] = "llamafactory",
     as_json: JsonOpt = False,
 ) -> None:
     """Export mix output to another trainer's layout."""
     from r1v_data.errors import ConfigError
-    from r1v_data.export import export_llamafactory
+    from r1v_data.export import export_llamafactory, export_rl
 
-    if fmt != "llamafactory":
-        raise ConfigError(f"--format {fmt!r}: only llamafactory for now (EasyR1 and verl exports come next)")
-    result = export_llamafactory(mix_out, dest)
+    if fmt not in ("llamafactory", "easyr1", "verl"):
+        raise ConfigError(f"--format {fmt!r}: choose llamafactory, easyr1 or verl")
+    result = export_llamafactory(mix_out, dest) if fmt == "llamafactory" else export_rl(mix_out, dest, fmt)
     emit(
         result.as_dict(),
         as_json,

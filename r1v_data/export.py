@@ -2,10 +2,18 @@
 
 `llamafactory`: LLaMA-Factory's sharegpt format. The SFT rows become `r1v_sft.jsonl` with
 `messages` (role/content strings) and `images` (file paths relative to the export), the images
-are written once each under `images/`, and `dataset_info.json` declares the dataset. Every user
-turn holds exactly as many `<image>` tokens as the row has images: the question's own `<imageN>`
-placeholders are removed and the tokens put first, in image order (LLaMA-Factory refuses rows
-where the two differ).
+are written once each under `images/`, and `dataset_info.json` declares the dataset.
+
+`easyr1` and `verl`: the RL rows as Parquet under `data/`, one file per `rl` shard (memory stays bounded),
+images embedded as `datasets` Images, plus `r1v_reward.py`, a reward module with each trainer's
+signature that calls r1v's own verifier (`r1v_data.rl_rewards`):
+- EasyR1 reads `problem`, `answer` and `images` (its default keys: `data.prompt_key=problem`);
+- verl reads `prompt` (chat messages), `images`, `data_source`, `ability`,
+  `reward_model.ground_truth` and `extra_info`.
+
+In every layout a prompt holds exactly as many `<image>` tokens as its row has images: the
+question's own `<imageN>` placeholders are removed and the tokens put first, in image order
+(these trainers split the prompt on `<image>` and refuse, or misalign, rows where the two differ).
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from PIL import Image
 
 from r1v_data.errors import ConfigError
@@ -38,10 +48,18 @@ class ExportResult:
         return dict(self.__dict__)
 
 
-def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
-    shards = sorted((Path(mix_out) / "sft" / "data").glob("train-*.parquet"))
+def _shards(mix_out: Path, kind: str) -> list[Path]:
+    shards = sorted((Path(mix_out) / kind / "data").glob("train-*.parquet"))
     if not shards:
-        raise ConfigError(f"{mix_out} has no SFT shards (sft/data/train-*.parquet): run `r1v-data mix` first")
+        raise ConfigError(
+            f"{mix_out} has no {kind} shards ({kind}/data/train-*.parquet): "
+            f"run `r1v-data mix` with --kind {kind} first"
+        )
+    return shards
+
+
+def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
+    shards = _shards(mix_out, "sft")
     (dest / "images").mkdir(parents=True, exist_ok=True)
     rows, written = 0, set[str]()
     with (dest / f"{DATASET_NAME}.jsonl").open("w") as f:
@@ -67,10 +85,88 @@ def _messages(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, s
     for m in messages:
         text = "".join(p["text"] or "" for p in m["content"] if p["type"] == "text")
         if m["role"] == "user":
-            text = "<image>" * n_images + _PLACEHOLDER.sub("", text)
+            text = _with_image_tokens(text, n_images)
             n_images = 0  # all images go with the first user turn
         out.append({"role": m["role"], "content": text})
     return out
+
+
+def _with_image_tokens(text: str, n_images: int) -> str:
+    return "<image>" * n_images + _PLACEHOLDER.sub("", text)
+
+
+def _rl_prompt(row: dict[str, Any]) -> str:
+    (user,) = _messages(row["prompt"], len(row["images"]))
+    return user["content"]
+
+
+def _easyr1_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+    return {"problem": _rl_prompt(row), "answer": row["solution"], "images": row["images"]}
+
+
+def _verl_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+    return {
+        "data_source": f"r1v/{row['source']}",
+        "prompt": [{"role": "user", "content": _rl_prompt(row)}],
+        "images": row["images"],
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": row["solution"]},
+        "extra_info": {"split": "train", "index": index, "sample_id": row["sample_id"],
+                       "answer_type": row["answer_type"], "options": row["options"]},
+    }  # fmt: skip
+
+
+_IMAGES = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+_RL_LAYOUTS = {
+    "easyr1": (_easyr1_row, [("problem", pa.string()), ("answer", pa.string()), ("images", _IMAGES)]),
+    "verl": (_verl_row, [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("images", _IMAGES),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), ("sample_id", pa.string()),
+                                  ("answer_type", pa.string()), ("options", pa.list_(pa.string()))])),
+    ]),
+}  # fmt: skip
+_REWARD_MODULE = """\
+# r1v's answer-accuracy reward (its own verifier, the rules that curated this data) in each
+# trainer's reward signature; needs `pip install r1v` in the training environment.
+#   verl:   custom_reward_function.path=r1v_reward.py custom_reward_function.name=compute_score
+#   EasyR1: worker.reward.reward_function=r1v_reward.py:compute_score_batch (reward_type=batch)
+from r1v_data.rl_rewards import REWARD_VERSION  # noqa: F401
+from r1v_data.rl_rewards import easyr1_compute_score as compute_score_batch  # noqa: F401
+from r1v_data.rl_rewards import verl_compute_score as compute_score  # noqa: F401
+"""
+
+
+def export_rl(mix_out: Path, dest: Path, layout: str) -> ExportResult:
+    """The RL rows in EasyR1's or verl's Parquet layout, one output file per input shard."""
+    build, fields = _RL_LAYOUTS[layout]
+    arrow = _hf_schema(pa.schema(fields))
+    shards = _shards(mix_out, "rl")
+    # the data apart from the reward module: EasyR1 takes a folder's file type from its first file
+    (dest / "data").mkdir(parents=True, exist_ok=True)
+    rows = images = 0
+    for i, shard in enumerate(shards):
+        path = dest / "data" / f"train-{i:05d}-of-{len(shards):05d}.parquet"
+        with pq.ParquetWriter(path, arrow, compression="zstd") as writer:
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+                built = [build(row, rows + k) for k, row in enumerate(batch.to_pylist())]
+                writer.write_table(pa.Table.from_pylist(built, schema=arrow))
+                rows += len(built)
+                images += sum(len(b["images"]) for b in built)
+    (dest / "r1v_reward.py").write_text(_REWARD_MODULE)
+    return ExportResult(layout, str(dest), rows, images)
+
+
+def _hf_schema(arrow: pa.Schema) -> pa.Schema:
+    """The schema with `datasets` features metadata, so `images` load as decoded Images."""
+    import datasets
+
+    features = datasets.Features.from_arrow_schema(arrow)
+    features["images"] = datasets.List(datasets.Image())
+    return features.arrow_schema
 
 
 def _save_image(dest: Path, data: bytes, written: set[str]) -> str:

@@ -43,13 +43,13 @@ _SAMPLE = (
 )
 
 # the kept traces (t) of the filter run $run, with their samples (s)
-_KEPT_TRACES = """
+KEPT_TRACES = """
 FROM (SELECT * FROM traces WHERE error IS NULL) t
 SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
      USING (request_id)
 JOIN samples s ON s.sample_id = t.sample_id"""
 
-_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text {_KEPT_TRACES}"
+_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text {KEPT_TRACES}"
 
 _RL = f"""
 SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
@@ -92,6 +92,8 @@ class MixResult:
 
 
 def run_mix(cfg: MixConfig) -> MixResult:
+    from r1v_data.card import write_card  # it reads this module's queries
+
     store = Store.open(cfg.store)
     latest = store.latest_run("filter")
     if latest is None:
@@ -116,7 +118,7 @@ def run_mix(cfg: MixConfig) -> MixResult:
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     result.seconds = time.perf_counter() - start
-    _write_card(out, cfg, result)
+    write_card(out, store, latest[1], result, cfg)
     (out / "manifest.json").write_text(json.dumps({
         "command": "mix", "r1v_version": __version__, "config": cfg.model_dump(mode="json"),
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
@@ -128,7 +130,7 @@ _SFT_COLUMNS = f"""
 SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, s.answer_type,
        t.completion_tokens, length(t.text) AS text_chars,
        coalesce(t.completion_tokens, length(t.text) // 4) AS tokens  -- imports may have no count
-{_KEPT_TRACES}"""
+{KEPT_TRACES}"""
 
 
 def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) -> Counter[str]:
@@ -187,7 +189,7 @@ def _sft(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
 def _rl(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
     prompt, images, size = _prompt(row)
     built = {"id": row["sample_id"], "prompt": prompt, "images": images, "solution": row["answer"],
-             "answer_type": row["answer_type"], **_meta(row)}  # fmt: skip
+             "answer_type": row["answer_type"], "options": row["options"] or [], **_meta(row)}  # fmt: skip
     return built, size
 
 
@@ -205,52 +207,3 @@ def _preference(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 _BUILDERS = {"sft": _sft, "rl": _rl, "preference": _preference}
-
-
-def _size_category(n: int) -> str:
-    for limit, label in (
-        (1_000, "n<1K"),
-        (10_000, "1K<n<10K"),
-        (100_000, "10K<n<100K"),
-        (1_000_000, "100K<n<1M"),
-    ):
-        if n < limit:
-            return label
-    return "n>1M"
-
-
-def _write_card(out: Path, cfg: MixConfig, result: MixResult) -> None:
-    """README.md with YAML front matter: one config per written kind, the first the default."""
-    kinds = [k for k in cfg.kinds if result.rows.get(k)]
-    configs = "\n".join(
-        f"- config_name: {k}\n"
-        + ("  default: true\n" if i == 0 else "")
-        + f"  data_files:\n  - split: train\n"
-        f"    path: {k}/data/train-*.parquet"
-        for i, k in enumerate(kinds)
-    )
-    total = sum(result.rows.values())
-    counts = "\n".join(f"| {k} | {result.rows.get(k, 0):,} | {result.shards.get(k, 0)} |" for k in cfg.kinds)
-    (out / "README.md").write_text(f"""---
-license: {cfg.license}
-size_categories:
-- {_size_category(total)}
-task_categories:
-- image-text-to-text
-configs:
-{configs}
----
-
-# Reasoning data made with r1v {__version__}
-
-Curated from the store `{Path(cfg.store).name}` by filter run `{result.filter_run}`.
-
-| kind | rows | shards |
-| --- | --- | --- |
-{counts}
-
-- `sft`: conversational `messages` (image parts, then the question; the assistant's `<think>` trace
-  and answer) with an `images` column, as TRL's SFTTrainer reads them.
-- `rl`: a `prompt`, `images` and the reference `solution`, for GRPO.
-- `preference`: `prompt`, `chosen`, `rejected` with their reward scores, for DPO/MPO.
-""")

@@ -90,3 +90,112 @@ def build_tiny_reward_model(base: Path, out: Path, *, num_labels: int, seed: int
     torch.manual_seed(seed)
     LlamaForSequenceClassification(config).save_pretrained(out)
     return out
+
+
+# Image parts render as the processor's image token; the assistant turn, its end marker included,
+# sits in {% generation %} so that assistant-only loss masks (TRL's `assistant_only_loss`) work.
+VLM_CHAT_TEMPLATE = (
+    "{% macro render(content) %}{% if content is string %}{{ content }}{% else %}{% for p in content %}"
+    "{% if p['type'] == 'text' %}{{ p['text'] }}{% else %}<image>{% endif %}{% endfor %}{% endif %}"
+    "{% endmacro %}{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ render(m['content']) }}<|end|>{% endgeneration %}"
+    "{% else %}{{ render(m['content']) }}<|end|>{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+VLM_IMAGE_SIZE = 56  # pixels; 14-pixel patches, a 4x4 grid, 2x2 after InternVL's pixel shuffle
+VLM_IMAGE_TOKENS = 4  # placeholder tokens per image
+
+
+def build_tiny_vlm(out: Path, seed: int = 0) -> Path:
+    """A tiny InternVL (`InternVLForConditionalGeneration`: a 1-layer InternViT, R1V's projector
+    LayerNorm -> Linear -> GELU -> Linear after a 0.5 pixel shuffle, and a 2-layer Qwen2 with head
+    size 64) with a processor that `AutoProcessor.from_pretrained(out)` loads offline.
+
+    The processor is a `LlavaProcessor`, not an `InternVLProcessor`: in transformers 5.x every
+    processor with a `video_processor` slot (InternVL's included) needs torchvision to be built
+    or loaded, and this venv has none. `LlavaProcessor` with a PIL image processor expands each
+    `<image>` to the 4 placeholder tokens the model fills with one 56x56 image's features, so the
+    pair trains and generates like an InternVL checkpoint would (one tile per image)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<|end|>", "<image>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        _corpus(),
+        trainers.BpeTrainer(
+            vocab_size=512,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    fast.chat_template = VLM_CHAT_TEMPLATE
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": VLM_IMAGE_SIZE},
+        crop_size={"height": VLM_IMAGE_SIZE, "width": VLM_IMAGE_SIZE},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=fast,
+        patch_size=VLM_IMAGE_SIZE // int(VLM_IMAGE_TOKENS**0.5),  # tokens per side after the shuffle
+        vision_feature_select_strategy="full",  # counts every token: no CLS to subtract here
+        chat_template=VLM_CHAT_TEMPLATE,
+        image_token="<image>",
+    )
+    image_token_id = fast.convert_tokens_to_ids("<image>")
+    end_id = fast.convert_tokens_to_ids("<|end|>")
+    config = InternVLConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": VLM_IMAGE_SIZE,
+            "patch_size": 14,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": len(fast),
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "max_position_embeddings": 4096,
+            "bos_token_id": fast.bos_token_id,
+            "eos_token_id": fast.eos_token_id,
+            "pad_token_id": fast.pad_token_id,
+            "tie_word_embeddings": True,
+        },
+        image_token_id=image_token_id,
+        image_seq_length=VLM_IMAGE_TOKENS,
+        downsample_ratio=0.5,
+        vision_feature_select_strategy="default",  # InternViT's CLS token is dropped before the shuffle
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [fast.eos_token_id, end_id]
+    model.generation_config.pad_token_id = fast.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -52,6 +52,16 @@ def test_shards_load_with_datasets_and_images_decode(filtered: Path, tmp_path: P
     assert all(p["chosen_score"] > p["rejected_score"] for p in pref)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: other\n") and "config_name: rl" in card
+    import yaml
+
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert {i["config_name"]: i["splits"][0]["num_examples"] for i in meta["dataset_info"]} == result["rows"]
+    teachers = json.loads(
+        run_cli("sql", "SELECT DISTINCT teacher FROM traces", "--store", filtered, "--json").stdout
+    )
+    assert all(f"`{t['teacher']}`" in card for t in teachers)  # provenance: every teacher named
+    assert "| min_score | `3` |" in card and "## Length of the kept traces" in card
+    assert f"| {stats['kept']:,} |" in card  # the kept traces counted in the length table
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["filter_run"] == result["filter_run"] and manifest["counts"]["rows"] == result["rows"]
 
@@ -127,7 +137,51 @@ def test_llamafactory_export_has_one_image_token_per_image(filtered: Path, tmp_p
             with Image.open(dest / path) as im:
                 assert im.size[0] > 0
     proc = run_cli("export", tmp_path / "nothing", "--dest", tmp_path / "x", check=False)
-    assert proc.returncode == 1 and "run `r1v-data mix` first" in proc.stderr
+    assert proc.returncode == 1 and "run `r1v-data mix` with --kind sft first" in proc.stderr
+
+
+def test_easyr1_and_verl_exports_load_and_reward_with_r1vs_verifier(filtered: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    import datasets
+
+    out = tmp_path / "out"
+    mixed = json.loads(run_cli("mix", "--store", filtered, "--out", out, "--kind", "rl", "--json").stdout)
+    easy = json.loads(
+        run_cli("export", out, "--dest", tmp_path / "easy", "--format", "easyr1", "--json").stdout
+    )
+    verl = json.loads(
+        run_cli("export", out, "--dest", tmp_path / "verl", "--format", "verl", "--json").stdout
+    )
+    assert easy["rows"] == verl["rows"] == mixed["rows"]["rl"] > 0 and easy["images"] == verl["images"] > 0
+    # EasyR1 loads a folder by its first file's type: the data folder holds only Parquet
+    rows = datasets.load_dataset("parquet", data_dir=str(tmp_path / "easy" / "data"), split="train")
+    assert rows.column_names == ["problem", "answer", "images"]
+    for r in rows:
+        assert r["problem"].count("<image>") == len(r["images"]) >= 1 and "<image1>" not in r["problem"]
+        assert all(im.size[0] > 0 for im in r["images"])
+    vrows = datasets.load_dataset("parquet", data_dir=str(tmp_path / "verl" / "data"), split="train")
+    assert [r["reward_model"]["ground_truth"] for r in vrows] == rows["answer"]
+    assert all(r["prompt"][0]["content"].count("<image>") == len(r["images"]) for r in vrows)
+    # the shipped reward module scores the store's kept traces as the store's verdicts say
+    spec = importlib.util.spec_from_file_location("r1v_reward", tmp_path / "verl" / "r1v_reward.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    truth = {r["extra_info"]["sample_id"]: (r["reward_model"]["ground_truth"], r) for r in vrows}
+    traces = json.loads(run_cli("sql", "SELECT sample_id, text, verdict FROM traces WHERE verdict IN "
+                                "('correct', 'wrong') ORDER BY request_id LIMIT 60", "--store", filtered,
+                                "--json").stdout)  # fmt: skip
+    scored = [(t, truth[t["sample_id"]]) for t in traces if t["sample_id"] in truth]
+    assert {t["verdict"] for t, _ in scored} == {"correct", "wrong"}
+    for t, (answer, row) in scored:
+        score = module.compute_score(row["data_source"], t["text"], answer, row["extra_info"])
+        assert score == (1.0 if t["verdict"] == "correct" else 0.0), t
+    # EasyR1 hands its reward only the response and the answer: free-form rows (a choice's option
+    # text needs the options, which verl's extra_info carries)
+    free = [(t, a) for t, (a, r) in scored if not r["extra_info"]["options"]]
+    assert free
+    batch = module.compute_score_batch([{"response": t["text"], "ground_truth": a} for t, a in free])
+    assert [b["accuracy"] for b in batch] == [1.0 if t["verdict"] == "correct" else 0.0 for t, _ in free]
 
 
 def test_recipe_token_budget_and_stratified_targets(filtered: Path, tmp_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""The dataset card `mix` writes: README.md with the YAML front matter the Hub reads (configs,
+features, license, size category) and the provenance a user needs to trust the data: the
+teachers, the scorers, the filter's thresholds and counts, the mixture and the length
+distribution of the kept traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from r1v_data import __version__
+from r1v_data.mix import KEPT_TRACES, KINDS
+from r1v_data.shards import hf_features
+from r1v_data.store import Store
+
+_DESCRIPTIONS = {
+    "sft": "conversational `messages` (image parts, then the question; the assistant's `<think>` trace "
+    "and answer) with an `images` column, as TRL's SFTTrainer reads them",
+    "rl": "a `prompt`, `images`, the reference `solution` (and `options` for choices), for GRPO",
+    "preference": "`prompt`, `chosen`, `rejected` with their reward scores, for DPO/MPO",
+}
+_THRESHOLDS = ("reward", "calibration", "min_score", "iteration", "errors_from", "best_k",
+               "max_completion_tokens", "keep_truncated", "where", "dedup", "near_duplicate_threshold",
+               "image_distance", "semantic_threshold", "decontaminate", "ngram",
+               "contamination_min_fraction")  # fmt: skip
+_TOKENS = "coalesce(t.completion_tokens, length(t.text) // 4)"
+
+
+def size_category(n: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
+        if n < limit:
+            return label
+    return "n>1M"
+
+
+def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result: Any, cfg: Any) -> None:
+    """README.md: front matter, then the provenance sections."""
+    run = result.filter_run
+    kinds = [k for k in cfg.kinds if result.rows.get(k)]
+    sections = [
+        f"# Reasoning data made with r1v {__version__}\n\n"
+        f"Curated from the store `{Path(cfg.store).name}` by filter run `{run}`.",
+        _table(["kind", "rows", "shards", "contents"],
+               [[k, f"{result.rows.get(k, 0):,}", result.shards.get(k, 0), _DESCRIPTIONS[k]] for k in cfg.kinds]),
+        "## Teachers\n\n" + _teachers(store, run),
+        "## Scorers\n\n" + _scorers(store, run),
+        "## Filter\n\n" + _filter(filter_manifest),
+        "## Mixture\n\n" + _mixture(result.mixture),
+        "## Length of the kept traces (tokens)\n\n" + _lengths(store, run),
+    ]  # fmt: skip
+    (out / "README.md").write_text(
+        _front_matter(out, kinds, result, cfg.license) + "\n\n".join(sections) + "\n"
+    )
+
+
+def _front_matter(out: Path, kinds: list[str], result: Any, license: str) -> str:
+    meta = {
+        "license": license,
+        "size_categories": [size_category(sum(result.rows.values()))],
+        "task_categories": ["image-text-to-text"],
+        "tags": ["reasoning", "chain-of-thought", "r1v"],
+        "configs": [
+            {
+                "config_name": k,
+                **({"default": True} if i == 0 else {}),
+                "data_files": [{"split": "train", "path": f"{k}/data/train-*.parquet"}],
+            }
+            for i, k in enumerate(kinds)
+        ],
+        "dataset_info": [_info(out, k, result.rows[k]) for k in kinds],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
+def _info(out: Path, kind: str, rows: int) -> dict[str, Any]:
+    """A config's features and sizes: bytes in Arrow (the row groups' uncompressed size) and on disk."""
+    shards = sorted((out / kind / "data").glob("train-*.parquet"))
+    metadata = [pq.ParquetFile(p).metadata for p in shards]
+    arrow = sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups))
+    return {
+        "config_name": kind,
+        "features": hf_features(KINDS[kind])._to_yaml_list(),
+        "splits": [{"name": "train", "num_bytes": arrow, "num_examples": rows}],
+        "download_size": sum(p.stat().st_size for p in shards),
+        "dataset_size": arrow,
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _query(store: Store, sql: str, run: str) -> list[tuple[Any, ...]]:
+    con = store.connect()
+    try:
+        return con.sql(sql, params={"run": run}).fetchall()
+    finally:
+        con.close()
+
+
+def _teachers(store: Store, run: str) -> str:
+    rows = _query(
+        store, f"SELECT t.teacher, t.verifier, count(*) {KEPT_TRACES} GROUP BY ALL ORDER BY 3 DESC", run
+    )
+    return _table(
+        ["teacher", "verifier", "kept traces"], [[f"`{t}`", f"`{v}`", f"{n:,}"] for t, v, n in rows]
+    )
+
+
+def _scorers(store: Store, run: str) -> str:
+    rows = _query(store, """
+        SELECT scorer, version, count(DISTINCT sample_id) FROM scores
+        SEMI JOIN (SELECT sample_id FROM decisions WHERE run_id = $run AND kept) USING (sample_id)
+        WHERE scorer <> 'phash' GROUP BY ALL ORDER BY 1, 2""", run)  # fmt: skip
+    if not rows:
+        return "No sample was scored."
+    return _table(["scorer", "version", "kept samples scored"], [[s, f"`{v}`", f"{n:,}"] for s, v, n in rows])
+
+
+def _filter(manifest: dict[str, Any]) -> str:
+    config, counts = manifest.get("config", {}), manifest.get("counts", {})
+    settings = [[k, f"`{config[k]}`"] for k in _THRESHOLDS if config.get(k) not in (None, [], False)]
+    settings.append(["tau (reward threshold used)", counts.get("tau")])
+    dropped = counts.get("dropped", {})
+    tally = [
+        ["samples", f"{counts.get('samples', 0):,}"],
+        ["traces", f"{counts.get('traces', 0):,}"],
+        ["kept traces", f"{counts.get('kept', 0):,}"],
+        ["error set E(t-1) samples", f"{counts.get('error_set', 0):,}"],
+        *[[f"traces dropped: {rule}", f"{n:,}"] for rule, n in dropped.items()],
+        *[[f"samples dropped: {rule}", f"{n:,}"] for rule, n in counts.get("samples_dropped", {}).items()],
+    ]
+    return _table(["setting", "value"], settings) + "\n\n" + _table(["count", "value"], tally)
+
+
+def _mixture(mixture: list[dict[str, Any]]) -> str:
+    if not mixture:
+        return "No recipe: every selected row once."
+    return _table(
+        ["component", "selected", "rows", "tokens"],
+        [[c["component"], f"{c['available']:,}", f"{c['rows']:,}", f"{c['tokens']:,}"] for c in mixture],
+    )
+
+
+def _lengths(store: Store, run: str) -> str:
+    (stats,) = _query(store, f"""
+        SELECT count(*), min({_TOKENS}), quantile_cont({_TOKENS}, [0.1, 0.5, 0.9, 0.99]), max({_TOKENS}),
+               avg({_TOKENS}), count(*) FILTER (WHERE t.completion_tokens IS NULL) {KEPT_TRACES}""", run)  # fmt: skip
+    n, low, (p10, p50, p90, p99), high, mean, estimated = stats
+    if not n:
+        return "No kept traces."
+    buckets = _query(store, f"""
+        SELECT least(floor(log2(greatest({_TOKENS}, 1))), 15)::INT AS b, count(*) {KEPT_TRACES}
+        GROUP BY b ORDER BY b""", run)  # fmt: skip
+    summary = _table(["traces", "min", "p10", "median", "p90", "p99", "max", "mean"],
+                     [[f"{n:,}", low, *(round(x) for x in (p10, p50, p90, p99)), high, round(mean, 1)]])  # fmt: skip
+    histogram = _table(["tokens", "traces", ""],
+                       [[f"{2**b:,}–{2 ** (b + 1) - 1:,}" if b < 15 else f"≥{2**b:,}", f"{c:,}",
+                         "█" * max(1, round(30 * c / n))] for b, c in buckets])  # fmt: skip
+    note = (
+        f"\n\n{estimated:,} traces had no token count (imports): measured as characters / 4."
+        if estimated
+        else ""
+    )
+    return summary + "\n\n" + histogram + note
