@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from r1v_data.config import FilterConfig, GenerateConfig, IngestConfig, ScoreConfig, load_config
+from r1v_data.config import FilterConfig, GenerateConfig, IngestConfig, MixConfig, ScoreConfig, load_config
 
 PIPELINES = sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml"))
-SECTIONS = {"ingest": IngestConfig, "score": ScoreConfig, "generate": GenerateConfig, "filter": FilterConfig}
+SECTIONS = {
+    "ingest": IngestConfig,
+    "score": ScoreConfig,
+    "generate": GenerateConfig,
+    "filter": FilterConfig,
+    "mix": MixConfig,
+}
 SHARED_BLOCKS = {"drlc"}  # YAML anchors referenced by the sections
 
 
@@ -30,3 +36,10 @@ def test_the_alcotd_recipe_generates_adaptively() -> None:
     score = load_config(ScoreConfig, yaml_path=path, section="score")
     assert generate.adaptive_length and generate.rounds > 1
     assert generate.drlc == score.drlc  # the preview shows what generate will set
+
+
+def test_the_iterative_sft_recipe_is_dt() -> None:
+    path = next(p for p in PIPELINES if p.name == "iterative_sft.yaml")
+    cfg = load_config(FilterConfig, yaml_path=path, section="filter")
+    assert cfg.iteration == 2 and cfg.schedule[cfg.iteration - 1] == 3 and cfg.errors_from
+    assert load_config(MixConfig, yaml_path=path, section="mix").store == cfg.store

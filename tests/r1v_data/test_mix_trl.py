@@ -103,13 +103,18 @@ def test_vlm_processor_and_generation(vlm: Path) -> None:
 
 
 def test_sft_trainer_trains_on_mixed_sft_shards(mixed: Path, vlm: Path, tmp_path: Path) -> None:
-    from transformers import AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     dataset = _shards(mixed, "sft")
     assert all(len(r["images"]) >= 1 for r in dataset)
     processor = AutoProcessor.from_pretrained(vlm)
     # the whole model, loss on the assistant turns only (the chat template marks them)
     trainer = _sft(str(vlm), processor, dataset, tmp_path / "full", assistant_only_loss=True)
+    untrained = AutoModelForImageTextToText.from_pretrained(vlm)
+    changed = _changed(trainer.model, _snapshot(untrained))
+    assert any(n.startswith("model.vision_tower.") for n in changed)
+    assert any(n.startswith("model.multi_modal_projector.") for n in changed)
+    assert any(n.startswith("model.language_model.") for n in changed)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert trainer.state.global_step == 3 and len(losses) == 3 and all(math.isfinite(v) for v in losses)
     batch = trainer.data_collator([dict(dataset[0]), dict(dataset[1])])
@@ -200,8 +205,11 @@ def test_grpo_trainer_trains_on_mixed_rl_shards(mixed: Path, vlm: Path, tmp_path
         train_dataset=dataset,
         processing_class=AutoProcessor.from_pretrained(vlm),
     )
+    projected: list[int] = []  # images through the projector, per forward pass
+    trainer.model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: projected.append(o.shape[0]))
     trainer.train()
     assert trainer.state.global_step == 2
+    assert projected and all(n > 0 for n in projected)  # generation and the loss both saw the images
     logged = [h for h in trainer.state.log_history if "rewards/accuracy/mean" in h]
     assert len(logged) == 2 and all("rewards/think_format/mean" in h for h in logged)
     assert all(math.isfinite(h["loss"]) for h in logged)
