@@ -8,6 +8,8 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.r1v-installed
 STORE ?= runs/quickstart
 export HF_HUB_OFFLINE := 1
+# DeepSpeed (the train extra) builds no CUDA ops at install time; it runs ZeRO on the CPU too
+export DS_BUILD_OPS := 0
 
 .PHONY: install quickstart test lint format bench clean
 

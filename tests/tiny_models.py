@@ -199,3 +199,15 @@ def build_tiny_vlm(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_vit(out: Path, seed: int = 0) -> Path:
+    """A 1-layer InternViT (InternVL's vision tower) for 56-pixel images in 14-pixel patches."""
+    import torch
+    from transformers import InternVLVisionConfig, InternVLVisionModel
+
+    torch.manual_seed(seed)
+    config = InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, image_size=VLM_IMAGE_SIZE, patch_size=14)  # fmt: skip
+    InternVLVisionModel(config).save_pretrained(out)
+    return out

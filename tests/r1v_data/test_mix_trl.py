@@ -12,8 +12,7 @@ import pytest
 from conftest import ingest_json, run_cli
 from tiny_models import build_tiny_vlm
 
-from r1v_data.traces import parse_completion
-from r1v_data.verify import cheap_verdict
+from r1v_data.rl_rewards import accuracy_rewards, format_reward
 
 ROWS = 6  # rows of each kind fed to the trainers
 
@@ -25,9 +24,18 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     store, out = root / "store", root / "out"
     mv = shared / "mathv_testmini"
     ingest_json(mv / "testmini.jsonl", "--store", store)
-    run_cli("import-traces", *sorted(mv.glob("outputs_*_testmini.jsonl")), "--store", store, "--source", "testmini")
+    run_cli(
+        "import-traces",
+        *sorted(mv.glob("outputs_*_testmini.jsonl")),
+        "--store",
+        store,
+        "--source",
+        "testmini",
+    )
     run_cli("filter", "--store", store, "--min-score", "3", "--json")
-    result = json.loads(run_cli("mix", "--store", store, "--out", out, "--kind", "sft", "--kind", "rl", "--json").stdout)
+    result = json.loads(
+        run_cli("mix", "--store", store, "--out", out, "--kind", "sft", "--kind", "rl", "--json").stdout
+    )
     assert result["rows"]["sft"] >= ROWS and result["rows"]["rl"] >= ROWS
     return out
 
@@ -120,10 +128,15 @@ def test_sft_trainer_trains_on_mixed_sft_shards(mixed: Path, vlm: Path, tmp_path
     batch = trainer.data_collator([dict(dataset[0]), dict(dataset[1])])
     image_token = trainer.model.config.image_token_id
     assert (batch["input_ids"] == image_token).sum() == 2 * trainer.model.config.image_seq_length
-    assert batch["pixel_values"].shape[0] == 2 and (batch["labels"][batch["input_ids"] == image_token] == -100).all()
+    assert (
+        batch["pixel_values"].shape[0] == 2
+        and (batch["labels"][batch["input_ids"] == image_token] == -100).all()
+    )
 
 
-def test_sft_trains_only_the_projector_when_the_rest_is_frozen(mixed: Path, vlm: Path, tmp_path: Path) -> None:
+def test_sft_trains_only_the_projector_when_the_rest_is_frozen(
+    mixed: Path, vlm: Path, tmp_path: Path
+) -> None:
     """R1V's first stage: vision tower and language model frozen, the MLP projector trained."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -139,12 +152,8 @@ def test_sft_trains_only_the_projector_when_the_rest_is_frozen(mixed: Path, vlm:
 
 
 def think_format(completions: list[list[dict[str, str]]], **kwargs: Any) -> list[float]:
-    """1 for a closed <think> block followed by an answer, else 0."""
-    rewards = []
-    for completion in completions:
-        parsed = parse_completion(completion[0]["content"])
-        rewards.append(float(parsed.think_closed and parsed.answer is not None))
-    return rewards
+    """TRL's reward signature over `rl_rewards.format_reward`: a closed <think>, then an answer."""
+    return [format_reward(c) for c in completions]
 
 
 def accuracy(
@@ -154,13 +163,9 @@ def accuracy(
     options: list[list[str] | None],
     **kwargs: Any,
 ) -> list[float]:
-    """1 when the completion's final answer matches the row's reference `solution`, else 0."""
-    rewards = []
-    for completion, ref, kind, opts in zip(completions, solution, answer_type, options, strict=True):
-        pred = parse_completion(completion[0]["content"]).answer
-        verdict = cheap_verdict(pred, ref, kind, opts)  # math-verify would judge what this leaves
-        rewards.append(float(verdict is not None and verdict.correct))
-    return rewards
+    """TRL's reward signature over `rl_rewards.accuracy_rewards`: the rl row's columns arrive as
+    keyword lists, one value per completion."""
+    return accuracy_rewards(completions, solution, answer_type, options)
 
 
 def test_reward_functions_read_the_rl_columns() -> None:
@@ -174,17 +179,25 @@ def test_reward_functions_read_the_rl_columns() -> None:
 
 
 def test_grpo_trainer_trains_on_mixed_rl_shards(mixed: Path, vlm: Path, tmp_path: Path) -> None:
-    from transformers import AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
 
     dataset = _shards(mixed, "rl")
     seen: list[dict[str, Any]] = []
 
     def recorded_accuracy(completions: list, **kwargs: Any) -> list[float]:
-        seen.append({k: v for k, v in kwargs.items() if k not in ("trainer_state", "log_extra", "log_metric")})
+        seen.append(
+            {k: v for k, v in kwargs.items() if k not in ("trainer_state", "log_extra", "log_metric")}
+        )
         return accuracy(completions, **kwargs)
 
     recorded_accuracy.__name__ = "accuracy"
+
+    def variety(completions: list, **kwargs: Any) -> list[float]:
+        # A random model earns no accuracy or format reward: without this one the advantages are
+        # all zero and no gradient would show that the loss reaches the weights.
+        return [len(set(c[0]["content"])) / 100 for c in completions]
+
     args = GRPOConfig(
         output_dir=str(tmp_path / "grpo"),
         max_steps=2,
@@ -200,20 +213,27 @@ def test_grpo_trainer_trains_on_mixed_rl_shards(mixed: Path, vlm: Path, tmp_path
     )
     trainer = GRPOTrainer(
         model=str(vlm),
-        reward_funcs=[recorded_accuracy, think_format],
+        reward_funcs=[recorded_accuracy, think_format, variety],
         args=args,
         train_dataset=dataset,
         processing_class=AutoProcessor.from_pretrained(vlm),
     )
     projected: list[int] = []  # images through the projector, per forward pass
-    trainer.model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: projected.append(o.shape[0]))
+    trainer.model.model.multi_modal_projector.register_forward_hook(
+        lambda m, i, o: projected.append(o.shape[0])
+    )
     trainer.train()
     assert trainer.state.global_step == 2
     assert projected and all(n > 0 for n in projected)  # generation and the loss both saw the images
     logged = [h for h in trainer.state.log_history if "rewards/accuracy/mean" in h]
     assert len(logged) == 2 and all("rewards/think_format/mean" in h for h in logged)
-    assert all(math.isfinite(h["loss"]) for h in logged)
+    assert all(math.isfinite(h["loss"]) for h in logged) and any(h["grad_norm"] > 0 for h in logged)
+    untrained = AutoModelForImageTextToText.from_pretrained(vlm)
+    assert _changed(trainer.model, _snapshot(untrained))
     # every column of the rl rows reaches the reward functions, one value per completion
     assert seen and all(len(call["solution"]) == 2 for call in seen)
     assert {"solution", "answer_type", "options", "images", "sample_id"} <= set(seen[0])
-    assert set(sum((call["solution"] for call in seen), [])) <= set(dataset["solution"])
+    reference = dict(zip(dataset["id"], dataset["solution"], strict=True))
+    assert all(
+        reference[i] == sol for call in seen for i, sol in zip(call["id"], call["solution"], strict=True)
+    )

@@ -1,0 +1,176 @@
+"""`run_sft` and `run_grpo`: TRL's trainers on the shards `r1v-data mix` writes.
+
+Both load the model and its processor, apply the freeze policy (the paper trains the projector
+first), read one kind of shards with `datasets` (images decoded), train, and save the model, the
+processor and `r1v_train.json`: the config, the data's filter run, the parameter counts, the
+losses, and for GRPO the reward version. The GRPO rewards are r1v's own (`r1v_data.rl_rewards`):
+answer accuracy through the verifier that curated the data, and the `<think>` format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from r1v_data.errors import ConfigError
+from r1v_train.assemble import freeze
+from r1v_train.config import GRPORunConfig, SFTRunConfig, TrainConfig
+
+
+def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
+    from trl import SFTConfig, SFTTrainer
+
+    model, processor, counts = _model(cfg)
+    dataset = _dataset(cfg, "sft")
+    template = processor.chat_template or ""
+    assistant_only = cfg.assistant_only_loss
+    if assistant_only is None:
+        assistant_only = "{% generation %}" in template
+    args = SFTConfig(
+        **_common(cfg), max_length=cfg.max_length, assistant_only_loss=assistant_only, **cfg.trainer
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    return _train(cfg, trainer, processor, counts, len(dataset), {"assistant_only_loss": assistant_only})
+
+
+def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1v_data.rl_rewards import REWARD_VERSION
+
+    model, processor, counts = _model(cfg)
+    dataset, left_out = _rl_rows(_dataset(cfg, "rl"), cfg.modality)
+    args = GRPOConfig(
+        **_common(cfg),
+        num_generations=cfg.num_generations,
+        temperature=cfg.temperature,
+        max_completion_length=cfg.max_completion_length,
+        reward_weights=cfg.reward_weights,
+        use_vllm=cfg.use_vllm,
+        **({"vllm_mode": "colocate"} if cfg.use_vllm else {}),
+        **cfg.trainer,
+    )
+    rewards = [REWARDS[name] for name in cfg.rewards]
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=processor
+    )
+    extra = {"reward_version": REWARD_VERSION, "rewards": cfg.rewards, "rows_left_out": left_out}
+    return _train(cfg, trainer, processor, counts, len(dataset), extra)
+
+
+# --------------------------------------------------------------------------------------- rewards
+def accuracy(completions: list[Any], solution: list[str], **kwargs: Any) -> list[float]:
+    """r1v's verifier on the completion's final answer (choices use the row's options)."""
+    from r1v_data.rl_rewards import accuracy_rewards
+
+    return accuracy_rewards(completions, solution, kwargs.get("answer_type"), kwargs.get("options"))
+
+
+def think_format(completions: list[Any], **kwargs: Any) -> list[float]:
+    """A closed `<think>` block, then a final answer."""
+    from r1v_data.rl_rewards import format_reward
+
+    return [format_reward(c) for c in completions]
+
+
+REWARDS = {"accuracy": accuracy, "think_format": think_format}
+
+
+# ----------------------------------------------------------------------------------------- parts
+def _model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(cfg.model)
+        processor = AutoProcessor.from_pretrained(cfg.model)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model {cfg.model}: {str(exc).strip().splitlines()[0][:300]}") from exc
+    return model, processor, freeze(model, cfg.freeze)
+
+
+def _dataset(cfg: TrainConfig, kind: str) -> Any:
+    import datasets
+
+    files = sorted(str(p) for p in (Path(cfg.data) / kind / "data").glob("train-*.parquet"))
+    if not files:
+        raise ConfigError(
+            f"{cfg.data} has no {kind} shards ({kind}/data/train-*.parquet): "
+            f"run `r1v-data mix --kind {kind}` first"
+        )
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train")
+    return dataset.select(range(min(cfg.limit, len(dataset)))) if cfg.limit else dataset
+
+
+def _rl_rows(dataset: Any, modality: str) -> tuple[Any, int]:
+    """Image rows or text rows, not both: TRL 1.16's GRPO hands text-only prompts' missing images
+    to the processor as None when a batch mixes them, and fails."""
+    with_images = [i for i, n in enumerate(dataset["images"]) if n]
+    if modality == "auto":
+        modality = "images" if with_images else "text"
+    keep = with_images if modality == "images" else sorted(set(range(len(dataset))) - set(with_images))
+    if not keep:
+        raise ConfigError(f"no {modality} rows in the rl shards")
+    return dataset.select(keep), len(dataset) - len(keep)
+
+
+def _common(cfg: TrainConfig) -> dict[str, Any]:
+    import torch
+
+    cpu = cfg.cpu or not torch.cuda.is_available()
+    if cfg.deepspeed and "RANK" not in os.environ:
+        # a single process without a launcher: DeepSpeed would otherwise look for MPI
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+    return {
+        "output_dir": str(cfg.output_dir),
+        "learning_rate": cfg.learning_rate,
+        "weight_decay": cfg.weight_decay,
+        "warmup_steps": cfg.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the steps
+        "num_train_epochs": cfg.num_train_epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "bf16": cfg.bf16 and not cpu,
+        "use_cpu": cpu,
+        "deepspeed": cfg.deepspeed_config(),
+        "seed": cfg.seed,
+        "logging_steps": cfg.logging_steps,
+        "save_strategy": "no",  # the final model is saved below, with its provenance
+        "report_to": [],
+    }
+
+
+def _train(cfg: TrainConfig, trainer: Any, processor: Any, counts: dict[str, int], rows: int,
+           extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    start = time.perf_counter()
+    trainer.train()
+    out = Path(cfg.output_dir)
+    trainer.save_model(str(out))
+    processor.save_pretrained(str(out))
+    assembly = Path(cfg.model) / "r1v_assembly.json"
+    if assembly.is_file():  # the image size and provenance travel with every checkpoint
+        shutil.copy(assembly, out / assembly.name)
+    logs = trainer.state.log_history
+    data_manifest = Path(cfg.data) / "manifest.json"
+    report = {
+        "output_dir": str(out),
+        "steps": trainer.state.global_step,
+        "rows": rows,
+        "parameters": counts,
+        "losses": [log["loss"] for log in logs if "loss" in log],
+        "metrics": {k: v for log in logs for k, v in log.items() if k.startswith("rewards/")},
+        "seconds": round(time.perf_counter() - start, 2),
+        "filter_run": json.loads(data_manifest.read_text()).get("filter_run")
+        if data_manifest.is_file()
+        else None,
+        **extra,
+    }
+    (out / "r1v_train.json").write_text(
+        json.dumps({**report, "config": cfg.model_dump(mode="json")}, indent=2, default=str) + "\n"
+    )
+    return report
