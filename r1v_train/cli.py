@@ -147,46 +147,38 @@ StepsOpt = Annotated[int | None, typer.Option(help="Stop after this many optimiz
 CpuOpt = Annotated[bool | None, typer.Option("--cpu", help="Train on the CPU (no bf16).")]
 
 
-@app.command()
-def sft(
-    config: TrainConfigOpt = None,
-    sets: TrainSetOpt = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    output_dir: OutputOpt = None,
-    max_steps: StepsOpt = None,
-    cpu: CpuOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
-) -> None:
-    """Supervised fine-tuning (TRL SFTTrainer) on the sft shards, images included."""
-    from r1v_data.config import load_config
-    from r1v_train.config import RECIPES, SFTRunConfig
-    from r1v_train.train import run_sft
+def _training_command(name: str, doc: str) -> None:
+    """`r1v-train sft` and `grpo`: the same options over their config class and runner."""
 
-    flags = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps, "cpu": cpu}
-    cfg = load_config(SFTRunConfig, yaml_path=config or RECIPES / "sft.yaml", sets=sets, flags=flags)
-    _report(run_sft(cfg), as_json)
+    def command(
+        config: TrainConfigOpt = None,
+        sets: TrainSetOpt = None,
+        model: ModelOpt = None,
+        data: DataOpt = None,
+        output_dir: OutputOpt = None,
+        max_steps: StepsOpt = None,
+        cpu: CpuOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    ) -> None:
+        from r1v_data.config import load_config
+        from r1v_train import train
+        from r1v_train.config import RECIPES, GRPORunConfig, SFTRunConfig
+
+        config_class, run = {"sft": (SFTRunConfig, train.run_sft), "grpo": (GRPORunConfig, train.run_grpo)}[
+            name
+        ]
+        flags = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps, "cpu": cpu}
+        cfg = load_config(config_class, yaml_path=config or RECIPES / f"{name}.yaml", sets=sets, flags=flags)
+        _report(run(cfg), as_json)
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command()
-def grpo(
-    config: TrainConfigOpt = None,
-    sets: TrainSetOpt = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    output_dir: OutputOpt = None,
-    max_steps: StepsOpt = None,
-    cpu: CpuOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
-) -> None:
-    """GRPO (TRL GRPOTrainer) on the rl shards with r1v's accuracy and <think> format rewards."""
-    from r1v_data.config import load_config
-    from r1v_train.config import RECIPES, GRPORunConfig
-    from r1v_train.train import run_grpo
-
-    flags = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps, "cpu": cpu}
-    cfg = load_config(GRPORunConfig, yaml_path=config or RECIPES / "grpo.yaml", sets=sets, flags=flags)
-    _report(run_grpo(cfg), as_json)
+_training_command("sft", "Supervised fine-tuning (TRL SFTTrainer) on the sft shards, images included.")
+_training_command(
+    "grpo", "GRPO (TRL GRPOTrainer) on the rl shards with r1v's accuracy and <think> format rewards."
+)
 
 
 def _report(report: dict[str, Any], as_json: bool) -> None:

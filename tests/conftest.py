@@ -50,3 +50,21 @@ def ingest_json(*args: Any) -> dict[str, Any]:
 
 def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
+
+
+def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
+    """MATH-Vision testmini (real images) with the three models' real outputs imported as
+    traces; filtered when `filter_args` are given (e.g. "--min-score", "3")."""
+    mv = shared / "mathv_testmini"
+    ingest_json(mv / "testmini.jsonl", "--store", store)
+    run_cli(
+        "import-traces",
+        *sorted(mv.glob("outputs_*_testmini.jsonl")),
+        "--store",
+        store,
+        "--source",
+        "testmini",
+    )
+    if filter_args:
+        run_cli("filter", "--store", store, *filter_args)
+    return store

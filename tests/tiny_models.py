@@ -4,6 +4,7 @@ need a model but not a good one. Nothing is downloaded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n"
@@ -23,31 +24,27 @@ def _corpus() -> list[str]:
     ] * 4
 
 
-def build_tiny_llama(out: Path, *, chat: bool = True, seed: int = 0) -> Path:
-    """A 2-layer Llama (head size 64, as vLLM's CPU kernels require) with a 512-token BPE."""
-    import torch
+def _tokenizer(extra: list[str], **kwargs: Any) -> Any:
+    """A 512-token byte-level BPE trained on the bundled sample, with the special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<|end|>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        _corpus(),
-        trainers.BpeTrainer(
-            vocab_size=512,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>", "<|end|>", *extra],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", **kwargs)  # fmt: skip
+
+
+def build_tiny_llama(out: Path, *, chat: bool = True, seed: int = 0) -> Path:
+    """A 2-layer Llama (head size 64, as vLLM's CPU kernels require) with a 512-token BPE."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast = _tokenizer([])
     if chat:
         fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
@@ -117,35 +114,14 @@ def build_tiny_vlm(out: Path, seed: int = 0) -> Path:
     `<image>` to the 4 placeholder tokens the model fills with one 56x56 image's features, so the
     pair trains and generates like an InternVL checkpoint would (one tile per image)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         InternVLConfig,
         InternVLForConditionalGeneration,
         LlavaProcessor,
-        PreTrainedTokenizerFast,
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>", "<|end|>", "<image>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        _corpus(),
-        trainers.BpeTrainer(
-            vocab_size=512,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
+    fast = _tokenizer(["<image>"], extra_special_tokens={"image_token": "<image>"})
     fast.chat_template = VLM_CHAT_TEMPLATE
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": VLM_IMAGE_SIZE},

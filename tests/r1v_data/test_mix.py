@@ -7,18 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import ingest_json, mathv_with_outputs, run_cli
 
 
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
-    store = tmp_path_factory.mktemp("mix") / "store"
-    mv = shared / "mathv_testmini"
-    ingest_json(mv / "testmini.jsonl", "--store", store)
-    outputs = sorted(mv.glob("outputs_*_testmini.jsonl"))
-    run_cli("import-traces", *outputs, "--store", store, "--source", "testmini")
-    run_cli("filter", "--store", store, "--min-score", "3", "--json")
-    return store
+    return mathv_with_outputs(tmp_path_factory.mktemp("mix") / "store", shared, "--min-score", "3")
 
 
 def test_shards_load_with_datasets_and_images_decode(filtered: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import mathv_with_outputs, run_cli
 from tiny_models import build_tiny_vlm
 
 from r1v_data.rl_rewards import accuracy_rewards, format_reward
@@ -21,18 +21,8 @@ ROWS = 6  # rows of each kind fed to the trainers
 def mixed(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     """MATH-Vision with imported traces, filtered and mixed into sft and rl shards."""
     root = tmp_path_factory.mktemp("mix_trl")
-    store, out = root / "store", root / "out"
-    mv = shared / "mathv_testmini"
-    ingest_json(mv / "testmini.jsonl", "--store", store)
-    run_cli(
-        "import-traces",
-        *sorted(mv.glob("outputs_*_testmini.jsonl")),
-        "--store",
-        store,
-        "--source",
-        "testmini",
-    )
-    run_cli("filter", "--store", store, "--min-score", "3", "--json")
+    store = mathv_with_outputs(root / "store", shared, "--min-score", "3")
+    out = root / "out"
     result = json.loads(
         run_cli("mix", "--store", store, "--out", out, "--kind", "sft", "--kind", "rl", "--json").stdout
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, ingest_json, run_cli
+from conftest import BIN, mathv_with_outputs, run_cli
 from servers.fake_hub import FakeHub
 
 TOKEN = "hf_TestSecretToken_4f1c9a7e"
@@ -33,18 +33,7 @@ FIRST_CALLS = ["create_repo", "repo_info", "tree", "validate_yaml", "preupload",
 def mixed(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> dict[str, Path]:
     """Two real mix folders: all kinds in small shards, and SFT only (fewer shards)."""
     root = tmp_path_factory.mktemp("publish")
-    store = root / "store"
-    mv = shared / "mathv_testmini"
-    ingest_json(mv / "testmini.jsonl", "--store", store)
-    run_cli(
-        "import-traces",
-        *sorted(mv.glob("outputs_*_testmini.jsonl")),
-        "--store",
-        store,
-        "--source",
-        "testmini",
-    )
-    run_cli("filter", "--store", store, "--min-score", "3", "--json")
+    store = mathv_with_outputs(root / "store", shared, "--min-score", "3")
     run_cli("mix", "--store", store, "--out", root / "all", "--set", "shard_bytes=400000", "--json")
     run_cli("mix", "--store", store, "--out", root / "sft", "--kind", "sft", "--json")
     return {"all": root / "all", "sft": root / "sft"}

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import mathv_with_outputs
 from tiny_models import build_tiny_llama, build_tiny_reward_model
 
 from r1v_data.errors import ConfigError
@@ -114,17 +114,7 @@ def _shipped_labels(folder: Path) -> dict[tuple[str, int], bool]:
 
 
 def test_rule_scores_of_imported_mathvision_outputs_follow_correctness(shared: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    folder = shared / "mathv_testmini"
-    ingest_json(folder / "testmini.jsonl", "--store", store)
-    run_cli(
-        "import-traces",
-        *sorted(folder.glob("outputs_*_testmini.jsonl")),
-        "--store",
-        store,
-        "--source",
-        "testmini",
-    )
+    store = mathv_with_outputs(tmp_path / "store", shared)
     cols, rows = Store.open(store).query("SELECT * FROM traces")
     traces = [dict(zip(cols, r, strict=True)) for r in rows]
     assert len(traces) == 912
@@ -135,7 +125,7 @@ def test_rule_scores_of_imported_mathvision_outputs_follow_correctness(shared: P
     assert {level for (verdict, level) in by_verdict if verdict == "wrong"} <= {0, 1}
     assert by_verdict["wrong", 0] >= 1  # some outputs state no answer at all
     # Against the labels shipped with the outputs (an independent grader), not only our verdicts.
-    labels = _shipped_labels(folder)
+    labels = _shipped_labels(shared / "mathv_testmini")
     good = Counter()
     for trace, score in zip(traces, scores, strict=True):
         file, line = trace["provenance"].split(":")[1], int(trace["provenance"].rsplit(":", 1)[1])

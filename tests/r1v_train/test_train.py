@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import mathv_with_outputs, run_cli
 from tiny_models import build_tiny_llama, build_tiny_vit
 
 TINY = ["--cpu", "--set", "per_device_train_batch_size=2", "--set",
@@ -45,10 +45,7 @@ def assembled(
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     root = tmp_path_factory.mktemp("mixed")
-    mv = shared / "mathv_testmini"
-    ingest_json(mv / "testmini.jsonl", "--store", root / "store")
-    run_cli("import-traces", *sorted(mv.glob("outputs_*_testmini.jsonl")), "--store", root / "store")
-    run_cli("filter", "--store", root / "store", "--min-score", "3")
+    mathv_with_outputs(root / "store", shared, "--min-score", "3")
     run_cli("mix", "--store", root / "store", "--out", root / "out", "--kind", "sft", "--kind", "rl")
     return root / "out"
 
