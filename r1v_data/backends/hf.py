@@ -1,8 +1,10 @@
-"""`hf:MODEL` — a transformers causal LM, batched, on CPU or GPU.
+"""`hf:MODEL` — a transformers causal LM or vision-language model, batched, on CPU or GPU.
 
 Requests are batched by the sampling settings transformers applies per call (temperature,
 top_p, top_k, max_tokens); the repetition penalty is applied per row, so DRLC's per-sample
-penalties batch together. Text-only for now: image questions reach it as captions or refusals.
+penalties batch together. A checkpoint with a vision config (an `r1v-train` checkpoint, any
+`AutoModelForImageTextToText` model with its processor) sees the images; a text LM gets image
+questions as captions or refusals.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class HFBackend:
         dtype: str = "float32",
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig
 
         self.spec = spec or f"hf:{model}"
         # the model, not how its path was typed: ./m and /abs/m are the same teacher
@@ -41,26 +43,48 @@ class HFBackend:
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+            self.supports_images = hasattr(AutoConfig.from_pretrained(model), "vision_config")
+            self._load(model, getattr(torch, dtype))
         except (OSError, ValueError, AttributeError) as exc:  # missing files, bad dtype name
             raise BackendError(f"cannot load {self.spec}: {str(exc).splitlines()[0]}") from exc
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat = bool(getattr(self.processor or self.tokenizer, "chat_template", None))
         self._eos = _eos_ids(self.model, self.tokenizer)
 
+    def _load(self, model: str, dtype: Any) -> None:
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        if self.supports_images:
+            self.processor = AutoProcessor.from_pretrained(model)
+            self.tokenizer = self.processor.tokenizer
+            self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+        else:
+            self.processor = None
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+
     def render(self, request: GenRequest) -> str:
-        if any(m.images for m in request.messages):
+        if any(m.images for m in request.messages) and not self.supports_images:
             raise BackendError(
                 f"{self.spec} is text-only; the prompt builder should have captioned the images"
             )
         if not self.chat:
             return plain_completion_text(request.messages, request.assistant_prefix)
-        turns = [{"role": m.role, "content": m.text} for m in request.messages]
-        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        if self.supports_images:  # images first, as content parts the processor's template renders
+            turns = [{"role": m.role, "content": [*({"type": "image"} for _ in m.images), {"type": "text", "text": m.text}]}
+                     for m in request.messages]  # fmt: skip
+            text = self.processor.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        else:
+            turns = [{"role": m.role, "content": m.text} for m in request.messages]
+            text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return text + request.assistant_prefix
 
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
@@ -111,7 +135,12 @@ class HFBackend:
         from transformers import GenerationConfig
 
         texts = [self.render(r) for r in batch]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
+        if self.processor is not None:  # the images of every row, in order: each fills its <image>
+            images = [_image(b) for r in batch for m in r.messages for b in m.images]
+            enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                                 add_special_tokens=not self.chat)  # fmt: skip
+        else:
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         enc = enc.to(self.device)
         s = batch[0].sampling
         kwargs: dict[str, Any] = {
@@ -141,6 +170,15 @@ class HFBackend:
         width = enc["input_ids"].shape[1]
         # left padding: every row's prompt ends at `width`; the generated tokens follow it
         return out[:, width:], [int(n) for n in enc["attention_mask"].sum(dim=1)]
+
+
+def _image(data: bytes) -> Any:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
 
 
 def _batch_key(r: GenRequest) -> tuple[Any, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, ingest_json, run_cli
 from servers.fake_openai import FakeOpenAIProcess
-from tiny_models import build_tiny_llama
+from tiny_models import VLM_IMAGE_TOKENS, build_tiny_llama, build_tiny_vlm
 
 from r1v_data.store import Store
 
@@ -133,6 +133,32 @@ def test_text_only_teacher_uses_captions_or_refuses(tmp_path: Path, tiny_model: 
         "7",
     )
     assert refuse["refused"] == 1 and refuse["sent"] == 0
+
+
+def test_hf_vision_language_teacher_sees_the_images(tmp_path: Path, shared: Path) -> None:
+    """A checkpoint with a vision config (what `r1v-train` writes) gets the images, not captions:
+    MATH-Vision samples, which have no caption, are answered instead of refused."""
+    store = tmp_path / "store"
+    ingest_json(shared / "mathv_testmini" / "testmini.jsonl", "--store", store)
+    vlm = build_tiny_vlm(tmp_path / "vlm")
+    result = _generate(store, "--teacher", f"hf:{vlm}", "--max-tokens", "4", "--limit", "4")
+    assert (result["sent"], result["refused"]) == (4, 0)
+    rows = _traces(
+        store,
+        "SELECT t.prompt, t.prompt_tokens, len(s.images) AS n FROM traces t JOIN samples s USING (sample_id)",
+    )
+    for row in rows:
+        assert (
+            row["prompt"].count("<image>") == row["n"] >= 1
+            and "Description of the image" not in row["prompt"]
+        )
+    # each <image> became the model's context tokens: the prompt counts them
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(vlm)
+    for row in rows:
+        text_only = len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+        assert row["prompt_tokens"] == text_only + row["n"] * (VLM_IMAGE_TOKENS - 1)
 
 
 def test_bad_where_is_refused_before_any_work(sample_store: Path) -> None:
