@@ -443,7 +443,7 @@ def _progress() -> Any:
 
 def _register_commands() -> None:
     # commands kept in their own modules add themselves to `app` on import
-    from r1v_data import cli_filter, cli_mix, cli_publish, cli_score  # noqa: F401
+    from r1v_data import cli_filter, cli_mix, cli_publish, cli_run, cli_score  # noqa: F401
 
 
 _register_commands()

@@ -4,11 +4,12 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1v_data.errors import ConfigError
 
@@ -97,6 +98,15 @@ class FilterConfig(Strict):
     errors_from: str | None = Field(
         None, description="a run id or teacher: samples whose latest trace there is wrong (E_{t-1})"
     )
+
+    @field_validator("errors_from")
+    @classmethod
+    def _local_teacher_by_path(cls, value: str | None) -> str | None:
+        """`hf:ckpt` names a teacher the way the hf backend records it: by absolute path."""
+        if value and value.startswith("hf:") and Path(value[3:]).exists():
+            return f"hf:{os.path.abspath(value[3:])}"  # as the backend's identity: no symlink resolution
+        return value
+
     best_k: int | None = Field(None, ge=1, description="keep at most k traces per sample, best first")
     max_completion_tokens: int | None = Field(None, ge=1)
     keep_truncated: bool = False
