@@ -148,7 +148,7 @@ CpuOpt = Annotated[bool | None, typer.Option("--cpu", help="Train on the CPU (no
 
 
 def _training_command(name: str, doc: str) -> None:
-    """`r1v-train sft` and `grpo`: the same options over their config class and runner."""
+    """`r1v-train sft`, `grpo` and `dpo`: the same options over their config class and runner."""
 
     def command(
         config: TrainConfigOpt = None,
@@ -161,12 +161,9 @@ def _training_command(name: str, doc: str) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
     ) -> None:
         from r1v_data.config import load_config
-        from r1v_train import train
-        from r1v_train.config import RECIPES, GRPORunConfig, SFTRunConfig
+        from r1v_train.config import RECIPES
 
-        config_class, run = {"sft": (SFTRunConfig, train.run_sft), "grpo": (GRPORunConfig, train.run_grpo)}[
-            name
-        ]
+        config_class, run = _trainers()[name]
         flags = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps, "cpu": cpu}
         cfg = load_config(config_class, yaml_path=config or RECIPES / f"{name}.yaml", sets=sets, flags=flags)
         _report(run(cfg), as_json)
@@ -175,9 +172,23 @@ def _training_command(name: str, doc: str) -> None:
     app.command(name)(command)
 
 
+def _trainers() -> dict[str, tuple[Any, Any]]:
+    from r1v_train import preference, train
+    from r1v_train.config import GRPORunConfig, SFTRunConfig
+
+    return {
+        "sft": (SFTRunConfig, train.run_sft),
+        "grpo": (GRPORunConfig, train.run_grpo),
+        "dpo": (preference.DPORunConfig, preference.run_dpo),
+    }
+
+
 _training_command("sft", "Supervised fine-tuning (TRL SFTTrainer) on the sft shards, images included.")
 _training_command(
     "grpo", "GRPO (TRL GRPOTrainer) on the rl shards with r1v's accuracy and <think> format rewards."
+)
+_training_command(
+    "dpo", "Preference training (TRL DPOTrainer: MPO by default, or DPO) on the preference shards."
 )
 
 

@@ -43,7 +43,7 @@ class TrainConfig(Strict):
 
 
 class SFTRunConfig(TrainConfig):
-    max_length: int = Field(16384, ge=16, description="tokens per row, image tokens included")
+    max_length: int = Field(16384, ge=1, description="tokens per row, image tokens included")
     assistant_only_loss: bool | None = Field(
         None, description="loss on the assistant turn only (default: when the chat template marks it)"
     )

@@ -148,7 +148,16 @@ def _common(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, trainer: Any, processor: Any, counts: dict[str, int], rows: int,
            extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    except ValueError as exc:
+        if "image" in str(exc).lower() and "token" in str(exc).lower():
+            raise ConfigError(
+                f"{str(exc).strip().splitlines()[0][:200]}: a row's images do not fit max_length, or its image "
+                "placeholders do not match its images; raise --set max_length or check the shards with "
+                f"`r1v-data preflight {cfg.data} --model {cfg.model}`"
+            ) from exc
+        raise
     out = Path(cfg.output_dir)
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))

@@ -46,7 +46,19 @@ def assembled(
 def mixed(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     root = tmp_path_factory.mktemp("mixed")
     mathv_with_outputs(root / "store", shared, "--min-score", "3")
-    run_cli("mix", "--store", root / "store", "--out", root / "out", "--kind", "sft", "--kind", "rl")
+    run_cli(
+        "mix",
+        "--store",
+        root / "store",
+        "--out",
+        root / "out",
+        "--kind",
+        "sft",
+        "--kind",
+        "rl",
+        "--kind",
+        "preference",
+    )
     return root / "out"
 
 
@@ -138,3 +150,32 @@ def test_grpo_two_steps_with_r1vs_rewards_on_image_rows(
         "accuracy",
         "think_format",
     ]
+
+
+def test_dpo_command_trains_mpo_on_the_preference_pairs(
+    assembled: tuple[Path, dict[str, Any]], mixed: Path, tmp_path: Path
+) -> None:
+    report = train("dpo", "--model", assembled[0], "--data", mixed, "--output-dir", tmp_path / "mpo",
+                   "--max-steps", "1", "--set", "deepspeed=null", "--set", "max_length=512", *TINY)  # fmt: skip
+    assert report["steps"] == 1 and report["loss_type"] == ["sigmoid", "bco_pair", "sft"]
+    assert report["rows"] == 8 and "rewards/margins" in report["metrics"]
+
+
+def test_training_errors_are_one_line(
+    assembled: tuple[Path, dict[str, Any]], mixed: Path, tmp_path: Path
+) -> None:
+    cases = [
+        (["sft", "--model", tmp_path / "nowhere", "--data", mixed], "model "),
+        (["sft", "--model", assembled[0], "--data", tmp_path], "has no sft shards"),
+        (["grpo", "--model", assembled[0], "--data", mixed, "--set", "num_generations=1"], "num_generations"),
+        (["sft", "--model", assembled[0], "--data", mixed, "--set", "freeze=lora"], "freeze"),
+        # 6 tokens cut into the first image's tokens: the hint names preflight
+        (["sft", "--model", assembled[0], "--data", mixed, "--set", "max_length=6", "--set", "deepspeed=null",
+          "--max-steps", "1", "--cpu"], "r1v-data preflight"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        proc = run_cli(*args, "--output-dir", tmp_path / "out", tool="r1v-train", check=False)
+        assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr, (
+            args,
+            proc.stderr,
+        )
