@@ -58,6 +58,15 @@ class GRPORunConfig(TrainConfig):
     )
     reward_weights: list[float] | None = None
     use_vllm: bool = Field(False, description="generate with vLLM (colocated); needs a GPU and vllm")
+    selective_buffer: bool = Field(
+        False, description="R1V2's Selective Sample Buffer: zero-advantage groups replaced by buffered ones"
+    )
+    buffer_size: int = Field(256, ge=1, description="groups the buffer keeps (oldest leave first)")
+    max_replays: int | None = Field(None, ge=1, description="retire a buffered group after this many replays")
+    replay_logps: Literal["behaviour", "current"] = Field(
+        "behaviour",
+        description="replays' old log-probs: those of the policy that sampled them, or current ones",
+    )
     modality: Literal["auto", "images", "text"] = Field(
         "auto",
         description="rows to train on: TRL cannot batch text-only prompts with image prompts, so "

@@ -42,15 +42,16 @@ is the clipped surrogate on `ratio = exp(logp_now - old_per_token_logps)`; when 
 i.e. ratio 1 for every row. Two choices:
 
 - `"behaviour"` (default): the ratio of a replayed row is taken against the policy that sampled it,
-  PPO-style. When a group is buffered SSB records that policy's per-token log-probs: TRL's
-  `old_per_token_logps` when the batch has them, otherwise from one extra no-grad forward pass over
-  the groups it buffers (the pass TRL itself makes when generation and optimiser steps are
-  misaligned). A batch that gets replays then carries `old_per_token_logps` for every row: the
-  fresh rows the current policy's (ratio 1, as without SSB; one no-grad pass over the batch) and
-  the replayed rows their behaviour log-probs, so the clip (`epsilon`) bounds how far a stale
-  sample moves the policy, and off-policy sequence masking applies when it is on. A replay whose
-  policy has drifted far past the clip range gives (almost) no gradient: use a modest
-  `buffer_size` or `max_replays` to keep replays recent.
+  PPO-style. When a group is buffered SSB keeps that policy's per-token log-probs: TRL's
+  `old_per_token_logps` when the batch has them (steps per generation > gradient accumulation,
+  `num_iterations` > 1, vLLM), otherwise from one extra no-grad forward pass over the batch, the
+  pass TRL itself makes in those cases (every process makes it when any needs it: ZeRO-3 and FSDP
+  gather parameters in the forward). A batch that gets replays then carries `old_per_token_logps`
+  for every row: the fresh rows the current policy's (ratio 1, as without SSB) and the replayed
+  rows their behaviour log-probs, so the clip (`epsilon`) bounds how far a stale sample moves the
+  policy, and off-policy sequence masking applies when it is on. A replay whose policy has
+  drifted far past the clip range gives (almost) no gradient: keep `buffer_size` modest or set
+  `max_replays` so replays stay recent.
 - `"current"`: replayed rows count as on-policy (ratio 1): no log-probs are recorded; when the
   batch has `old_per_token_logps` (TRL computed them), the replayed rows' are recomputed with the
   current policy at replay time. Cheaper, always a gradient, but the replayed samples' gradient
@@ -271,7 +272,9 @@ class SelectiveSampleBuffer:
             for key, value in spanning.items():
                 group.prompt[key] = value[start:end, first:width_p]
                 group.completion[key] = value[start:end, width_p : width_p + last]
-            advantages = group.rows.get("advantages", group.completion.get("advantages"))
+            advantages = (
+                group.rows["advantages"] if "advantages" in group.rows else group.completion["advantages"]
+            )
             magnitude = advantages.detach().abs().float()
             group.weight = float(magnitude.mean()) if magnitude.numel() else 0.0
             group.zero = bool((magnitude <= self.advantage_eps).all())
@@ -393,19 +396,19 @@ class SelectiveSampleBufferGRPOTrainer(GRPOTrainer):
         )
         self.ssb = SelectiveSampleBuffer(
             buffer_size,
-            self.num_generations,
-            self._tokenizer.pad_token_id,
+            int(self.num_generations or 1),
+            int(self._tokenizer.pad_token_id),
             seed=(self.args.seed if seed is None else seed) + self.accelerator.process_index,
             max_replays=max_replays,
             advantage_eps=advantage_eps,
-            pad_to_multiple_of=self.pad_to_multiple_of,
+            pad_to_multiple_of=int(self.pad_to_multiple_of) if self.pad_to_multiple_of else None,
             sequence_level_ratio=sequence_level,
         )
         self._ssb_warned = False
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
-        if not self.model.training:
+        if self.model is None or not self.model.training:
             return output
         device = output["prompt_ids"].device
         try:
@@ -419,14 +422,19 @@ class SelectiveSampleBufferGRPOTrainer(GRPOTrainer):
         replay = self.ssb.select(fresh)
         informative = [g for g in fresh if not g.zero and g.weight > 0]
         if self.replay_logps == "behaviour":
-            if BEHAVIOUR_KEY not in output and (replay or informative):
-                # TRL left old_per_token_logps out (ratio 1 in the loss): record the sampling policy's
-                # log-probs for the groups buffered, and for every fresh row of a batch with replays
-                self._ssb_policy_logps(fresh if replay else informative, device)
-        elif BEHAVIOUR_KEY in output and replay:
-            # "current": the replayed rows' ratio is taken against the policy of now
-            replay = {i: replace(g, completion=dict(g.completion)) for i, g in replay.items()}
-            self._ssb_policy_logps(list(replay.values()), device)
+            # TRL left old_per_token_logps out (ratio 1 in the loss): record the sampling policy's
+            # log-probs, for the groups buffered and for the fresh rows of a batch with replays
+            need = BEHAVIOUR_KEY not in output and bool(replay or informative)
+        else:  # "current": replayed rows get the current policy's log-probs where TRL keeps any
+            need = BEHAVIOUR_KEY in output and bool(replay)
+        if self._ssb_anywhere(need, device):
+            # every process runs the same forward passes over its whole batch (ZeRO-3 and FSDP
+            # gather parameters in the forward), as TRL does for old_per_token_logps
+            if self.replay_logps == "behaviour":
+                self._ssb_policy_logps(fresh, device)
+            else:  # copies: the stored groups keep what they hold
+                replay = {i: replace(g, completion=dict(g.completion)) for i, g in replay.items()}
+                self._ssb_policy_logps([replay.get(i, g) for i, g in enumerate(fresh)], device)
         self.ssb.add(informative)
         stats = SSBStats(sum(g.zero for g in fresh), len(replay), len(self.ssb))
         if replay:
@@ -448,7 +456,7 @@ class SelectiveSampleBufferGRPOTrainer(GRPOTrainer):
                   "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")  # fmt: skip
         with (
             torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),  # type: ignore[arg-type]
         ):
             logps, _, _ = self._get_per_token_logps_and_entropies(
                 self.model,
@@ -462,6 +470,10 @@ class SelectiveSampleBufferGRPOTrainer(GRPOTrainer):
         for group in groups:
             group.completion[BEHAVIOUR_KEY] = logps[start : start + group.size, : group.widths[1]]
             start += group.size
+
+    def _ssb_anywhere(self, flag: bool, device: torch.device) -> bool:
+        """Whether `flag` holds on any process (every process must call this)."""
+        return bool(self.accelerator.gather(torch.tensor([int(flag)], device=device)).max().item())
 
     def _ssb_log(self, device: torch.device, stats: SSBStats) -> None:
         local = torch.tensor([stats.zero_groups, stats.replaced, stats.buffer_size], device=device)

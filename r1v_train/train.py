@@ -55,10 +55,23 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
         **cfg.trainer,
     )
     rewards = [REWARDS[name] for name in cfg.rewards]
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=processor
+    trainer_class, buffer = GRPOTrainer, {}
+    if cfg.selective_buffer:  # R1V2: keep a gradient when a whole group scores alike
+        from r1v_train.ssb import SelectiveSampleBufferGRPOTrainer
+
+        trainer_class = SelectiveSampleBufferGRPOTrainer
+        buffer = {"buffer_size": cfg.buffer_size, "seed": cfg.seed, "max_replays": cfg.max_replays,
+                  "replay_logps": cfg.replay_logps}  # fmt: skip
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        **buffer,
     )
-    extra = {"reward_version": REWARD_VERSION, "rewards": cfg.rewards, "rows_left_out": left_out}
+    extra = {"reward_version": REWARD_VERSION, "rewards": cfg.rewards, "rows_left_out": left_out,
+             "selective_buffer": cfg.selective_buffer}  # fmt: skip
     return _train(cfg, trainer, processor, counts, len(dataset), extra)
 
 
@@ -172,7 +185,7 @@ def _train(cfg: TrainConfig, trainer: Any, processor: Any, counts: dict[str, int
         "rows": rows,
         "parameters": counts,
         "losses": [log["loss"] for log in logs if "loss" in log],
-        "metrics": {k: v for log in logs for k, v in log.items() if k.startswith("rewards/")},
+        "metrics": {k: v for log in logs for k, v in log.items() if k.startswith(("rewards/", "ssb/"))},
         "seconds": round(time.perf_counter() - start, 2),
         "filter_run": json.loads(data_manifest.read_text()).get("filter_run")
         if data_manifest.is_file()

@@ -85,6 +85,8 @@ def test_zero_advantage_groups_are_replaced_by_buffered_groups_repadded() -> Non
     out, stats = ssb.apply(first)
     assert out is first  # nothing to replace with yet: the batch is TRL's own
     assert (stats.zero_groups, stats.replaced, stats.buffer_size) == (1, 0, 1)
+    kept = ssb.groups[0].lists["pixel_values"]
+    assert kept[0] is kept[1]  # the group's rows share one image: stored once
     for value in first.values():  # the buffer holds copies, not views of this batch
         if isinstance(value, torch.Tensor) and value.dim():
             value.zero_()
@@ -121,8 +123,10 @@ def test_zero_advantage_groups_are_replaced_by_buffered_groups_repadded() -> Non
     assert [int(p.mean()) for p in out["pixel_values"]] == [3, 3, 1, 1] and out["num_images"] == [1] * 4
     assert int(out["num_items_in_batch"]) == 6 + 4 + 1 + 2
     # `_prepare_inputs` shuffles and splits it into micro-batches as it would TRL's own batch
-    shuffled = shuffle_sequence_dict(split_pixel_values_by_grid(out))
-    assert all(len(part["pixel_values"]) == 2 for part in split_tensor_dict(shuffled, 2))
+    split: Any = split_pixel_values_by_grid(out)
+    shuffled: Any = shuffle_sequence_dict(split)
+    parts: Any = split_tensor_dict(shuffled, 2)
+    assert all(len(part["pixel_values"]) == 2 for part in parts)
 
 
 def test_logps_and_token_types_are_padded_on_their_side() -> None:
@@ -242,14 +246,18 @@ def _train(cls: type, vlm: Path, rows: Any, out: Path, steps: int, **kw: Any) ->
 
 
 class Recording(SelectiveSampleBufferGRPOTrainer):
-    """Keeps what reaches the loss: each row's advantage and old log-probs, and the image count."""
+    """Keeps what reaches the loss: each row's advantage, old log-probs and prompt length, the
+    prompt width and the image count."""
 
     seen: list[dict[str, Any]]
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
         old = inputs.get("old_per_token_logps")
+        lengths = inputs["prompt_mask"].sum(dim=1).tolist()
         self.__dict__.setdefault("seen", []).append({
             "rows": {a: None if old is None else old[i].clone() for i, a in enumerate(inputs["advantages"].tolist())},
+            "lengths": dict(zip(inputs["advantages"].tolist(), lengths, strict=True)),
+            "width": inputs["prompt_ids"].size(1),
             "pixels": inputs["pixel_values"].shape[0],
         })  # fmt: skip
         return super()._compute_loss(model, inputs)
@@ -302,3 +310,9 @@ def test_grpo_with_the_buffer_mixes_fresh_and_replayed_groups(
     assert all(o is not None for r in trainer.seen for o in r["rows"].values())
     fresh = {a for r in trainer.seen[:2] for a in r["rows"] if a}
     assert len(fresh) == 2 and {a for r in trainer.seen[2:] for a in r["rows"] if a} == fresh
+    # the replayed prompts keep their tokens, left-padded to the widest prompt of the new batch
+    before = {a: n for r in trainer.seen[:2] for a, n in r["lengths"].items() if a}
+    after = {a: n for r in trainer.seen[2:] for a, n in r["lengths"].items() if a}
+    assert after == before
+    widest = max(n for r in trainer.seen[2:] for n in r["lengths"].values())
+    assert [r["width"] for r in trainer.seen[2:]] == [widest, widest]

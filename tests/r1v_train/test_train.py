@@ -145,6 +145,10 @@ def test_grpo_two_steps_with_r1vs_rewards_on_image_rows(
     assert report["steps"] == 2 and report["reward_version"] == REWARD_VERSION
     assert {"rewards/accuracy/mean", "rewards/think_format/mean"} <= set(report["metrics"])
     assert report["rows"] == 8 and report["rows_left_out"] >= 0
+    buffered = train("grpo", "--model", assembled[0], "--data", mixed, "--output-dir", tmp_path / "ssb",
+                     "--max-steps", "2", "--set", "deepspeed=null", "--set", "num_generations=2",
+                     "--set", "max_completion_length=8", "--set", "selective_buffer=true", *TINY)  # fmt: skip
+    assert buffered["selective_buffer"] and {"ssb/replaced", "ssb/buffer_size"} <= set(buffered["metrics"])
     saved = json.loads((tmp_path / "grpo" / "r1v_train.json").read_text())
     assert saved["reward_version"] == REWARD_VERSION and saved["config"]["rewards"] == [
         "accuracy",

@@ -41,13 +41,10 @@ out, a commit lands, but the client gets STATUS: a reply lost on the way back).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -56,6 +53,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+
+from servers.threaded import ThreadedServer
 
 LFS_SUFFIXES = (".parquet", ".arrow", ".bin", ".safetensors", ".zip", ".gz", ".zst", ".png", ".jpg")
 LFS_MIN_BYTES = 10 * 1024 * 1024  # the Hub sends files over 10 MB through LFS whatever their type
@@ -119,8 +118,10 @@ class Repo:
     heads: dict[str, str] = field(default_factory=dict)  # branch -> commit oid
 
 
-class FakeHub:
+class FakeHub(ThreadedServer):
     """The server on a background thread; use as a context manager or start()/stop()."""
+
+    name = "fake Hub"
 
     def __init__(
         self,
@@ -138,57 +139,16 @@ class FakeHub:
         self.blobs: dict[str, bytes] = {}  # LFS storage, by sha256
         self.commits: list[dict[str, Any]] = []  # {"repo_id", "revision", "oid", "header", "operations"}
         self.validated: list[dict[str, Any]] = []  # bodies sent to validate-yaml
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> FakeHub:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-hub", daemon=True)
-        self._thread.start()
-
-        async def boot() -> int:
-            app = web.Application(client_max_size=1024**3)
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            self._runner = runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, shutdown_timeout=0.2
-            )
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self.port)
-            await site.start()
-            return runner.addresses[0][1]
-
-        try:
-            self.port = asyncio.run_coroutine_threadsafe(boot(), loop).result(timeout=10)
-        except Exception as exc:
-            self.stop()
-            raise RuntimeError(f"fake Hub did not start: {exc!r}") from exc
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
+    def make_runner(self) -> web.AppRunner:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
 
     # ---- inspection ----------------------------------------------------------------------------
     def count(self, endpoint: str | None = None) -> int:

@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -55,6 +53,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+try:
+    from servers.threaded import ThreadedServer
+except ImportError:  # run as a script (FakeOpenAIProcess): its own folder is on sys.path
+    from threaded import ThreadedServer  # type: ignore[no-redef]
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -101,8 +104,10 @@ def reply_text(d: str, continues: bool, pad_words: int = 0) -> str:
     return ("" if continues else "<think>\n") + think + f"The answer is \\boxed{{{n}}}."
 
 
-class FakeOpenAI:
+class FakeOpenAI(ThreadedServer):
     """The server on a background thread; use as a context manager or start()/stop()."""
+
+    name = "fake OpenAI server"
 
     def __init__(
         self,
@@ -125,54 +130,14 @@ class FakeOpenAI:
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()  # per request: digest of messages + seed
         self.total = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> FakeOpenAI:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-
-        async def boot() -> int:
-            self._runner = runner = make_runner(self)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
-            await site.start()
-            return runner.addresses[0][1]
-
-        try:
-            self.port = asyncio.run_coroutine_threadsafe(boot(), loop).result(timeout=10)
-        except Exception as exc:
-            self.stop()
-            raise RuntimeError(f"fake OpenAI server did not start: {exc!r}") from exc
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
-            with contextlib.suppress(Exception):
-                fut.result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        if not thread.is_alive():
-            loop.close()
+    def make_runner(self) -> web.AppRunner:
+        return make_runner(self)
 
     # ---- inspection ----------------------------------------------------------------------------
     def count(self, marker: str) -> int:
