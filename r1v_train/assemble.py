@@ -25,8 +25,6 @@ from r1v_data.errors import ConfigError
 
 IMAGE_TOKEN = "<image>"  # in the text, one per image; the processor repeats it per context token
 POLICIES = ("projector", "projector+vision", "all")
-# vision towers whose output starts with a CLS token, which InternVL drops ("default")
-_CLS_TOWERS = {"internvl_vision", "clip_vision_model"}
 # Assembled models keep their LLM's chat template, behind a prefix that turns content parts into
 # text first (most LLM templates expect string contents): each image becomes `<image>`, which the
 # processor expands into the image's context tokens. LLMs without a template get a ChatML one.
@@ -120,17 +118,16 @@ def parameter_counts(model: Any) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------- parts
 def _vision_tower(model: Any) -> Any:
-    """The vision encoder of a checkpoint: a bare vision model, or the tower of a VLM."""
-    for attr in ("vision_tower", "vision_model"):
-        inner = getattr(getattr(model, "model", model), attr, None)
-        if inner is not None and model.config.model_type not in ("siglip_vision_model", "clip_vision_model"):
-            return inner
-    if model.config.model_type not in (*_CLS_TOWERS, "siglip_vision_model"):
+    """The InternViT of a checkpoint: a bare `InternVLVisionModel`, or the tower of an InternVL.
+    Other encoders (CLIP, SigLIP) build, but InternVL's checkpoint key mapping does not reload
+    them, so they are refused rather than saved broken."""
+    tower = getattr(getattr(model, "model", model), "vision_tower", model)
+    if getattr(tower.config, "model_type", None) != "internvl_vision":
         raise ConfigError(
-            f"vision encoder of type {model.config.model_type!r}: use an InternViT (InternVL), "
-            "CLIP or SigLIP vision model, or a checkpoint holding one"
+            f"vision encoder of type {tower.config.model_type!r}: use an InternViT, i.e. an "
+            "InternVLVisionModel or a transformers-native InternVL checkpoint such as OpenGVLab/InternVL3-1B-hf"
         )
-    return model
+    return tower
 
 
 def _load(flag: str, name: str, loader: Any, **kwargs: Any) -> Any:
@@ -179,7 +176,7 @@ def _build(vision_config: Any, text_config: Any, tokenizer: Any, image_size: int
         image_seq_length=(grid // 2) ** 2,
         downsample_ratio=0.5,
         projector_hidden_act="gelu",
-        vision_feature_select_strategy="default" if vision_config.model_type in _CLS_TOWERS else "full",
+        vision_feature_select_strategy="default",  # InternViT's CLS token is dropped before the shuffle
         tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
     )
     return InternVLForConditionalGeneration(config)

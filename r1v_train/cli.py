@@ -81,7 +81,9 @@ def assemble(
     out: Annotated[Path, typer.Option(help="Where to write the assembled model and processor.")],
     vision: Annotated[
         str | None,
-        typer.Option(help="The vision encoder: an InternViT/CLIP/SigLIP vision model or a VLM holding one."),
+        typer.Option(
+            help="The vision encoder: an InternViT (InternVLVisionModel) or an InternVL checkpoint holding one."
+        ),
     ] = None,
     swap_llm: Annotated[
         Path | None,

@@ -123,6 +123,22 @@ def test_swap_refuses_another_hidden_size_and_bad_parts(
     proc = run_cli("assemble", "--vision", parts["vit"], "--llm", parts["vit"], "--out", tmp_path / "y",
                    tool="r1v-train", check=False)  # fmt: skip
     assert proc.returncode == 1 and "--llm" in proc.stderr and "Traceback" not in proc.stderr
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=56, patch_size=14)).save_pretrained(tmp_path / "sig")  # fmt: skip
+    proc = run_cli("assemble", "--vision", tmp_path / "sig", "--llm", parts["llm"], "--out", tmp_path / "z",
+                   tool="r1v-train", check=False)  # fmt: skip
+    assert proc.returncode == 1 and "use an InternViT" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_vision_tower_can_come_from_a_vlm_checkpoint(
+    assembled: tuple[Path, dict[str, Any]], parts: dict[str, Path], tmp_path: Path
+) -> None:
+    train("assemble", "--vision", assembled[0], "--llm", parts["llm2"], "--out", tmp_path / "m", "--json")
+    new, old = weights(tmp_path / "m"), weights(assembled[0])
+    towers = [k for k in old if k.startswith("vision_tower.")]
+    assert towers and all(new[k].equal(old[k]) for k in towers)
 
 
 def test_sft_under_deepspeed_zero2_on_cpu(
