@@ -4,7 +4,10 @@
 
 For each size, a scratch store gets that many synthetic traces (bench/filter.py's generator, 10
 per sample, a small PNG on every 10th sample), is filtered with everything kept (tau 0, no
-dedup), then mixed into 64 MB shards in a child process whose peak RSS is its own.
+dedup), then mixed into 64 MB shards in a child process whose peak RSS is its own. Beside it, the
+baseline: DuckDB copying the very same selection (the kept traces joined to their samples, images
+included) straight into one zstd Parquet file, also in its own process: the ceiling for moving
+these rows, without the message structure, HF features, shards or card that mix writes.
 """
 
 from __future__ import annotations
@@ -32,13 +35,34 @@ def child(store: Path, out: Path) -> None:
                       "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
 
 
+def baseline(store: Path, out: Path) -> None:
+    from r1v_data.mix import _SFT
+    from r1v_data.store import Store
+
+    s = Store.open(store)
+    run = s.latest_run("filter")[0]
+    con = s.connect()
+    con.execute("SET memory_limit = '256MB'")
+    start = time.perf_counter()
+    con.execute(
+        f"COPY ({_SFT.replace('$run', repr(run))}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    rows = con.sql(f"SELECT count(*) FROM '{out}.parquet'").fetchall()[0][0]
+    print(
+        json.dumps(
+            {"rows": rows, "shards": 1, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--child", nargs=2, type=Path, metavar=("STORE", "OUT"))
+    ap.add_argument("--baseline", nargs=2, type=Path, metavar=("STORE", "OUT"))
     args = ap.parse_args()
-    if args.child:
-        child(*args.child)
+    if args.child or args.baseline:
+        (child if args.child else baseline)(*(args.child or args.baseline))
         return
     from r1v_data.config import FilterConfig
     from r1v_data.filter import run_filter
@@ -48,11 +72,12 @@ def main() -> None:
             store = Path(tmp) / "store"
             build(store, n, 10, 10)
             run_filter(FilterConfig(store=store, dedup=False, keep_truncated=True))
-            proc = subprocess.run([sys.executable, __file__, "--child", str(store), str(Path(tmp) / "out")],
-                                  capture_output=True, text=True, check=True)  # fmt: skip
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"mix {r['rows']:>9,} SFT rows  {r['seconds']:>6.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
-                  f"{r['shards']:>3} shards  peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
+            for label, flag in (("duckdb COPY", "--baseline"), ("r1v mix    ", "--child")):
+                proc = subprocess.run([sys.executable, __file__, flag, str(store), str(Path(tmp) / flag[2:])],
+                                      capture_output=True, text=True, check=True)  # fmt: skip
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"{label} {r['rows']:>9,} SFT rows  {r['seconds']:>6.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
+                      f"{r['shards']:>3} shards  peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

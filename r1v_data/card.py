@@ -5,6 +5,9 @@ distribution of the kept traces."""
 
 from __future__ import annotations
 
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from r1v_data import __version__
-from r1v_data.mix import KEPT_TRACES, KINDS
+from r1v_data.mix import KEPT_TRACES, KINDS, TRACE_COLUMNS
 from r1v_data.shards import hf_features
 from r1v_data.store import Store
 
@@ -26,7 +29,30 @@ _THRESHOLDS = ("reward", "calibration", "min_score", "iteration", "errors_from",
                "max_completion_tokens", "keep_truncated", "where", "dedup", "near_duplicate_threshold",
                "image_distance", "semantic_threshold", "decontaminate", "ngram",
                "contamination_min_fraction")  # fmt: skip
-_TOKENS = "coalesce(t.completion_tokens, length(t.text) // 4)"
+
+
+@dataclass
+class TraceStats:
+    """What the card says about the kept traces, gathered while mix streams them (no second
+    query over a million rows: that would be mix's memory peak)."""
+
+    teachers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    tokens: array = field(default_factory=lambda: array("q"))
+    estimated: int = 0  # traces without a token count (imports), measured as characters / 4
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.teachers[row["teacher"], row["verifier"]] += 1
+        self.tokens.append(row["tokens"])
+        self.estimated += row["completion_tokens"] is None
+
+    @classmethod
+    def of(cls, store: Store, run: str) -> TraceStats:
+        stats = cls()
+        for row in store.stream(
+            f"SELECT {TRACE_COLUMNS} {KEPT_TRACES}", None, {"run": run}, memory_limit="256MB"
+        ):
+            stats.add(row)
+        return stats
 
 
 def size_category(n: int) -> str:
@@ -41,7 +67,8 @@ def size_category(n: int) -> str:
     return "n>1M"
 
 
-def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result: Any, cfg: Any) -> None:
+def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result: Any, cfg: Any,
+               traces: TraceStats) -> None:  # fmt: skip
     """README.md: front matter, then the provenance sections."""
     run = result.filter_run
     kinds = [k for k in cfg.kinds if result.rows.get(k)]
@@ -50,11 +77,11 @@ def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result:
         f"Curated from the store `{Path(cfg.store).name}` by filter run `{run}`.",
         _table(["kind", "rows", "shards", "contents"],
                [[k, f"{result.rows.get(k, 0):,}", result.shards.get(k, 0), _DESCRIPTIONS[k]] for k in cfg.kinds]),
-        "## Teachers\n\n" + _teachers(store, run),
+        "## Teachers\n\n" + _teachers(traces),
         "## Scorers\n\n" + _scorers(store, run),
         "## Filter\n\n" + _filter(filter_manifest),
         "## Mixture\n\n" + _mixture(result.mixture),
-        "## Length of the kept traces (tokens)\n\n" + _lengths(store, run),
+        "## Length of the kept traces (tokens)\n\n" + _lengths(traces),
     ]  # fmt: skip
     (out / "README.md").write_text(
         _front_matter(out, kinds, result, cfg.license) + "\n\n".join(sections) + "\n"
@@ -101,18 +128,17 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _query(store: Store, sql: str, run: str) -> list[tuple[Any, ...]]:
     con = store.connect()
+    con.execute("SET memory_limit = '256MB'")  # as mix's own stream
     try:
         return con.sql(sql, params={"run": run}).fetchall()
     finally:
         con.close()
 
 
-def _teachers(store: Store, run: str) -> str:
-    rows = _query(
-        store, f"SELECT t.teacher, t.verifier, count(*) {KEPT_TRACES} GROUP BY ALL ORDER BY 3 DESC", run
-    )
+def _teachers(traces: TraceStats) -> str:
+    rows = traces.teachers.most_common()
     return _table(
-        ["teacher", "verifier", "kept traces"], [[f"`{t}`", f"`{v}`", f"{n:,}"] for t, v, n in rows]
+        ["teacher", "verifier", "kept traces"], [[f"`{t}`", f"`{v}`", f"{n:,}"] for (t, v), n in rows]
     )
 
 
@@ -151,21 +177,22 @@ def _mixture(mixture: list[dict[str, Any]]) -> str:
     )
 
 
-def _lengths(store: Store, run: str) -> str:
-    (stats,) = _query(store, f"""
-        SELECT count(*), min({_TOKENS}), quantile_cont({_TOKENS}, [0.1, 0.5, 0.9, 0.99]), max({_TOKENS}),
-               avg({_TOKENS}), count(*) FILTER (WHERE t.completion_tokens IS NULL) {KEPT_TRACES}""", run)  # fmt: skip
-    n, low, (p10, p50, p90, p99), high, mean, estimated = stats
-    if not n:
+def _lengths(traces: TraceStats) -> str:
+    import numpy as np
+
+    tokens = np.frombuffer(traces.tokens, dtype=np.int64) if traces.tokens else np.zeros(0, np.int64)
+    if not len(tokens):
         return "No kept traces."
-    buckets = _query(store, f"""
-        SELECT least(floor(log2(greatest({_TOKENS}, 1))), 15)::INT AS b, count(*) {KEPT_TRACES}
-        GROUP BY b ORDER BY b""", run)  # fmt: skip
+    p10, p50, p90, p99 = np.percentile(tokens, [10, 50, 90, 99])
     summary = _table(["traces", "min", "p10", "median", "p90", "p99", "max", "mean"],
-                     [[f"{n:,}", low, *(round(x) for x in (p10, p50, p90, p99)), high, round(mean, 1)]])  # fmt: skip
+                     [[f"{len(tokens):,}", tokens.min(), *(round(x) for x in (p10, p50, p90, p99)), tokens.max(),
+                       round(float(tokens.mean()), 1)]])  # fmt: skip
+    buckets = np.minimum(np.floor(np.log2(np.maximum(tokens, 1))), 15).astype(int)
+    values, counts = np.unique(buckets, return_counts=True)
     histogram = _table(["tokens", "traces", ""],
                        [[f"{2**b:,}–{2 ** (b + 1) - 1:,}" if b < 15 else f"≥{2**b:,}", f"{c:,}",
-                         "█" * max(1, round(30 * c / n))] for b, c in buckets])  # fmt: skip
+                         "█" * max(1, round(30 * c / len(tokens)))] for b, c in zip(values, counts, strict=True)])  # fmt: skip
+    estimated = traces.estimated
     note = (
         f"\n\n{estimated:,} traces had no token count (imports): measured as characters / 4."
         if estimated

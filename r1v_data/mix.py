@@ -49,7 +49,11 @@ SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND req
      USING (request_id)
 JOIN samples s ON s.sample_id = t.sample_id"""
 
-_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text {KEPT_TRACES}"
+# what the dataset card counts about each kept trace
+TRACE_COLUMNS = (
+    "t.teacher, t.verifier, t.completion_tokens, coalesce(t.completion_tokens, length(t.text) // 4) AS tokens"
+)
+_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS} {KEPT_TRACES}"
 
 _RL = f"""
 SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
@@ -92,7 +96,7 @@ class MixResult:
 
 
 def run_mix(cfg: MixConfig) -> MixResult:
-    from r1v_data.card import write_card  # it reads this module's queries
+    from r1v_data.card import TraceStats, write_card  # it reads this module's queries
 
     store = Store.open(cfg.store)
     latest = store.latest_run("filter")
@@ -106,19 +110,24 @@ def run_mix(cfg: MixConfig) -> MixResult:
     result = MixResult(str(out), run)
     start = time.perf_counter()
     repeat = _recipe_copies(store, run, cfg, result) if cfg.recipe and "sft" in cfg.kinds else None
+    traces = TraceStats()
     for kind in cfg.kinds:
         params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
         sql = {"sft": _SFT, "rl": _RL, "preference": _PREFERENCE}[kind]
         for row in store.stream(sql, None, params, batch=128, memory_limit="256MB"):
             built, size = _BUILDERS[kind](row)
+            if kind == "sft":
+                traces.add(row)
             n = 1 if repeat is None or kind != "sft" else repeat[built["id"]]
             for k in range(n):  # a recipe's repeats are distinct rows by id
                 writer.add({**built, "id": built["id"] if k == 0 else f"{built['id']}#{k}"}, size)
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     result.seconds = time.perf_counter() - start
-    write_card(out, store, latest[1], result, cfg)
+    write_card(
+        out, store, latest[1], result, cfg, traces if "sft" in cfg.kinds else TraceStats.of(store, run)
+    )
     (out / "manifest.json").write_text(json.dumps({
         "command": "mix", "r1v_version": __version__, "config": cfg.model_dump(mode="json"),
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
