@@ -25,6 +25,7 @@ quickstart: $(STAMP)
 	$(BIN)/r1v-data score --config pipelines/quickstart.yaml --set store=$(STORE)
 	$(BIN)/r1v-data generate --config pipelines/quickstart.yaml --set store=$(STORE)
 	$(BIN)/r1v-data filter --config pipelines/quickstart.yaml --set store=$(STORE)
+	$(BIN)/r1v-data mix --config pipelines/quickstart.yaml --set store=$(STORE) --set out=$(STORE)-shards
 	$(BIN)/r1v-data stats --store $(STORE)
 
 # vLLM's CPU build lives in its own environment: it pins torch's CPU build and pulls torchvision,

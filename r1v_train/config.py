@@ -57,7 +57,10 @@ class GRPORunConfig(TrainConfig):
         default_factory=lambda: ["accuracy", "think_format"], min_length=1
     )
     reward_weights: list[float] | None = None
-    use_vllm: bool = Field(False, description="generate with vLLM (colocated); needs a GPU and vllm")
+    use_vllm: bool | None = Field(
+        None,
+        description="generate with vLLM (colocated); default: when vllm is installed and a GPU is present",
+    )
     selective_buffer: bool = Field(
         False, description="R1V2's Selective Sample Buffer: zero-advantage groups replaced by buffered ones"
     )

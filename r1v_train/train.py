@@ -44,14 +44,15 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
 
     model, processor, counts = _model(cfg)
     dataset, left_out = _rl_rows(_dataset(cfg, "rl"), cfg.modality)
+    use_vllm = _vllm_available(cfg) if cfg.use_vllm is None else cfg.use_vllm
     args = GRPOConfig(
         **_common(cfg),
         num_generations=cfg.num_generations,
         temperature=cfg.temperature,
         max_completion_length=cfg.max_completion_length,
         reward_weights=cfg.reward_weights,
-        use_vllm=cfg.use_vllm,
-        **({"vllm_mode": "colocate"} if cfg.use_vllm else {}),
+        use_vllm=use_vllm,
+        **({"vllm_mode": "colocate"} if use_vllm else {}),
         **cfg.trainer,
     )
     rewards = [REWARDS[name] for name in cfg.rewards]
@@ -71,8 +72,16 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
         **buffer,
     )
     extra = {"reward_version": REWARD_VERSION, "rewards": cfg.rewards, "rows_left_out": left_out,
-             "selective_buffer": cfg.selective_buffer}  # fmt: skip
+             "selective_buffer": cfg.selective_buffer, "use_vllm": use_vllm}  # fmt: skip
     return _train(cfg, trainer, processor, counts, len(dataset), extra)
+
+
+def _vllm_available(cfg: TrainConfig) -> bool:
+    import importlib.util
+
+    import torch
+
+    return not cfg.cpu and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
 # --------------------------------------------------------------------------------------- rewards

@@ -158,7 +158,7 @@ def test_grpo_two_steps_with_r1vs_rewards_on_image_rows(
     report = train("grpo", "--model", assembled[0], "--data", mixed, "--output-dir", tmp_path / "grpo",
                    "--max-steps", "2", "--set", "deepspeed=null", "--set", "num_generations=2",
                    "--set", "max_completion_length=16", "--set", "freeze=projector", *TINY)  # fmt: skip
-    assert report["steps"] == 2 and report["reward_version"] == REWARD_VERSION
+    assert report["steps"] == 2 and report["reward_version"] == REWARD_VERSION and report["use_vllm"] is False
     assert {"rewards/accuracy/mean", "rewards/think_format/mean"} <= set(report["metrics"])
     assert report["rows"] == 8 and report["rows_left_out"] >= 0
     buffered = train("grpo", "--model", assembled[0], "--data", mixed, "--output-dir", tmp_path / "ssb",
