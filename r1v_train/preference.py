@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from r1v_data.errors import ConfigError
 from r1v_train.config import TrainConfig
-from r1v_train.train import _common, _dataset, _model, _train
+from r1v_train.train import common_args, load_model, load_shards, train_and_save
 
 # TRL's loss names and the MPO paper's weights: preference, quality, generation
 MPO_LOSSES = ("sigmoid", "bco_pair", "sft")
@@ -73,14 +73,14 @@ def run_dpo(cfg: DPORunConfig) -> dict[str, Any]:
     loss_type, loss_weights = cfg.loss_types()
     # the columns TRL reads; pairs with and without images may share a batch (TRL 1.16's vision
     # collator, unlike GRPO's, handles that), and text-only shards take the same path
-    dataset = _dataset(cfg, "preference").select_columns(["prompt", "chosen", "rejected", "images"])
+    dataset = load_shards(cfg, "preference").select_columns(["prompt", "chosen", "rejected", "images"])
     if cfg.freeze != "all" and not _has_images(dataset):
         raise ConfigError(
             f"the preference pairs have no images, so freeze={cfg.freeze} would train nothing: use freeze=all"
         )
-    model, processor, counts = _model(cfg)
+    model, processor, counts = load_model(cfg)
     args = DPOConfig(
-        **_common(cfg),
+        **common_args(cfg),
         beta=cfg.beta,
         loss_type=loss_type,
         loss_weights=loss_weights,
@@ -101,7 +101,7 @@ def run_dpo(cfg: DPORunConfig) -> dict[str, Any]:
     )
     extra = {"loss": cfg.loss, "loss_type": loss_type, "loss_weights": loss_weights, "beta": cfg.beta,
              "step_metrics": logged}  # fmt: skip
-    return _train(cfg, trainer, processor, counts, len(dataset), extra)
+    return train_and_save(cfg, trainer, processor, counts, len(dataset), extra)
 
 
 def _has_images(dataset: Any) -> bool:

@@ -24,17 +24,19 @@ from r1v_train.config import GRPORunConfig, SFTRunConfig, TrainConfig
 def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
-    model, processor, counts = _model(cfg)
-    dataset = _dataset(cfg, "sft")
+    model, processor, counts = load_model(cfg)
+    dataset = load_shards(cfg, "sft")
     template = processor.chat_template or ""
     assistant_only = cfg.assistant_only_loss
     if assistant_only is None:
         assistant_only = "{% generation %}" in template
     args = SFTConfig(
-        **_common(cfg), max_length=cfg.max_length, assistant_only_loss=assistant_only, **cfg.trainer
+        **common_args(cfg), max_length=cfg.max_length, assistant_only_loss=assistant_only, **cfg.trainer
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    return _train(cfg, trainer, processor, counts, len(dataset), {"assistant_only_loss": assistant_only})
+    return train_and_save(
+        cfg, trainer, processor, counts, len(dataset), {"assistant_only_loss": assistant_only}
+    )
 
 
 def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
@@ -42,11 +44,11 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
 
     from r1v_data.rl_rewards import REWARD_VERSION
 
-    model, processor, counts = _model(cfg)
-    dataset, left_out = _rl_rows(_dataset(cfg, "rl"), cfg.modality)
+    model, processor, counts = load_model(cfg)
+    dataset, left_out = _rl_rows(load_shards(cfg, "rl"), cfg.modality)
     use_vllm = _vllm_available(cfg) if cfg.use_vllm is None else cfg.use_vllm
     args = GRPOConfig(
-        **_common(cfg),
+        **common_args(cfg),
         num_generations=cfg.num_generations,
         temperature=cfg.temperature,
         max_completion_length=cfg.max_completion_length,
@@ -73,7 +75,7 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
     )
     extra = {"reward_version": REWARD_VERSION, "rewards": cfg.rewards, "rows_left_out": left_out,
              "selective_buffer": cfg.selective_buffer, "use_vllm": use_vllm}  # fmt: skip
-    return _train(cfg, trainer, processor, counts, len(dataset), extra)
+    return train_and_save(cfg, trainer, processor, counts, len(dataset), extra)
 
 
 def _vllm_available(cfg: TrainConfig) -> bool:
@@ -103,7 +105,7 @@ REWARDS = {"accuracy": accuracy, "think_format": think_format}
 
 
 # ----------------------------------------------------------------------------------------- parts
-def _model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
+def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:
@@ -114,7 +116,7 @@ def _model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
     return model, processor, freeze(model, cfg.freeze)
 
 
-def _dataset(cfg: TrainConfig, kind: str) -> Any:
+def load_shards(cfg: TrainConfig, kind: str) -> Any:
     import datasets
 
     files = sorted(str(p) for p in (Path(cfg.data) / kind / "data").glob("train-*.parquet"))
@@ -139,7 +141,7 @@ def _rl_rows(dataset: Any, modality: str) -> tuple[Any, int]:
     return dataset.select(keep), len(dataset) - len(keep)
 
 
-def _common(cfg: TrainConfig) -> dict[str, Any]:
+def common_args(cfg: TrainConfig) -> dict[str, Any]:
     import torch
 
     cpu = cfg.cpu or not torch.cuda.is_available()
@@ -167,7 +169,7 @@ def _common(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _train(cfg: TrainConfig, trainer: Any, processor: Any, counts: dict[str, int], rows: int,
+def train_and_save(cfg: TrainConfig, trainer: Any, processor: Any, counts: dict[str, int], rows: int,
            extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     start = time.perf_counter()
     try:
