@@ -9,6 +9,7 @@
         where: "subject LIKE '%geometry%'"
         rows: 5000                         # exactly this many: a seeded subset, or repeats when short
         stratify: difficulty               # ...split across difficulty levels as they are represented
+                                           # ([difficulty, subject]: across their combinations)
       - name: long-chains
         where: "tokens > 4000"
         tokens: 20000000                   # rows in seeded order until the token budget is reached
@@ -42,7 +43,9 @@ class Component(Strict):
     weight: float | None = Field(None, ge=0.0)
     rows: int | None = Field(None, ge=0)
     tokens: int | None = Field(None, ge=0, description="a token budget")
-    stratify: str | None = Field(None, description="a column: rows or tokens split across its values")
+    stratify: str | list[str] | None = Field(
+        None, description="a column or columns: rows or tokens split across their (combined) values"
+    )
 
     @model_validator(mode="after")
     def _one_size(self) -> Component:
@@ -132,9 +135,15 @@ def _stratified(
 ) -> Counter[str]:
     """The target split across the values of `c.stratify` in proportion to what each holds."""
     assert c.stratify is not None
-    if c.stratify not in rows.column_names:
-        raise ConfigError(f"recipe component {c.name!r}: no column {c.stratify!r} to stratify by")
-    value = dict(zip(rows.column("request_id").to_pylist(), rows.column(c.stratify).to_pylist(), strict=True))
+    columns = [c.stratify] if isinstance(c.stratify, str) else c.stratify
+    for column in columns:
+        if column not in rows.column_names:
+            raise ConfigError(f"recipe component {c.name!r}: no column {column!r} to stratify by")
+    keys = zip(*(rows.column(column).to_pylist() for column in columns), strict=True)
+    value = {
+        i: k if len(columns) > 1 else k[0]
+        for i, k in zip(rows.column("request_id").to_pylist(), keys, strict=True)
+    }
     strata: dict[Any, list[str]] = {}
     for i in ids:
         strata.setdefault(value[i], []).append(i)
@@ -143,7 +152,8 @@ def _stratified(
     shares = _largest_remainder(target, {k: len(v) for k, v in strata.items()})
     out: Counter[str] = Counter()
     for key, members in strata.items():
-        part = c.model_copy(update={"stratify": None, "name": f"{c.name}/{key}"})
+        label = "/".join(map(str, key)) if isinstance(key, tuple) else key
+        part = c.model_copy(update={"stratify": None, "name": f"{c.name}/{label}"})
         part = part.model_copy(
             update={"rows": shares[key]} if c.rows is not None else {"tokens": shares[key]}
         )

@@ -215,6 +215,23 @@ def test_recipe_token_budget_and_stratified_targets(filtered: Path, tmp_path: Pa
     got = rows[rows["request_id"].isin(ids)]["request_id"].map(ids).value_counts().to_dict()
     for level, n in available.items():
         assert abs(got.get(level, 0) - 60 * n / len(teachers)) < 1  # largest remainder: within one row
+    # two columns: the strata are (difficulty, subject) pairs, each within one row of its share
+    both = tmp_path / "both.yaml"
+    both.write_text("components:\n  - {name: strata, rows: 100, stratify: [difficulty, subject]}\n")
+    r2 = json.loads(run_cli("mix", "--store", filtered, "--out", tmp_path / "o2", "--kind", "sft",
+                            "--recipe", both, "--json").stdout)  # fmt: skip
+    _, kept = Store.open(filtered).query(
+        "SELECT t.request_id, s.difficulty, s.subject FROM decisions d JOIN traces t USING (request_id) "
+        "JOIN samples s ON s.sample_id = t.sample_id WHERE d.kept AND d.run_id = ?",
+        params=[r2["filter_run"]],
+    )
+    pair = {i: (d, sub) for i, d, sub in kept}
+    mixed = datasets.load_dataset(str(tmp_path / "o2"), split="train").to_pandas()
+    assert len(mixed) == 100 and len(set(pair.values())) > 5
+    got2 = mixed["request_id"].str.split("#").str[0].map(pair).value_counts().to_dict()
+    for key in set(pair.values()):
+        share = 100 * sum(v == key for v in pair.values()) / len(pair)
+        assert abs(got2.get(key, 0) - share) < 1, key
     bad = tmp_path / "bad.yaml"
     bad.write_text("components:\n  - {name: x, weight: 2, stratify: difficulty}\n")
     proc = run_cli("mix", "--store", filtered, "--out", tmp_path / "b", "--recipe", bad, check=False)
