@@ -4,7 +4,6 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -103,9 +102,9 @@ class FilterConfig(Strict):
     @classmethod
     def _local_teacher_by_path(cls, value: str | None) -> str | None:
         """`hf:ckpt` names a teacher the way the hf backend records it: by absolute path."""
-        if value and value.startswith("hf:") and Path(value[3:]).exists():
-            return f"hf:{os.path.abspath(value[3:])}"  # as the backend's identity: no symlink resolution
-        return value
+        from r1v_data.backends.base import model_identity
+
+        return model_identity("hf", value[3:]) if value and value.startswith("hf:") else value
 
     best_k: int | None = Field(None, ge=1, description="keep at most k traces per sample, best first")
     max_completion_tokens: int | None = Field(None, ge=1)

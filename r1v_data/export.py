@@ -31,7 +31,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
-from r1v_data.errors import ConfigError
+from r1v_data.prompts import parts_text
+from r1v_data.shards import find_shards, hf_features_of
 
 _PLACEHOLDER = re.compile(r"<image\d*>\s*")
 DATASET_NAME = "r1v_sft"
@@ -48,18 +49,8 @@ class ExportResult:
         return dict(self.__dict__)
 
 
-def _shards(mix_out: Path, kind: str) -> list[Path]:
-    shards = sorted((Path(mix_out) / kind / "data").glob("train-*.parquet"))
-    if not shards:
-        raise ConfigError(
-            f"{mix_out} has no {kind} shards ({kind}/data/train-*.parquet): "
-            f"run `r1v-data mix` with --kind {kind} first"
-        )
-    return shards
-
-
 def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
-    shards = _shards(mix_out, "sft")
+    shards = find_shards(mix_out, "sft")
     (dest / "images").mkdir(parents=True, exist_ok=True)
     rows, written = 0, set[str]()
     with (dest / f"{DATASET_NAME}.jsonl").open("w") as f:
@@ -83,16 +74,12 @@ def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
 def _messages(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, str]]:
     out = []
     for m in messages:
-        text = "".join(p["text"] or "" for p in m["content"] if p["type"] == "text")
-        if m["role"] == "user":
-            text = _with_image_tokens(text, n_images)
-            n_images = 0  # all images go with the first user turn
+        text = parts_text(m["content"])
+        if m["role"] == "user":  # all images go with the first user turn, their tokens first
+            text = "<image>" * n_images + _PLACEHOLDER.sub("", text)
+            n_images = 0
         out.append({"role": m["role"], "content": text})
     return out
-
-
-def _with_image_tokens(text: str, n_images: int) -> str:
-    return "<image>" * n_images + _PLACEHOLDER.sub("", text)
 
 
 def _rl_prompt(row: dict[str, Any]) -> str:
@@ -143,8 +130,8 @@ from r1v_data.rl_rewards import verl_compute_score as compute_score  # noqa: F40
 def export_rl(mix_out: Path, dest: Path, layout: str) -> ExportResult:
     """The RL rows in EasyR1's or verl's Parquet layout, one output file per input shard."""
     build, fields = _RL_LAYOUTS[layout]
-    arrow = _hf_schema(pa.schema(fields))
-    shards = _shards(mix_out, "rl")
+    arrow = hf_features_of(pa.schema(fields)).arrow_schema
+    shards = find_shards(mix_out, "rl")
     # the data apart from the reward module: EasyR1 takes a folder's file type from its first file
     (dest / "data").mkdir(parents=True, exist_ok=True)
     rows = images = 0
@@ -158,15 +145,6 @@ def export_rl(mix_out: Path, dest: Path, layout: str) -> ExportResult:
                 images += sum(len(b["images"]) for b in built)
     (dest / "r1v_reward.py").write_text(_REWARD_MODULE)
     return ExportResult(layout, str(dest), rows, images)
-
-
-def _hf_schema(arrow: pa.Schema) -> pa.Schema:
-    """The schema with `datasets` features metadata, so `images` load as decoded Images."""
-    import datasets
-
-    features = datasets.Features.from_arrow_schema(arrow)
-    features["images"] = datasets.List(datasets.Image())
-    return features.arrow_schema
 
 
 def _save_image(dest: Path, data: bytes, written: set[str]) -> str:

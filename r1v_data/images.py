@@ -38,6 +38,12 @@ class ImageRejected(Exception):
         self.reason, self.detail = reason, detail
 
 
+def rgb_image(data: bytes) -> Any:
+    """Encoded image bytes as a loaded RGB PIL image (what a model's processor takes)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
 def load_image(ref: Any, base_dir: Path, limits: ImageLimits, root: Path | None = None) -> dict[str, Any]:
     """Resolve `ref` against `base_dir` (a path may not leave `root`, by default `base_dir`) and
     return the `image` struct of the schemas."""

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.dataset as ds
 
 from r1v_data.errors import ConfigError
+from r1v_data.shards import find_shards
 
 
 @dataclass
@@ -33,9 +34,7 @@ class PreflightResult:
 def preflight(
     mix_out: Path, model: str, *, max_length: int, image_token: str | None = None, image_tokens: int = 256
 ) -> PreflightResult:
-    shards = sorted((Path(mix_out) / "sft" / "data").glob("train-*.parquet"))
-    if not shards:
-        raise ConfigError(f"{mix_out} has no SFT shards (sft/data/train-*.parquet): run `r1v-data mix` first")
+    shards = find_shards(mix_out, "sft")
     tokenizer = _tokenizer(model)
     placeholder = image_token or getattr(tokenizer, "image_token", None) or "<image>"
     result = PreflightResult(model)

@@ -105,3 +105,8 @@ def build_revision_prompt(
         return _refused(refusal)
     body = _REVISE.format(question=question, answer=sample.get("answer"), attempt=attempt.strip())
     return Prompt([Message("user", body, images)], THINK_PREFIX)
+
+
+def parts_text(parts: Any) -> str:
+    """The text of a message's content parts (`{"type": "text", "text": ...}`), images left out."""
+    return "".join(p.get("text") or "" for p in parts if p.get("type") == "text")

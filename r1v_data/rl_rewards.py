@@ -12,6 +12,7 @@ import atexit
 from collections.abc import Sequence
 from typing import Any
 
+from r1v_data.prompts import parts_text
 from r1v_data.traces import parse_completion
 from r1v_data.verify import VERIFIER_NAME, VerifyRequest
 
@@ -38,12 +39,8 @@ def as_text(completion: str | Sequence[dict[str, Any]]) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(
-        m["content"] if isinstance(m["content"], str) else _parts_text(m["content"]) for m in completion
+        m["content"] if isinstance(m["content"], str) else parts_text(m["content"]) for m in completion
     )
-
-
-def _parts_text(parts: Sequence[dict[str, Any]]) -> str:
-    return "".join(p.get("text") or "" for p in parts if p.get("type") == "text")
 
 
 def accuracy_rewards(

@@ -20,12 +20,30 @@ from r1v_data import schema
 
 def hf_features(table_name: str) -> Any:
     """The `datasets` features of an output schema: its Arrow types, with `images` as Images."""
+    return hf_features_of(schema.load(table_name).arrow)
+
+
+def hf_features_of(arrow: Any) -> Any:
+    """The `datasets` features of an Arrow schema, with an `images` column as decoded Images."""
     import datasets
 
-    features = datasets.Features.from_arrow_schema(schema.load(table_name).arrow)
+    features = datasets.Features.from_arrow_schema(arrow)
     if "images" in features:
         features["images"] = datasets.List(datasets.Image())
     return features
+
+
+def find_shards(mix_out: Path, kind: str) -> list[Path]:
+    """One kind's shards in a folder `r1v-data mix` wrote, in order; a clear error when none."""
+    from r1v_data.errors import ConfigError
+
+    shards = sorted((Path(mix_out) / kind / "data").glob("train-*.parquet"))
+    if not shards:
+        raise ConfigError(
+            f"{mix_out} has no {kind} shards ({kind}/data/train-*.parquet): "
+            f"run `r1v-data mix` with --kind {kind} first"
+        )
+    return shards
 
 
 class ShardWriter:

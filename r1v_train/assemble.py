@@ -52,6 +52,7 @@ class Assembly:
     image_size: int
     image_seq_length: int
     parameters: dict[str, int]
+    policies: dict[str, dict[str, int]]  # the counts under each freeze policy
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,7 +85,7 @@ def swap_llm(vlm: Path, llm: str, out: Path) -> Assembly:
             f"{llm} has hidden size {lm.config.hidden_size}; the projector of {vlm} maps into "
             f"{old.config.text_config.hidden_size}: re-assembly needs the same hidden size"
         )
-    size = _image_size(vlm)
+    size = _image_size(vlm, old.config)
     model = _build(old.config.vision_config, lm.config, tokenizer, size)
     model.model.vision_tower.load_state_dict(old.model.vision_tower.state_dict())
     model.model.multi_modal_projector.load_state_dict(old.model.multi_modal_projector.state_dict())
@@ -189,19 +190,10 @@ def _load_language_model(model: Any, lm: Any) -> None:
         model.tie_weights()
 
 
-def _image_size(vlm: Path) -> int:
-    meta = (
-        json.loads((Path(vlm) / "r1v_assembly.json").read_text())
-        if (Path(vlm) / "r1v_assembly.json").is_file()
-        else {}
-    )
-    return int(meta.get("image_size") or _tower_image_size(_config(vlm).vision_config))
-
-
-def _config(path: Path) -> Any:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(path)
+def _image_size(vlm: Path, config: Any) -> int:
+    meta = Path(vlm) / "r1v_assembly.json"
+    size = json.loads(meta.read_text()).get("image_size") if meta.is_file() else None
+    return int(size or _tower_image_size(config.vision_config))
 
 
 def _save(model: Any, tokenizer: Any, image_size: int, out: Path, provenance: dict[str, Any]) -> None:
@@ -231,5 +223,6 @@ def _save(model: Any, tokenizer: Any, image_size: int, out: Path, provenance: di
 
 
 def _describe(model: Any, out: Path, vision: str, llm: str, size: int) -> Assembly:
+    policies = {policy: freeze(model, policy) for policy in POLICIES}  # "all" last: the model trains whole
     return Assembly(str(out), vision, llm, model.config.text_config.hidden_size, size,
-                    model.config.image_seq_length, parameter_counts(model))  # fmt: skip
+                    model.config.image_seq_length, policies["all"], policies)  # fmt: skip

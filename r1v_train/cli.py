@@ -110,7 +110,7 @@ def assemble(
         if swap_llm
         else asm.assemble(vision, llm, out, image_size=image_size, seed=seed)
     )
-    info = {**result.as_dict(), "policies": _policy_counts(out)}
+    info = result.as_dict()
     if as_json:
         out_console.print_json(json.dumps(info))
         return
@@ -122,15 +122,6 @@ def assemble(
     for policy, counts in info["policies"].items():
         table.add_row(policy, f"{counts['trainable']:,}", f"{counts['trainable'] / counts['total']:.2%}")
     out_console.print(table)
-
-
-def _policy_counts(path: Path) -> dict[str, dict[str, int]]:
-    from transformers import AutoModelForImageTextToText
-
-    from r1v_train.assemble import POLICIES, freeze
-
-    model = AutoModelForImageTextToText.from_pretrained(path)
-    return {policy: freeze(model, policy) for policy in POLICIES}
 
 
 TrainConfigOpt = Annotated[

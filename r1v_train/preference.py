@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from r1v_data.errors import ConfigError
 from r1v_train.config import TrainConfig
-from r1v_train.train import common_args, load_model, load_shards, train_and_save
+from r1v_train.train import common_args, image_counts, load_model, load_shards, train_and_save
 
 # TRL's loss names and the MPO paper's weights: preference, quality, generation
 MPO_LOSSES = ("sigmoid", "bco_pair", "sft")
@@ -74,7 +74,7 @@ def run_dpo(cfg: DPORunConfig) -> dict[str, Any]:
     # the columns TRL reads; pairs with and without images may share a batch (TRL 1.16's vision
     # collator, unlike GRPO's, handles that), and text-only shards take the same path
     dataset = load_shards(cfg, "preference").select_columns(["prompt", "chosen", "rejected", "images"])
-    if cfg.freeze != "all" and not _has_images(dataset):
+    if cfg.freeze != "all" and not any(image_counts(dataset)):
         raise ConfigError(
             f"the preference pairs have no images, so freeze={cfg.freeze} would train nothing: use freeze=all"
         )
@@ -102,10 +102,3 @@ def run_dpo(cfg: DPORunConfig) -> dict[str, Any]:
     extra = {"loss": cfg.loss, "loss_type": loss_type, "loss_weights": loss_weights, "beta": cfg.beta,
              "step_metrics": logged}  # fmt: skip
     return train_and_save(cfg, trainer, processor, counts, len(dataset), extra)
-
-
-def _has_images(dataset: Any) -> bool:
-    """Whether any pair has an image, read from the Arrow list lengths (no image is decoded)."""
-    import pyarrow.compute as pc
-
-    return bool(pc.max(pc.list_value_length(dataset.with_format("arrow")["images"])).as_py() or 0)

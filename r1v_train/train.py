@@ -119,12 +119,9 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
 def load_shards(cfg: TrainConfig, kind: str) -> Any:
     import datasets
 
-    files = sorted(str(p) for p in (Path(cfg.data) / kind / "data").glob("train-*.parquet"))
-    if not files:
-        raise ConfigError(
-            f"{cfg.data} has no {kind} shards ({kind}/data/train-*.parquet): "
-            f"run `r1v-data mix --kind {kind}` first"
-        )
+    from r1v_data.shards import find_shards
+
+    files = [str(p) for p in find_shards(cfg.data, kind)]
     dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     return dataset.select(range(min(cfg.limit, len(dataset)))) if cfg.limit else dataset
 
@@ -132,13 +129,20 @@ def load_shards(cfg: TrainConfig, kind: str) -> Any:
 def _rl_rows(dataset: Any, modality: str) -> tuple[Any, int]:
     """Image rows or text rows, not both: TRL 1.16's GRPO hands text-only prompts' missing images
     to the processor as None when a batch mixes them, and fails."""
-    with_images = [i for i, n in enumerate(dataset["images"]) if n]
+    with_images = [i for i, n in enumerate(image_counts(dataset)) if n]
     if modality == "auto":
         modality = "images" if with_images else "text"
     keep = with_images if modality == "images" else sorted(set(range(len(dataset))) - set(with_images))
     if not keep:
         raise ConfigError(f"no {modality} rows in the rl shards")
     return dataset.select(keep), len(dataset) - len(keep)
+
+
+def image_counts(dataset: Any) -> list[int]:
+    """Images per row, read from the Arrow list lengths: no image is decoded."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["images"]).to_pylist()
 
 
 def common_args(cfg: TrainConfig) -> dict[str, Any]:

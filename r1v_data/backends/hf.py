@@ -9,13 +9,12 @@ questions as captions or refusals.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
 from typing import Any
 
-from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.base import BackendError, GenRequest, GenResult, model_identity
 from r1v_data.prompts import plain_completion_text
 
 PLAIN_STOP = "\nQuestion:"  # a base model's next question ends its answer
@@ -39,7 +38,7 @@ class HFBackend:
 
         self.spec = spec or f"hf:{model}"
         # the model, not how its path was typed: ./m and /abs/m are the same teacher
-        self.identity = spec or f"hf:{os.path.abspath(model) if os.path.exists(model) else model}"
+        self.identity = spec or model_identity("hf", model)
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -136,7 +135,9 @@ class HFBackend:
 
         texts = [self.render(r) for r in batch]
         if self.processor is not None:  # the images of every row, in order: each fills its <image>
-            images = [_image(b) for r in batch for m in r.messages for b in m.images]
+            from r1v_data.images import rgb_image
+
+            images = [rgb_image(b) for r in batch for m in r.messages for b in m.images]
             enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True,
                                  add_special_tokens=not self.chat)  # fmt: skip
         else:
@@ -170,15 +171,6 @@ class HFBackend:
         width = enc["input_ids"].shape[1]
         # left padding: every row's prompt ends at `width`; the generated tokens follow it
         return out[:, width:], [int(n) for n in enc["attention_mask"].sum(dim=1)]
-
-
-def _image(data: bytes) -> Any:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
 
 
 def _batch_key(r: GenRequest) -> tuple[Any, ...]:

@@ -7,14 +7,13 @@ request carries its own SamplingParams (DRLC's per-sample repetition penalty, it
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.base import BackendError, GenRequest, GenResult, model_identity
 from r1v_data.backends.hf import PLAIN_STOP
 from r1v_data.errors import MissingExtraError
 from r1v_data.prompts import plain_completion_text
@@ -31,7 +30,7 @@ class VLLMBackend:
         except ImportError as exc:
             raise MissingExtraError("vllm", "vllm") from exc
         self.spec = spec or f"vllm:{model}"
-        self.identity = spec or f"vllm:{os.path.abspath(model) if os.path.exists(model) else model}"
+        self.identity = spec or model_identity("vllm", model)
         self.chunk_size = chunk_size
         try:
             self.llm = LLM(model=model, **engine_args)
@@ -83,10 +82,10 @@ class VLLMBackend:
         return [self._result(r, out, latency) for r, out in zip(chunk, outputs, strict=True)]
 
     def _prompt(self, request: GenRequest) -> dict[str, Any]:
-        from PIL import Image
+        from r1v_data.images import rgb_image
 
         text = self.render(request)
-        images = [Image.open(io.BytesIO(b)).convert("RGB") for m in request.messages for b in m.images]
+        images = [rgb_image(b) for m in request.messages for b in m.images]
         if not images:
             # token ids: a chat template already holds BOS, which tokenising the text would double
             return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]}
