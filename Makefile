@@ -40,7 +40,7 @@ $(VLLM_STAMP): pyproject.toml
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
-	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -p no:warnings tests/r1v_data/test_backend_vllm.py
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/pytest -p no:warnings tests/r1v_data/backends/test_backend_vllm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from r1v_data import alcotd
+from r1v_data.alcotd import drlc
 from r1v_data.backends import make_backend
 from r1v_data.config import GenerateConfig, IngestConfig, SamplingConfig, ScoreConfig
-from r1v_data.generate import run_generate
-from r1v_data.ingest import run_ingest
-from r1v_data.scoring import run_score
+from r1v_data.stages.generate import run_generate
+from r1v_data.stages.ingest import run_ingest
+from r1v_data.stages.score import run_score
 from r1v_data.store import Store
 
 
@@ -74,7 +74,7 @@ def _option(item: str) -> tuple[str, object]:
 def report(store: Path, runs: dict[str, str]) -> None:
     s = Store.open(store)
     ids = s.sample_ids()
-    controls, _ = alcotd.controls(s, ids, ScoreConfig(store=store).drlc)
+    controls, _ = drlc.controls(s, ids, ScoreConfig(store=store).drlc)
     median_score = statistics.median(c.score for c in controls.values())
     print(f"{len(ids)} problems; DRLC penalty {min(c.penalty for c in controls.values()):.3f}"
           f"-{max(c.penalty for c in controls.values()):.3f}; halves split at combined score {median_score:.3f}")  # fmt: skip

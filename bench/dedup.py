@@ -103,8 +103,8 @@ def quality(pairs: set[tuple[int, int]], docs: list[str], planted: dict, anchor:
 
 
 def bench_r1v(docs: list[str], planted: dict, anchor: Any, args: Any) -> dict:
-    from r1v_data.dedup import keep_first, near_duplicates
-    from r1v_data.minhash import candidate_pairs, lsh_params, minhash_signatures, similar_pairs
+    from r1v_data.curation.dedup import keep_first, near_duplicates
+    from r1v_data.curation.minhash import candidate_pairs, lsh_params, minhash_signatures, similar_pairs
 
     n = len(docs)
     start = reset_peak()

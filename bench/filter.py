@@ -138,7 +138,7 @@ def child(what: str, store: Path) -> None:
         out["rows"] = row[0]
     elif what == "filter":
         from r1v_data.config import FilterConfig
-        from r1v_data.filter import run_filter
+        from r1v_data.stages.filter import run_filter
 
         specs = [str(MATH500)] if MATH500.exists() else []
         r = run_filter(FilterConfig(store=store, min_score=3, decontaminate=specs))
@@ -159,7 +159,7 @@ def child(what: str, store: Path) -> None:
 
 
 def _ours(questions: list[str]) -> int:
-    from r1v_data.dedup import near_duplicates
+    from r1v_data.curation.dedup import near_duplicates
 
     return sum(kept is not None for kept, _ in near_duplicates(questions, threshold=0.8))
 

@@ -26,10 +26,10 @@ from servers.fake_openai import FakeOpenAIProcess  # noqa: E402
 from tiny_models import build_tiny_llama  # noqa: E402
 
 from r1v_data.backends import GenRequest, Sampling, make_backend  # noqa: E402
+from r1v_data.backends.prompts import build_prompt  # noqa: E402
 from r1v_data.config import GenerateConfig, IngestConfig, SamplingConfig  # noqa: E402
-from r1v_data.generate import run_generate  # noqa: E402
-from r1v_data.ingest import run_ingest  # noqa: E402
-from r1v_data.prompts import build_prompt  # noqa: E402
+from r1v_data.stages.generate import run_generate  # noqa: E402
+from r1v_data.stages.ingest import run_ingest  # noqa: E402
 from r1v_data.store import Store  # noqa: E402
 
 

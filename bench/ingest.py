@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from r1v_data.config import IngestConfig
-from r1v_data.ingest import run_ingest
+from r1v_data.stages.ingest import run_ingest
 
 
 def make_source(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> int:

@@ -27,7 +27,7 @@ from filter import build, peak_rss_mb  # bench/filter.py: the same synthetic sto
 
 def child(store: Path, out: Path) -> None:
     from r1v_data.config import MixConfig
-    from r1v_data.mix import run_mix
+    from r1v_data.stages.mix import run_mix
 
     start = time.perf_counter()
     r = run_mix(MixConfig(store=store, out=out, kinds=["sft"], shard_bytes=64 << 20))
@@ -36,7 +36,7 @@ def child(store: Path, out: Path) -> None:
 
 
 def baseline(store: Path, out: Path) -> None:
-    from r1v_data.mix import _SFT
+    from r1v_data.outputs.kinds import SFT_QUERY
     from r1v_data.store import Store
 
     s = Store.open(store)
@@ -45,7 +45,7 @@ def baseline(store: Path, out: Path) -> None:
     con.execute("SET memory_limit = '256MB'")
     start = time.perf_counter()
     con.execute(
-        f"COPY ({_SFT.replace('$run', repr(run))}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)"
+        f"COPY ({SFT_QUERY.replace('$run', repr(run))}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)"
     )
     rows = con.sql(f"SELECT count(*) FROM '{out}.parquet'").fetchall()[0][0]
     print(
@@ -65,7 +65,7 @@ def main() -> None:
         (child if args.child else baseline)(*(args.child or args.baseline))
         return
     from r1v_data.config import FilterConfig
-    from r1v_data.filter import run_filter
+    from r1v_data.stages.filter import run_filter
 
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:

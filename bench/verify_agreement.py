@@ -24,9 +24,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from r1v_data.traces import parse_completion
-from r1v_data.verify import VERIFIER_NAME, Verdict, VerifyRequest
-from r1v_data.verify_pool import VerifierPool
+from r1v_data.grading.traces import parse_completion
+from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest
+from r1v_data.grading.verify_pool import VerifierPool
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("gemini-pro-cot", "internlm-xc2-vl-cot", "qwen-vl-max-cot")

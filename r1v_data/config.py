@@ -4,6 +4,7 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -13,6 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from r1v_data.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def model_path_identity(model: str) -> str:
+    """A model as r1v records it: a local model by its absolute path (./m and /abs/m are the same
+    model), a Hub id as written."""
+    return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def model_identity(kind: str, model: str) -> str:
+    """`kind:MODEL` as a teacher column names it."""
+    return f"{kind}:{model_path_identity(model)}"
 
 
 class Strict(BaseModel):
@@ -102,8 +114,6 @@ class FilterConfig(Strict):
     @classmethod
     def _local_teacher_by_path(cls, value: str | None) -> str | None:
         """`hf:ckpt` names a teacher the way the hf backend records it: by absolute path."""
-        from r1v_data.backends.base import model_identity
-
         return model_identity("hf", value[3:]) if value and value.startswith("hf:") else value
 
     best_k: int | None = Field(None, ge=1, description="keep at most k traces per sample, best first")
@@ -145,7 +155,7 @@ class MixConfig(Strict):
     overwrite: bool = Field(False, description="replace a non-empty output folder")
     license: str = Field("other", description="the dataset card's license (that of your sources)")
     recipe: Path | None = Field(
-        None, description="a mixing recipe (r1v_data/recipe.py); without one every row once"
+        None, description="a mixing recipe (r1v_data/outputs/recipe.py); without one every row once"
     )
 
 

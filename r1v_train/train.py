@@ -3,7 +3,7 @@
 Both load the model and its processor, apply the freeze policy (the paper trains the projector
 first), read one kind of shards with `datasets` (images decoded), train, and save the model, the
 processor and `r1v_train.json`: the config, the data's filter run, the parameter counts, the
-losses, and for GRPO the reward version. The GRPO rewards are r1v's own (`r1v_data.rl_rewards`):
+losses, and for GRPO the reward version. The GRPO rewards are r1v's own (`r1v_data.grading.rl_rewards`):
 answer accuracy through the verifier that curated the data, and the `<think>` format.
 """
 
@@ -42,7 +42,7 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
 def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1v_data.rl_rewards import REWARD_VERSION
+    from r1v_data.grading.rl_rewards import REWARD_VERSION
 
     model, processor, counts = load_model(cfg)
     dataset, left_out = _rl_rows(load_shards(cfg, "rl"), cfg.modality)
@@ -60,7 +60,7 @@ def run_grpo(cfg: GRPORunConfig) -> dict[str, Any]:
     rewards = [REWARDS[name] for name in cfg.rewards]
     trainer_class, buffer = GRPOTrainer, {}
     if cfg.selective_buffer:  # R1V2: keep a gradient when a whole group scores alike
-        from r1v_train.ssb import SelectiveSampleBufferGRPOTrainer
+        from r1v_train.ssb_trainer import SelectiveSampleBufferGRPOTrainer
 
         trainer_class = SelectiveSampleBufferGRPOTrainer
         buffer = {"buffer_size": cfg.buffer_size, "seed": cfg.seed, "max_replays": cfg.max_replays,
@@ -89,14 +89,14 @@ def _vllm_available(cfg: TrainConfig) -> bool:
 # --------------------------------------------------------------------------------------- rewards
 def accuracy(completions: list[Any], solution: list[str], **kwargs: Any) -> list[float]:
     """r1v's verifier on the completion's final answer (choices use the row's options)."""
-    from r1v_data.rl_rewards import accuracy_rewards
+    from r1v_data.grading.rl_rewards import accuracy_rewards
 
     return accuracy_rewards(completions, solution, kwargs.get("answer_type"), kwargs.get("options"))
 
 
 def think_format(completions: list[Any], **kwargs: Any) -> list[float]:
     """A closed `<think>` block, then a final answer."""
-    from r1v_data.rl_rewards import format_reward
+    from r1v_data.grading.rl_rewards import format_reward
 
     return [format_reward(c) for c in completions]
 
@@ -119,7 +119,7 @@ def load_model(cfg: TrainConfig) -> tuple[Any, Any, dict[str, int]]:
 def load_shards(cfg: TrainConfig, kind: str) -> Any:
     import datasets
 
-    from r1v_data.shards import find_shards
+    from r1v_data.outputs.shards import find_shards
 
     files = [str(p) for p in find_shards(cfg.data, kind)]
     dataset = datasets.load_dataset("parquet", data_files=files, split="train")

@@ -24,7 +24,7 @@ SHARED_BLOCKS = {"drlc"}  # YAML anchors referenced by the sections
 def test_each_section_loads_with_its_commands_config(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     if "workdir" in doc:  # a `r1v-data run` pipeline: its steps expand, each a known command
-        from r1v_data.pipeline import load_pipeline
+        from r1v_data.stages.pipeline import load_pipeline
 
         _, steps = load_pipeline(path)
         assert steps and all(s.argv[0] in ("r1v-data", "r1v-train") for s in steps)

@@ -16,7 +16,7 @@ from conftest import run_cli
 from servers.fake_openai import FakeOpenAI
 from tiny_models import build_tiny_llama, build_tiny_vit
 
-from r1v_data.sources import bundled_sample_dir
+from r1v_data.readers.sources import bundled_sample_dir
 from r1v_data.store import Store
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "r1v.yaml"

@@ -15,7 +15,7 @@ CHAT_TEMPLATE = (
 
 
 def _corpus() -> list[str]:
-    from r1v_data.sources import bundled_sample_dir
+    from r1v_data.readers.sources import bundled_sample_dir
 
     lines = (bundled_sample_dir() / "sample.jsonl").read_text().splitlines()
     return [

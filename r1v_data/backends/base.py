@@ -8,18 +8,11 @@ server unreachable for good).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from r1v_data.errors import R1VError
-
-
-def model_identity(kind: str, model: str) -> str:
-    """`kind:MODEL` as a teacher column names it: a local model by its absolute path (./m and /abs/m
-    are the same teacher), a Hub id as written."""
-    return f"{kind}:{os.path.abspath(model) if os.path.exists(model) else model}"
 
 
 class BackendError(R1VError):

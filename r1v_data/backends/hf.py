@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
 from typing import Any
 
-from r1v_data.backends.base import BackendError, GenRequest, GenResult, model_identity
-from r1v_data.prompts import plain_completion_text
+from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.prompts import plain_completion_text
+from r1v_data.config import model_identity
 
 PLAIN_STOP = "\nQuestion:"  # a base model's next question ends its answer
 
@@ -135,7 +136,7 @@ class HFBackend:
 
         texts = [self.render(r) for r in batch]
         if self.processor is not None:  # the images of every row, in order: each fills its <image>
-            from r1v_data.images import rgb_image
+            from r1v_data.readers.images import rgb_image
 
             images = [rgb_image(b) for r in batch for m in r.messages for b in m.images]
             enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True,

@@ -46,8 +46,6 @@ backend is built; without one no Authorization header is sent. The key never app
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -57,17 +55,23 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.openai_wire import (
+    body_snippet,
+    content_text,
+    exception_reason,
+    image_url,
+    int_or_none,
+    parse_retry_after,
+    server_message,
+)
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = frozenset({408, 429})  # besides every 5xx
 _SAME_ERROR_FATAL = 8  # this many identical non-transient failures before any success → fatal
-_RETRY_AFTER_MAX_S = 600.0
 
 
 class _Fatal(Exception):
@@ -82,25 +86,6 @@ class _Attempt:
     transient: bool
     retry_after: float | None = None
     unreachable: bool = False  # no connection could be opened
-
-
-def image_mime(data: bytes) -> str:
-    """The mime type of an encoded image, from its magic numbers."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith(b"BM"):
-        return "image/bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
-        return "image/avif"
-    return "application/octet-stream"  # the server will say what it makes of it
 
 
 class OpenAIBackend:
@@ -177,8 +162,7 @@ class OpenAIBackend:
                 messages.append({"role": m.role, "content": m.text})
                 continue
             parts: list[dict[str, Any]] = [
-                {"type": "image_url", "image_url": {"url": _image_url(img, inline_images)}}
-                for img in m.images
+                {"type": "image_url", "image_url": {"url": image_url(img, inline_images)}} for img in m.images
             ]
             parts.append({"type": "text", "text": m.text})
             messages.append({"role": m.role, "content": parts})
@@ -357,19 +341,19 @@ class OpenAIBackend:
         except TimeoutError:
             return _Attempt(f"no response within {self.timeout_s:g}s", transient=True)
         except aiohttp.ClientConnectorError as exc:
-            error = self._scrub(f"cannot connect to {self.base_url}: {_reason(exc)}")
+            error = self._scrub(f"cannot connect to {self.base_url}: {exception_reason(exc)}")
             if not self._answered:
                 raise _Fatal(
-                    f"{self.spec}: nothing answers at {self.base_url} ({_reason(exc)}); start "
+                    f"{self.spec}: nothing answers at {self.base_url} ({exception_reason(exc)}); start "
                     "the server or fix the URL in openai:URL#MODEL"
                 ) from None
             return _Attempt(error, transient=True, unreachable=True)
         except aiohttp.ClientError as exc:  # disconnected, payload errors, resets
-            return _Attempt(self._scrub(f"{type(exc).__name__}: {_reason(exc)}"), transient=True)
+            return _Attempt(self._scrub(f"{type(exc).__name__}: {exception_reason(exc)}"), transient=True)
         self._answered = True
         if status == 200:
             return self._parse(req, raw)
-        message = self._scrub(f"HTTP {status}: {_server_message(raw)}")
+        message = self._scrub(f"HTTP {status}: {server_message(raw)}")
         if status in (401, 403):
             raise _Fatal(
                 f"{self.spec}: the server refused the API key ({message}); set "
@@ -382,22 +366,22 @@ class OpenAIBackend:
                 "/v1) and that the server serves the model named after '#'"
             )
         if status in _TRANSIENT_STATUS or status >= 500:
-            return _Attempt(message, transient=True, retry_after=_retry_after(retry_after))
+            return _Attempt(message, transient=True, retry_after=parse_retry_after(retry_after))
         return _Attempt(message, transient=False)
 
     def _parse(self, req: GenRequest, raw: bytes) -> GenResult | _Attempt:
         try:
             data = json.loads(raw)
         except ValueError:
-            return _Attempt(f"malformed response (not JSON): {_snippet(raw)}", transient=True)
+            return _Attempt(f"malformed response (not JSON): {body_snippet(raw)}", transient=True)
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return _Attempt(f"malformed response (no choices): {_snippet(raw)}", transient=True)
+            return _Attempt(f"malformed response (no choices): {body_snippet(raw)}", transient=True)
         choice = choices[0]
         message = choice.get("message")
         if not isinstance(message, dict):
-            return _Attempt(f"malformed response (no message): {_snippet(raw)}", transient=True)
-        text = _content_text(message.get("content"))
+            return _Attempt(f"malformed response (no message): {body_snippet(raw)}", transient=True)
+        text = content_text(message.get("content"))
         # Servers running a reasoning parser split the thinking off; put it back in R1 form.
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
@@ -408,8 +392,8 @@ class OpenAIBackend:
             req.request_id,
             text=text,
             finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
-            completion_tokens=_int_or_none(usage.get("completion_tokens")),
+            prompt_tokens=int_or_none(usage.get("prompt_tokens")),
+            completion_tokens=int_or_none(usage.get("completion_tokens")),
         )
 
     def _delay(self, attempt: int, last: _Attempt) -> float:
@@ -482,63 +466,3 @@ def _failed(req: GenRequest, error: str, start: float) -> GenResult:
         error=error,
         latency_s=time.perf_counter() - start,
     )
-
-
-@lru_cache(maxsize=256)  # the n samples of a problem carry the same image bytes
-def _image_url(data: bytes, inline: bool) -> str:
-    mime = image_mime(data)
-    if inline:
-        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    return f"data:{mime};sha256,{hashlib.sha256(data).hexdigest()}"
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return str(content)
-
-
-def _server_message(raw: bytes) -> str:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return _snippet(raw)
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        for key in ("error", "message", "detail"):
-            if isinstance(data.get(key), str):
-                return data[key][:500]
-    return _snippet(raw)
-
-
-def _snippet(raw: bytes, limit: int = 200) -> str:
-    text = raw[:limit].decode("utf-8", "replace").strip()
-    return repr(text + ("…" if len(raw) > limit else "")) if text else "empty body"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return min(max(seconds, 0.0), _RETRY_AFTER_MAX_S)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from r1v_data.backends.base import BackendError, GenRequest, GenResult, model_identity
+from r1v_data.backends.base import BackendError, GenRequest, GenResult
 from r1v_data.backends.hf import PLAIN_STOP
+from r1v_data.backends.prompts import plain_completion_text
+from r1v_data.config import model_identity
 from r1v_data.errors import MissingExtraError
-from r1v_data.prompts import plain_completion_text
 
 
 class VLLMBackend:
@@ -82,7 +83,7 @@ class VLLMBackend:
         return [self._result(r, out, latency) for r, out in zip(chunk, outputs, strict=True)]
 
     def _prompt(self, request: GenRequest) -> dict[str, Any]:
-        from r1v_data.images import rgb_image
+        from r1v_data.readers.images import rgb_image
 
         text = self.render(request)
         images = [rgb_image(b) for m in request.messages for b in m.images]

@@ -1,4 +1,4 @@
-"""`r1v-data filter` and `r1v-data explain` (registered on the app by cli.py)."""
+"""`r1v-data filter` and `r1v-data explain` (registered on the app by cli/main.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, StoreOpt, app, console, emit, out
+from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, StoreOpt, app, console, emit, out
 
 
 @app.command("filter")
@@ -63,7 +63,7 @@ def filter_(
 ) -> None:
     """Select traces to train on: reward threshold, error set, dedup, decontamination; every drop explained."""
     from r1v_data.config import FilterConfig, load_config
-    from r1v_data.filter import run_filter
+    from r1v_data.stages.filter import run_filter
 
     flags: dict[str, Any] = {
         "store": store, "min_score": min_score, "iteration": iteration, "errors_from": errors_from,
@@ -110,7 +110,7 @@ def explain(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a sample's whole history: provenance, scores, traces and verdicts, filter decisions."""
-    from r1v_data.explain import explain as explain_sample
+    from r1v_data.stages.explain import explain as explain_sample
     from r1v_data.store import Store
 
     history = explain_sample(Store.open(store), sample_id)

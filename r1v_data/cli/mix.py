@@ -1,4 +1,4 @@
-"""`r1v-data mix` (registered on the app by cli.py)."""
+"""`r1v-data mix` (registered on the app by cli/main.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, console, emit, out
+from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, console, emit, out
 
 
 @app.command()
@@ -29,7 +29,7 @@ def mix(
 ) -> None:
     """Write the latest filter's selection as curated shards: SFT rows, RL rows, preference pairs."""
     from r1v_data.config import MixConfig, load_config
-    from r1v_data.mix import run_mix
+    from r1v_data.stages.mix import run_mix
 
     flags: dict[str, Any] = {
         "store": store, "out": out_dir, "kinds": kind or None, "overwrite": overwrite, "recipe": recipe,
@@ -67,7 +67,7 @@ def export(
 ) -> None:
     """Export mix output to another trainer's layout."""
     from r1v_data.errors import ConfigError
-    from r1v_data.export import export_llamafactory, export_rl
+    from r1v_data.stages.export import export_llamafactory, export_rl
 
     if fmt not in ("llamafactory", "easyr1", "verl"):
         raise ConfigError(f"--format {fmt!r}: choose llamafactory, easyr1 or verl")
@@ -96,7 +96,7 @@ def preflight(
     as_json: JsonOpt = False,
 ) -> None:
     """Check every SFT row against a target model's chat template and context length; exit 1 on failures."""
-    from r1v_data.preflight import preflight as run_preflight
+    from r1v_data.stages.preflight import preflight as run_preflight
 
     result = run_preflight(
         mix_out, model, max_length=max_length, image_token=image_token, image_tokens=image_tokens

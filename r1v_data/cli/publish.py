@@ -1,4 +1,4 @@
-"""`r1v-data publish` (registered on the app by cli.py)."""
+"""`r1v-data publish` (registered on the app by cli/main.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import JsonOpt, app, console, emit, out
+from r1v_data.cli.app import JsonOpt, app, console, emit, out
 
 
 @app.command()
@@ -43,7 +43,7 @@ def publish(
 
     The token is huggingface_hub's: HF_TOKEN, or the one `hf auth login` saved.
     """
-    from r1v_data.publish import publish as run_publish
+    from r1v_data.stages.publish import publish as run_publish
 
     kwargs: dict[str, Any] = {
         "private": private, "revision": revision, "commit_message": commit_message, "retries": retries,

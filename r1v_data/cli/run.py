@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from r1v_data.cli import JsonOpt, SetOpt, app, console, emit, out
+from r1v_data.cli.app import JsonOpt, SetOpt, app, console, emit, out
 
 
 @app.command("run")
@@ -22,7 +22,7 @@ def run(
     """Run every step of a pipeline (setup, t = 1..T, finish); a re-run skips the finished ones."""
     import shlex
 
-    from r1v_data.pipeline import load_pipeline, run_pipeline
+    from r1v_data.stages.pipeline import load_pipeline, run_pipeline
 
     if dry_run:
         workdir, steps = load_pipeline(pipeline, sets)

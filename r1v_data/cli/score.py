@@ -1,4 +1,4 @@
-"""`r1v-data score`: AL-CoTD's QDAM/VTIA scores (registered on the app by cli.py)."""
+"""`r1v-data score`: AL-CoTD's QDAM/VTIA scores (registered on the app by cli/main.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, _progress, app, emit, out
+from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, emit, out, progress
 
 
 @app.command()
@@ -31,13 +31,13 @@ def score(
 ) -> None:
     """Score samples for adaptive-length distillation (QDAM: S_v, S_t; VTIA: S_I); cached per version."""
     from r1v_data.config import ScoreConfig, load_config
-    from r1v_data.scoring import run_score
+    from r1v_data.stages.score import run_score
 
     flags: dict[str, Any] = {"store": store, "judge": judge, "where": where, "limit": limit}
     if scorer is not None:
         flags["scorers"] = [s.strip() for s in scorer.split(",") if s.strip()]
     cfg = load_config(ScoreConfig, yaml_path=config, section="score", sets=set_, flags=flags)
-    with _progress() as bar:
+    with progress() as bar:
         task = bar.add_task("score", total=None, rate="")
         result = run_score(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
     emit(result.as_dict(), as_json, _render)

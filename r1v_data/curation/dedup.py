@@ -7,7 +7,7 @@ near-duplicate is judged against kept items only: if B is close to A and C is cl
 to A, B is dropped and C is kept.
 
 - `exact_duplicates`: same `normalise_text` and the same images (sha256, in order).
-- `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (`r1v_data.minhash`;
+- `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (`r1v_data.curation.minhash`;
   17x datasketch's MinHash + MinHashLSH end to end, at higher recall: `bench/dedup.py`).
 - `image_near_duplicates`: phash64 within a Hamming distance, image by image.
 - `sample_near_duplicates`: both of the above at once (text near-duplicate and images matching).
@@ -27,8 +27,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from r1v_data.errors import MissingExtraError
-from r1v_data.minhash import (
+from r1v_data.curation.minhash import (
     EMPTY,
     band_keys,
     bucket_pairs,
@@ -40,6 +39,7 @@ from r1v_data.minhash import (
     shingles,
     similar_pairs,
 )
+from r1v_data.errors import MissingExtraError
 
 __all__ = [
     "embed_texts",

@@ -11,7 +11,7 @@ Duplicates, the earliest ingested sample of a group kept:
   different problem, and a different question about the same picture too;
 - semantic (optional): sentence-embedding cosine >= a threshold, images and answers as above.
 
-Contamination: `r1v_data.decontam` (word n-grams and image phashes) against each benchmark spec.
+Contamination: `r1v_data.curation.decontam` (word n-grams and image phashes) against each benchmark spec.
 
 Image phashes are computed once per sample and cached in the scores table (scorer `phash`, name
 `image_phash`, the hashes as signed 64-bit integers in `detail`, the image count in `value`).
@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from r1v_data.dedup import exact_duplicates, keep_first, sample_near_duplicates
-from r1v_data.phash import PHASH_VERSION, hamming, phash64
-from r1v_data.scoring import add_score
-from r1v_data.store import PartWriter, Store
+from r1v_data.curation.dedup import exact_duplicates, keep_first, sample_near_duplicates
+from r1v_data.curation.phash import PHASH_VERSION, hamming, phash64
+from r1v_data.store import PartWriter, Store, add_score
 
 PHASH_SCORER = "phash"
 
@@ -119,7 +118,7 @@ def find_duplicates(
     drops += [SampleDrop(c.ids[j], "dedup", f"duplicate of {c.ids[i]} (near: estimated Jaccard {score:.2f}, "
                          "matching images)") for j, i, score in near]  # fmt: skip
     if semantic is not None:
-        from r1v_data.dedup import embed_texts, embedding_pairs
+        from r1v_data.curation.dedup import embed_texts, embedding_pairs
 
         gone = {j for j, _, _ in near}
         live = [i for i in live if i not in gone]
@@ -162,7 +161,7 @@ def _same_images(a: Sequence[int], b: Sequence[int], distance: int) -> bool:
 
 
 def find_contamination(c: Candidates, benchmarks: Sequence[Any]) -> list[SampleDrop]:
-    from r1v_data.decontam import check_all
+    from r1v_data.curation.decontam import check_all
 
     hits = check_all(benchmarks, c.questions, c.phashes)
     return [

@@ -18,13 +18,13 @@ Reduction of the classification head's logits to one raw score (`reduction`):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
-from r1v_data.rewards import Calibration
+from r1v_data.grading.rewards import Calibration
 
 __all__ = [
     "DEFAULT_CALIBRATION",
@@ -63,12 +63,7 @@ class RMScore:
 def rm_version(model: str, calibration: Calibration | str, reduction: str = "auto") -> str:
     """`rm/1:<model>:<reduction>:<calibration>`, computable without loading the model."""
     calib = calibration if isinstance(calibration, Calibration) else Calibration.parse(calibration)
-    return f"rm/{RM_RULES_VERSION}:{_model_identity(model)}:{reduction}:{calib.spec}"
-
-
-def _model_identity(model: str) -> str:
-    # the model, not how its path was typed: ./m and /abs/m are the same reward model
-    return os.path.abspath(model) if os.path.exists(model) else model
+    return f"rm/{RM_RULES_VERSION}:{model_path_identity(model)}:{reduction}:{calib.spec}"
 
 
 def completion_text(trace: Mapping[str, Any]) -> str:

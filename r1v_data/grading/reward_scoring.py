@@ -4,12 +4,12 @@ The reward is named by a spec:
 
 - `rule` (the default): `r1v_data.rewards.rule_score` from the trace's own flags and verdict.
 - `rm:MODEL`: a sequence-classification reward model through transformers
-  (`r1v_data.reward_model`). Its raw scores are what is cached (`reward_raw`, versioned by the
+  (`r1v_data.grading.reward_model`). Its raw scores are what is cached (`reward_raw`, versioned by the
   model and its options); each filter run maps the raw scores of all its candidates to 0-5 by
   the calibration (`--calibration`; `quantile` is fitted on exactly those candidates) and writes
   those levels with a version naming the calibration and the run.
 - `judge:SPEC`: a judge model behind any backend spec, with a 0-5 rubric asking for strict JSON
-  (one repair attempt, then a recorded failure; see `r1v_data.judge`).
+  (one repair attempt, then a recorded failure; see `r1v_data.grading.judge`).
 
 Only candidates are scored: not failed attempts or refusals, and not the traces of the
 `--errors-from` run (the student's answers). Nothing is loaded when everything is cached.
@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from r1v_data import judge, text
+from r1v_data import text
 from r1v_data.backends import Message, make_backend
+from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
-from r1v_data.rewards import RULE_SCORER, RULE_VERSION, rule_score
-from r1v_data.scoring import add_score
-from r1v_data.store import PartWriter, Store
+from r1v_data.grading import judge
+from r1v_data.grading.rewards import RULE_SCORER, RULE_VERSION, rule_score
+from r1v_data.store import PartWriter, Store, add_score
 
 JUDGE_SCORER, JUDGE_RUBRIC = "judge", "reward-rubric/1"
 _JUDGE_PROMPT = """Rate this solution to a problem on an integer scale from 0 to 5:
@@ -75,15 +76,15 @@ def parse_reward(spec: str, calibration: str = "quantile", options: dict[str, An
         return Reward(spec, RULE_SCORER, RULE_VERSION)
     kind, _, rest = spec.partition(":")
     if kind == "rm" and rest:
-        from r1v_data.reward_model import RM_RULES_VERSION, RM_SCORER, _model_identity
-        from r1v_data.rewards import Calibration
+        from r1v_data.grading.reward_model import RM_RULES_VERSION, RM_SCORER
+        from r1v_data.grading.rewards import Calibration
 
         try:
             Calibration.parse(calibration)
         except ValueError as exc:
             raise ConfigError(f"--calibration {calibration!r}: {exc}") from None
         # options such as reduction and max_length change the raw scores: they are part of the version
-        raw = f"rm-raw/{RM_RULES_VERSION}:{_model_identity(rest)}:{text.stable_hash(options or {})[:12]}"
+        raw = f"rm-raw/{RM_RULES_VERSION}:{model_path_identity(rest)}:{text.stable_hash(options or {})[:12]}"
         return Reward(spec, RM_SCORER, raw, calibration)
     if kind == "judge" and rest:
         return Reward(spec, JUDGE_SCORER, f"{JUDGE_RUBRIC}+judge:{rest}")
@@ -156,7 +157,7 @@ def _judged(
 
 
 def _raw_reward_scores(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any]) -> Scored:
-    from r1v_data.reward_model import RewardModelScorer, rm_pair
+    from r1v_data.grading.reward_model import RewardModelScorer, rm_pair
 
     scorer = RewardModelScorer(reward.spec.partition(":")[2], **options).load()
 
@@ -176,7 +177,7 @@ def _raw_reward_scores(reward: Reward, traces: Iterator[dict[str, Any]], options
 
 def _calibrated_levels(store: Store, writer: PartWriter, reward: Reward, errors_from: str | None) -> str:
     """Levels 0-5 of every candidate's raw score under the calibration, fitted on these candidates."""
-    from r1v_data.rewards import Calibration
+    from r1v_data.grading.rewards import Calibration
 
     sql = f"""SELECT t.request_id, t.sample_id, arg_max(r.value, r.created_at) AS raw FROM traces t
               JOIN scores r USING (request_id)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from r1v_data.traces import parse_completion
+from r1v_data.grading.traces import parse_completion
 
 __all__ = [
     "CALIBRATION_KINDS",

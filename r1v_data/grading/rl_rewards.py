@@ -12,9 +12,9 @@ import atexit
 from collections.abc import Sequence
 from typing import Any
 
-from r1v_data.prompts import parts_text
-from r1v_data.traces import parse_completion
-from r1v_data.verify import VERIFIER_NAME, VerifyRequest
+from r1v_data.backends.prompts import parts_text
+from r1v_data.grading.traces import parse_completion
+from r1v_data.grading.verify import VERIFIER_NAME, VerifyRequest
 
 FORMAT_RULES_VERSION = 1
 REWARD_VERSION = f"r1v-rl-reward/{FORMAT_RULES_VERSION}+{VERIFIER_NAME}"
@@ -27,7 +27,7 @@ def _verifier() -> Any:
     a hard timeout, so a pathological completion cannot stall a training step."""
     global _pool
     if _pool is None:
-        from r1v_data.verify_pool import VerifierPool
+        from r1v_data.grading.verify_pool import VerifierPool
 
         _pool = VerifierPool(workers=2, timeout_s=5.0)
         atexit.register(_pool.close)

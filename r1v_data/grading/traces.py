@@ -238,7 +238,7 @@ def answer_letter(answer: str, n_options: int) -> str | None:
 
 
 # ----------------------------------------------------------------------------- repetition
-# Tuned on the R1-V eval logs and the MATH-Vision outputs (tests/r1v_data/test_traces.py): a
+# Tuned on the R1-V eval logs and the MATH-Vision outputs (tests/r1v_data/grading/test_traces.py): a
 # looping model repeats a block of 3-400 characters until its length limit, at temperature with
 # small drifts ("W. 2 X. 3 Y. 4 Z. 5 W. 3 …"). So the test is near-periodicity of the tail: some
 # period p for which the last max(2p, 120) bytes agree with the bytes p earlier at >= 85% of

@@ -16,7 +16,7 @@ from functools import lru_cache
 from importlib.metadata import version
 from typing import Literal, NamedTuple
 
-from r1v_data.traces import answer_letter
+from r1v_data.grading.traces import answer_letter
 
 __all__ = [
     "VERIFIER_NAME",

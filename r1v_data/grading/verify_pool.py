@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
-from r1v_data.verify import VERIFIER_NAME, Verdict, VerifyRequest, cheap_verdict
+from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest, cheap_verdict
 
 __all__ = ["VERIFIER_NAME", "Verdict", "VerifierPool", "VerifyRequest"]
 

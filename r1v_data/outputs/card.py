@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from r1v_data import __version__
-from r1v_data.mix import KEPT_TRACES, KINDS, TRACE_COLUMNS
-from r1v_data.shards import hf_features
+from r1v_data.outputs.kinds import KEPT_TRACES, KINDS, TRACE_COLUMNS
+from r1v_data.outputs.shards import hf_features
 from r1v_data.store import Store
 
 _DESCRIPTIONS = {

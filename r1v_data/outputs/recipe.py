@@ -32,9 +32,9 @@ import pyarrow as pa
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from r1v_data import sandbox
 from r1v_data.config import Strict
 from r1v_data.errors import ConfigError
+from r1v_data.store import sandbox
 
 
 class Component(Strict):

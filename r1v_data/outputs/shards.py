@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from r1v_data import schema
+from r1v_data.store import schema
 
 
 def hf_features(table_name: str) -> Any:

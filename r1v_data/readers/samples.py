@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from r1v_data import schema, text
+from r1v_data import text
 from r1v_data.errors import SchemaError
-from r1v_data.images import ImageLimits, ImageRejected, load_image
-from r1v_data.presets import Preset
-from r1v_data.sources import RAW_LIMIT, Record
-from r1v_data.store import utcnow
+from r1v_data.readers.images import ImageLimits, ImageRejected, load_image
+from r1v_data.readers.presets import Preset
+from r1v_data.readers.sources import RAW_LIMIT, Record
+from r1v_data.store import schema, utcnow
 
 
 @dataclass

@@ -58,7 +58,7 @@ class Source:
 
 
 def bundled_sample_dir() -> Path:
-    return Path(__file__).parent / "sample_data"
+    return Path(__file__).parents[1] / "sample_data"
 
 
 def open_source(spec: str, *, split: str | None = None, records_key: str | None = None) -> Source:

@@ -6,7 +6,7 @@ are written once each under `images/`, and `dataset_info.json` declares the data
 
 `easyr1` and `verl`: the RL rows as Parquet under `data/`, one file per `rl` shard (memory stays bounded),
 images embedded as `datasets` Images, plus `r1v_reward.py`, a reward module with each trainer's
-signature that calls r1v's own verifier (`r1v_data.rl_rewards`):
+signature that calls r1v's own verifier (`r1v_data.grading.rl_rewards`):
 - EasyR1 reads `problem`, `answer` and `images` (its default keys: `data.prompt_key=problem`);
 - verl reads `prompt` (chat messages), `images`, `data_source`, `ability`,
   `reward_model.ground_truth` and `extra_info`.
@@ -31,8 +31,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
-from r1v_data.prompts import parts_text
-from r1v_data.shards import find_shards, hf_features_of
+from r1v_data.backends.prompts import parts_text
+from r1v_data.outputs.shards import find_shards, hf_features_of
 
 _PLACEHOLDER = re.compile(r"<image\d*>\s*")
 DATASET_NAME = "r1v_sft"
@@ -121,9 +121,9 @@ _REWARD_MODULE = """\
 # trainer's reward signature; needs `pip install r1v` in the training environment.
 #   verl:   custom_reward_function.path=r1v_reward.py custom_reward_function.name=compute_score
 #   EasyR1: worker.reward.reward_function=r1v_reward.py:compute_score_batch (reward_type=batch)
-from r1v_data.rl_rewards import REWARD_VERSION  # noqa: F401
-from r1v_data.rl_rewards import easyr1_compute_score as compute_score_batch  # noqa: F401
-from r1v_data.rl_rewards import verl_compute_score as compute_score  # noqa: F401
+from r1v_data.grading.rl_rewards import REWARD_VERSION  # noqa: F401
+from r1v_data.grading.rl_rewards import easyr1_compute_score as compute_score_batch  # noqa: F401
+from r1v_data.grading.rl_rewards import verl_compute_score as compute_score  # noqa: F401
 """
 
 

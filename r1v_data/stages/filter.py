@@ -31,18 +31,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from r1v_data import __version__, sandbox
+from r1v_data import __version__
 from r1v_data.config import FilterConfig
-from r1v_data.errors import ConfigError, QueryError
-from r1v_data.reward_scoring import Reward, candidate_traces, parse_reward, score_rewards
-from r1v_data.sample_checks import (
+from r1v_data.curation.sample_checks import (
     Candidates,
     SampleDrop,
     find_contamination,
     find_duplicates,
     load_candidates,
 )
-from r1v_data.store import Store, utcnow
+from r1v_data.errors import ConfigError, QueryError
+from r1v_data.grading.reward_scoring import Reward, candidate_traces, parse_reward, score_rewards
+from r1v_data.store import Store, sandbox, utcnow
 
 Progress = Callable[[str], None]
 
@@ -158,7 +158,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
 def _benchmarks(cfg: FilterConfig) -> list[Any]:
     if not cfg.decontaminate:
         return []
-    from r1v_data.decontam import load_benchmark
+    from r1v_data.curation.decontam import load_benchmark
 
     return [
         load_benchmark(spec, ngram=cfg.ngram, min_fraction=cfg.contamination_min_fraction)

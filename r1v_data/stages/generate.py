@@ -12,65 +12,31 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from r1v_data import __version__, alcotd, text
-from r1v_data.alcotd import Control
+from r1v_data import __version__, text
+from r1v_data.alcotd import drlc
+from r1v_data.alcotd.drlc import Control
 from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
+from r1v_data.backends.prompts import (
+    PROMPT_VERSION,
+    REVISE_VERSION,
+    Prompt,
+    build_prompt,
+    build_revision_prompt,
+)
 from r1v_data.config import GenerateConfig
 from r1v_data.errors import ConfigError
-from r1v_data.prompts import PROMPT_VERSION, REVISE_VERSION, Prompt, build_prompt, build_revision_prompt
-from r1v_data.store import PartWriter, Store, utcnow
-from r1v_data.traces import parse_completion
-from r1v_data.verify import VERIFIER_NAME
-from r1v_data.verify_pool import VerifierPool
+from r1v_data.grading.verify import VERIFIER_NAME
+from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
+from r1v_data.store import PartWriter, Store
 
 # (requests finished, requests to send or None, completion tokens so far)
 Progress = Callable[[int, int | None, int], None]
 
 _SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
-
-
-@dataclass
-class GenerateResult:
-    run_id: str
-    teacher: str
-    requests: int = 0  # requests this run considered (all rounds)
-    skipped: int = 0  # already in the store: not sent again
-    sent: int = 0
-    refused: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-    verdicts: Counter[str] = field(default_factory=Counter)
-    truncated: int = 0
-    repetition: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    rounds: list[dict[str, int]] = field(default_factory=list)
-    adaptive: dict[str, Any] = field(default_factory=dict)  # DRLC's settings, with --adaptive-length
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("failed", "verdicts")}
-        tokens_per_s = self.completion_tokens / self.seconds if self.seconds else 0.0
-        return {
-            **out,
-            "failed": dict(self.failed),
-            "verdicts": dict(self.verdicts),
-            "completion_tokens_per_s": round(tokens_per_s, 1),
-        }
-
-
-@dataclass
-class _Pending:
-    sample: dict[str, Any]
-    round: int
-    index: int
-    sampling: Sampling
-    rendered: str
-    prefix: str  # what the assistant turn started with, when the backend prefilled it
-    provenance: str = "generated"
-    prompt_version: str = PROMPT_VERSION
 
 
 @dataclass
@@ -174,7 +140,7 @@ def _adaptive_controls(store: Store, cfg: GenerateConfig, problems: list[str]) -
     """DRLC's per-sample penalty (and budget) for this run's problems; refuses when none is scored."""
     if not cfg.adaptive_length or not problems:
         return None
-    controls, unscored = alcotd.controls(store, problems, cfg.drlc)
+    controls, unscored = drlc.controls(store, problems, cfg.drlc)
     if unscored == len(problems):
         raise ConfigError(
             f"--adaptive-length: none of the {len(problems)} selected samples has QDAM/VTIA scores; "
@@ -227,7 +193,7 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
 
 
 def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
-    pending: dict[str, _Pending] = {}
+    pending: dict[str, Pending] = {}
     counts = Counter(
         {"round": spec.number, "samples": len(spec.ids), "requests": 0, "skipped": 0, "refused": 0, "sent": 0}
     )
@@ -241,14 +207,14 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
 
     for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
-        run.writer.add(_trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
+        run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
         if res.error is None:
             run.done.add(res.request_id)  # failed requests stay unfinished: the next run retries them
         counts["sent"] += 1
         report()
     for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
         lost = GenResult(rid, finish_reason="error", error="no result from the backend")
-        run.writer.add(_trace_row(lost, job, backend.identity, run.verifier, run.writer.run_id, run.result))
+        run.writer.add(trace_row(lost, job, backend.identity, run.verifier, run.writer.run_id, run.result))
     report()
     run.result.requests += counts["requests"]
     return dict(counts)
@@ -289,7 +255,7 @@ def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -
 
 
 def _requests(
-    run: _Run, backend: Backend, spec: _Round, pending: dict[str, _Pending], counts: Counter[str]
+    run: _Run, backend: Backend, spec: _Round, pending: dict[str, Pending], counts: Counter[str]
 ) -> Iterator[GenRequest]:
     """Requests not yet in the store, built lazily as the backend pulls them."""
     for sample in spec.samples:
@@ -319,7 +285,7 @@ def _requests(
                 continue
             request.request_id = rid
             prefix = prompt.assistant_prefix if backend.prefills else ""
-            pending[rid] = _Pending(
+            pending[rid] = Pending(
                 sample,
                 spec.number,
                 index,
@@ -352,91 +318,6 @@ def _refuse(
     run.done.add(rid)
     counts["refused"] += 1
     run.result.refused += 1
-    row = _base_row(rid, sample, teacher, round_, index, sampling, run.writer.run_id)
+    row = base_row(rid, sample, teacher, round_, index, sampling, run.writer.run_id)
     row.update(error=f"refused: {reason}", finish_reason="refused", verdict="error")
     run.writer.add(row)
-
-
-def _trace_row(
-    res: GenResult,
-    job: _Pending,
-    teacher: str,
-    verifier: VerifierPool,
-    run_id: str,
-    result: GenerateResult,
-) -> dict[str, Any]:
-    row = _base_row(
-        res.request_id,
-        job.sample,
-        teacher,
-        job.round,
-        job.index,
-        job.sampling,
-        run_id,
-        job.provenance,
-        job.prompt_version,
-    )
-    row.update(
-        prompt=job.rendered,
-        latency_s=res.latency_s,
-        finish_reason=res.finish_reason,
-        prompt_tokens=res.prompt_tokens,
-        completion_tokens=res.completion_tokens,
-    )
-    result.prompt_tokens += res.prompt_tokens or 0
-    result.completion_tokens += res.completion_tokens or 0
-    if res.error is not None or res.text is None:
-        result.failed[_reason_key(res.error)] += 1
-        row.update(error=res.error or "no text returned", verdict="error")
-        return row
-    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=job.prefix)
-    verdict = verifier.verify(
-        parsed.answer,
-        job.sample.get("answer"),
-        job.sample.get("answer_type"),
-        job.sample.get("options"),
-    )
-    result.verdicts[verdict.verdict] += 1
-    result.truncated += parsed.truncated
-    result.repetition += parsed.repetition
-    row.update(
-        text=res.text,
-        think=parsed.think,
-        answer=parsed.answer,
-        think_closed=parsed.think_closed,
-        truncated=parsed.truncated,
-        repetition=parsed.repetition,
-        verdict=verdict.verdict,
-        verifier=verdict.verifier,
-    )
-    return row
-
-
-def _reason_key(error: str | None) -> str:
-    # "HTTP 500: ..." and "timeout after 600 s" count under their first words
-    return (error or "no text").split(":", 1)[0][:60]
-
-
-def _base_row(
-    rid: str,
-    sample: dict[str, Any],
-    teacher: str,
-    round_: int,
-    index: int,
-    sampling: Sampling,
-    run_id: str,
-    provenance: str = "generated",
-    prompt_version: str = PROMPT_VERSION,
-) -> dict[str, Any]:
-    return {
-        "request_id": rid,
-        "sample_id": sample["sample_id"],
-        "teacher": teacher,
-        "round": round_,
-        "sample_index": index,
-        "prompt_version": prompt_version,
-        "sampling": sampling.as_dict(),
-        "provenance": provenance,
-        "run_id": run_id,
-        "created_at": utcnow(),
-    }

@@ -15,11 +15,11 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.config import ImportTracesConfig
 from r1v_data.errors import ConfigError
-from r1v_data.samples import quarantine_row
-from r1v_data.sources import Record, open_source
+from r1v_data.grading.traces import parse_completion
+from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.readers.samples import quarantine_row
+from r1v_data.readers.sources import Record, open_source
 from r1v_data.store import Store, utcnow
-from r1v_data.traces import parse_completion
-from r1v_data.verify_pool import VerifierPool
 
 _TEXT_FIELDS = ("text", "response", "completion", "model_output", "output")
 _TEACHER_FIELDS = ("teacher", "model")

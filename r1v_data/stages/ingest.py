@@ -19,10 +19,10 @@ from typing import Any
 from r1v_data import __version__
 from r1v_data.config import IngestConfig
 from r1v_data.errors import ConfigError
-from r1v_data.images import ImageLimits
-from r1v_data.presets import resolve
-from r1v_data.samples import Prepared, RowPlan, prepare, quarantine_row
-from r1v_data.sources import Record, Source, open_source
+from r1v_data.readers.images import ImageLimits
+from r1v_data.readers.presets import resolve
+from r1v_data.readers.samples import Prepared, RowPlan, prepare, quarantine_row
+from r1v_data.readers.sources import Record, Source, open_source
 from r1v_data.store import PartWriter, Store, utcnow
 
 Progress = Callable[[str, int, int | None], None]  # (source name, rows done, total or None)

@@ -1,15 +1,7 @@
 """`run_mix`: the curated shards users download and train on, from a filtered store.
 
 The latest successful filter run's decisions are the selection. Without a recipe every selected
-row is written once:
-
-- `sft/`: one row per kept trace: the user turn (image parts, then the question with the
-  answer-format instruction the teacher saw) and the assistant turn (the `<think>` trace and the
-  answer), with the sample's images in `images`, as TRL's SFTTrainer reads conversational data;
-- `rl/`: one row per kept sample with a reference answer: the prompt, the images and the
-  `solution` the GRPO accuracy reward verifies against;
-- `preference/`: per kept sample, the best kept trace (chosen) against the lowest-rewarded
-  candidate trace with a lower reward (rejected), for DPO/MPO.
+row is written once, in each kind asked for (`sft`, `rl`, `preference`: `outputs/kinds.py`).
 
 Each kind is sharded Parquet in the Hugging Face layout (`KIND/data/train-00000-of-000NN.parquet`)
 with a README.md dataset card listing them as configs, so `load_dataset(OUT)` and
@@ -30,54 +22,11 @@ from typing import Any
 from r1v_data import __version__
 from r1v_data.config import MixConfig
 from r1v_data.errors import ConfigError
-from r1v_data.prompts import build_prompt
-from r1v_data.reward_model import completion_text
-from r1v_data.shards import ShardWriter
+from r1v_data.outputs.card import TraceStats, write_card
+from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
+from r1v_data.outputs.recipe import copies, load_recipe
+from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
-
-KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
-# No ORDER BY and no window over whole rows: DuckDB then streams them (rows come in the order of
-# the decisions, which is stable), so memory does not grow with the number of rows mixed.
-_SAMPLE = (
-    "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
-)
-
-# the kept traces (t) of the filter run $run, with their samples (s)
-KEPT_TRACES = """
-FROM (SELECT * FROM traces WHERE error IS NULL) t
-SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
-     USING (request_id)
-JOIN samples s ON s.sample_id = t.sample_id"""
-
-# what the dataset card counts about each kept trace
-TRACE_COLUMNS = (
-    "t.teacher, t.verifier, t.completion_tokens, coalesce(t.completion_tokens, length(t.text) // 4) AS tokens"
-)
-_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS} {KEPT_TRACES}"
-
-_RL = f"""
-SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
-WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL"""
-
-# chosen: the best kept trace of a sample; rejected: its lowest-rewarded candidate below that
-_PREFERENCE = f"""
-WITH cand AS (
-    SELECT d.sample_id, d.request_id, d.kept, r.value AS reward FROM decisions d
-    JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
-          WHERE name = 'reward' AND version = $version GROUP BY request_id) r USING (request_id)
-    WHERE d.run_id = $run AND d.request_id IS NOT NULL
-), pairs AS (
-    SELECT sample_id,
-           arg_max(request_id, reward) FILTER (WHERE kept) AS chosen_id, max(reward) FILTER (WHERE kept) AS chosen_score,
-           arg_min(request_id, reward) AS rejected_id, min(reward) AS rejected_score
-    FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE kept)
-)
-SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
-       c.text AS chosen_text, r.text AS rejected_text
-FROM pairs p JOIN samples s USING (sample_id)
-JOIN traces c ON c.request_id = p.chosen_id AND c.error IS NULL
-JOIN traces r ON r.request_id = p.rejected_id AND r.error IS NULL
-QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1"""
 
 
 @dataclass
@@ -96,8 +45,6 @@ class MixResult:
 
 
 def run_mix(cfg: MixConfig) -> MixResult:
-    from r1v_data.card import TraceStats, write_card  # it reads this module's queries
-
     store = Store.open(cfg.store)
     latest = store.latest_run("filter")
     if latest is None:
@@ -114,9 +61,9 @@ def run_mix(cfg: MixConfig) -> MixResult:
     for kind in cfg.kinds:
         params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
-        sql = {"sft": _SFT, "rl": _RL, "preference": _PREFERENCE}[kind]
+        sql = QUERIES[kind]
         for row in store.stream(sql, None, params, batch=128, memory_limit="256MB"):
-            built, size = _BUILDERS[kind](row)
+            built, size = BUILDERS[kind](row)
             if kind == "sft":
                 traces.add(row)
             n = 1 if repeat is None or kind != "sft" else repeat[built["id"]]
@@ -135,22 +82,13 @@ def run_mix(cfg: MixConfig) -> MixResult:
     return result
 
 
-_SFT_COLUMNS = f"""
-SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, s.answer_type,
-       t.completion_tokens, length(t.text) AS text_chars,
-       coalesce(t.completion_tokens, length(t.text) // 4) AS tokens  -- imports may have no count
-{KEPT_TRACES}"""
-
-
 def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) -> Counter[str]:
     """Copies per SFT row under the recipe; the realised mixture goes into the result."""
-    from r1v_data.recipe import copies, load_recipe
-
     assert cfg.recipe is not None
     recipe = load_recipe(cfg.recipe)
     con = store.connect()
     try:
-        rows = con.sql(_SFT_COLUMNS, params={"run": run}).to_arrow_table()
+        rows = con.sql(SFT_COLUMNS, params={"run": run}).to_arrow_table()
     finally:
         con.close()
     counts, result.mixture = copies(recipe, rows)
@@ -163,56 +101,3 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _prompt(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """The user turn as content parts, the images for the `images` column, and their size."""
-    images = row["images"] or []
-    (user,) = build_prompt(row, supports_images=True).messages
-    parts = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user.text}]
-    hf_images = [{"bytes": im["bytes"], "path": None} for im in images]
-    return (
-        [{"role": "user", "content": parts}],
-        hf_images,
-        sum(len(im["bytes"]) for im in images) + len(user.text),
-    )
-
-
-def _assistant(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
-
-
-def _meta(row: dict[str, Any]) -> dict[str, Any]:
-    return {"sample_id": row["sample_id"], "source": row["source"], "subject": row["subject"],
-            "difficulty": row["difficulty"]}  # fmt: skip
-
-
-def _sft(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    prompt, images, size = _prompt(row)
-    answer = completion_text(row)
-    built = {"id": row["request_id"], "request_id": row["request_id"], "messages": [*prompt, _assistant(answer)],
-             "images": images, **_meta(row)}  # fmt: skip
-    return built, size + len(answer)
-
-
-def _rl(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    prompt, images, size = _prompt(row)
-    built = {"id": row["sample_id"], "prompt": prompt, "images": images, "solution": row["answer"],
-             "answer_type": row["answer_type"], "options": row["options"] or [], **_meta(row)}  # fmt: skip
-    return built, size
-
-
-def _preference(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    prompt, images, size = _prompt(row)
-    chosen, rejected = (
-        completion_text({"text": row["chosen_text"]}),
-        completion_text({"text": row["rejected_text"]}),
-    )
-    built = {"id": f"{row['chosen_id']}>{row['rejected_id']}", "sample_id": row["sample_id"], "prompt": prompt,
-             "images": images, "chosen": [_assistant(chosen)], "rejected": [_assistant(rejected)],
-             "chosen_score": row["chosen_score"], "rejected_score": row["rejected_score"],
-             "chosen_request_id": row["chosen_id"], "rejected_request_id": row["rejected_id"]}  # fmt: skip
-    return built, size + len(chosen) + len(rejected)
-
-
-_BUILDERS = {"sft": _sft, "rl": _rl, "preference": _preference}

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.dataset as ds
 
 from r1v_data.errors import ConfigError
-from r1v_data.shards import find_shards
+from r1v_data.outputs.shards import find_shards
 
 
 @dataclass

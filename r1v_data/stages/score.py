@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from r1v_data import __version__, alcotd, judge
+from r1v_data import __version__
+from r1v_data.alcotd import drlc
+from r1v_data.alcotd.clarity import CLARITY_VERSION, sample_clarity
+from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
 from r1v_data.backends import Backend, Message, make_backend
-from r1v_data.clarity import CLARITY_VERSION, sample_clarity
+from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
-from r1v_data.estimators import ESTIMATOR_VERSION, estimate
-from r1v_data.prompts import visible_question
-from r1v_data.store import PartWriter, Store, utcnow
+from r1v_data.grading import judge
+from r1v_data.store import PartWriter, Store, add_score
 
 SCORER_VERSIONS = {"qdam": "qdam/1", "vtia": "vtia/1"}
 JUDGED = {
@@ -72,22 +74,6 @@ class ScoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Counter) else v for k, v in self.__dict__.items()}
-
-
-def add_score(
-    writer: PartWriter,
-    sample_id: str,
-    request_id: str | None,
-    scorer: str,
-    version: str,
-    name: str,
-    value: float | None,
-    detail: str | None,
-) -> None:
-    """One row of the scores table (of a sample, or of one of its traces with `request_id`)."""
-    writer.add({"sample_id": sample_id, "request_id": request_id, "scorer": scorer, "version": version,
-                "name": name, "value": value, "detail": detail, "run_id": writer.run_id,
-                "created_at": utcnow()})  # fmt: skip
 
 
 def scorer_version(scorer: str, judge_identity: str | None) -> str:
@@ -273,7 +259,7 @@ def _ranks(values: list[float]) -> Any:
 
 def penalty_preview(store: Store, ids: list[str], cfg: ScoreConfig) -> dict[str, Any]:
     """What `generate --adaptive-length` would set for these samples: P overall and by level."""
-    ctl, unscored = alcotd.controls(store, ids, cfg.drlc)
+    ctl, unscored = drlc.controls(store, ids, cfg.drlc)
     if not ctl:
         return {}
     ps = [c.penalty for c in ctl.values()]

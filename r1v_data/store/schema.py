@@ -37,7 +37,7 @@ OUTPUT_SCHEMAS = ("sft_row", "rl_row", "preference_pair")
 
 def schemas_dir() -> Path:
     """Installed wheels carry the schemas inside the package; a source tree has them at the top."""
-    for candidate in (Path(__file__).parent / "schemas", Path(__file__).parents[1] / "schemas"):
+    for candidate in (Path(__file__).parents[1] / "schemas", Path(__file__).parents[2] / "schemas"):
         if (candidate / "types.json").is_file():
             return candidate
     raise SchemaError("the schemas/ folder is missing from this installation; reinstall r1v")

@@ -16,32 +16,37 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from r1v_data import __version__, schema
+from r1v_data import __version__
 from r1v_data.errors import QueryError, StoreError, StoreLockedError
+from r1v_data.store import schema
+from r1v_data.store.layout import (
+    check_versions,
+    ensure_table_dir,
+    initialise,
+    read_info,
+    refuse_non_store,
+    write_info,
+)
+from r1v_data.store.parts import PartWriter, new_run_id, utcnow, write_parquet_atomic
 
-STORE_FORMAT = 1
 # what a user --where over samples sees (not the image bytes)
 _SAMPLE_SCALARS = (
     "sample_id, source, source_id, question, answer, answer_type, solution, subject, difficulty, caption, "
     "len(images) AS n_images, len(options) AS n_options"
 )
 CATALOG = "r1v.duckdb"
-SCHEMA_PART = "part-0-schema.parquet"
 
 _CATALOG_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -49,48 +54,6 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, counts JSON);
 CREATE TABLE IF NOT EXISTS manifests (run_id VARCHAR PRIMARY KEY, manifest JSON);
 """
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def new_run_id() -> str:
-    return utcnow().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` so that `path` either does not exist or is complete."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # Dictionary encoding is wasted effort on image bytes (every value is unique) and
-        # doubled the write time on MATH-Vision; keep it for the small text columns.
-        dictionary = [f.name for f in table.schema if not _holds_binary(f.type)]
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _holds_binary(t: pa.DataType) -> bool:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return True
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _holds_binary(t.value_type)
-    if pa.types.is_struct(t):
-        return any(_holds_binary(f.type) for f in t)
-    return False
 
 
 @dataclass
@@ -106,9 +69,9 @@ class Store:
     def open(cls, root: str | Path, *, write: bool = False, create: bool = False) -> Store:
         root = Path(root).expanduser().absolute()
         if not (root / "store.json").is_file():
-            _refuse_non_store(root, create)
-            _initialise(root)
-        _check_versions(root)
+            refuse_non_store(root, create)
+            initialise(root)
+        check_versions(root)
         store = cls(root)
         if write:
             store._acquire_lock()
@@ -166,14 +129,14 @@ class Store:
 
     # ---- versions ------------------------------------------------------------------------
     def _upgrade_versions(self) -> None:
-        info = _read_info(self.root)
+        info = read_info(self.root)
         current = {name: schema.load(name).version for name in schema.STORE_TABLES}
         if info.get("schemas") != current:
             info["schemas"] = {**info.get("schemas", {}), **current}
             info["r1v_version"] = __version__
-            _write_info(self.root, info)
+            write_info(self.root, info)
         for name in schema.STORE_TABLES:
-            _ensure_table_dir(self.root, name)
+            ensure_table_dir(self.root, name)
 
     # ---- writing -------------------------------------------------------------------------
     def write_part(
@@ -258,7 +221,7 @@ class Store:
         """Sample ids in a stable order, optionally filtered by a user SQL expression over the
         samples' scalar columns (run in a sandbox; a malformed one raises QueryError before any
         work) and limited to the first `limit`."""
-        from r1v_data import sandbox
+        from r1v_data.store import sandbox
 
         con = self.connect()
         try:
@@ -342,130 +305,6 @@ class Store:
         with self.catalog() as con:
             con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             _refresh_views(con)
-
-
-class PartWriter:
-    """Buffers rows for one table and writes a part every `flush_rows` rows, `flush_bytes`
-    bytes or `flush_seconds` seconds, so a crash loses at most one buffer.
-
-    `after` names writers whose rows must reach disk before this writer's (rows here refer to
-    rows there, e.g. provenance to samples): they are flushed first."""
-
-    def __init__(
-        self,
-        store: Store,
-        table_name: str,
-        run_id: str,
-        *,
-        flush_rows: int = 512,
-        flush_bytes: int = 64 << 20,
-        flush_seconds: float = 30.0,
-        after: tuple[PartWriter, ...] = (),
-    ):
-        self.store, self.table_name, self.run_id = store, table_name, run_id
-        self.flush_rows, self.flush_bytes, self.flush_seconds = (
-            flush_rows,
-            flush_bytes,
-            flush_seconds,
-        )
-        self.after = after
-        self._rows: list[dict[str, Any]] = []
-        self._bytes = 0
-        self._last_flush = time.monotonic()
-        self._seq = 0
-
-    def add(self, row: dict[str, Any], size_hint: int = 0) -> None:
-        self._rows.append(row)
-        self._bytes += size_hint
-        if (
-            len(self._rows) >= self.flush_rows
-            or self._bytes >= self.flush_bytes
-            or time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if not self._rows:
-            return
-        for writer in self.after:
-            writer.flush()
-        self._seq += 1
-        self.store.write_part(self.table_name, self._rows, self.run_id, self._seq)
-        self._rows, self._bytes = [], 0
-
-    def __enter__(self) -> PartWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        # Flush on errors too: what was produced before a failure is valid and worth keeping.
-        self.flush()
-
-
-# ---- helpers -----------------------------------------------------------------------------
-def _refuse_non_store(root: Path, create: bool) -> None:
-    if root.exists() and not root.is_dir():
-        raise StoreError(f"--store {root} is a file, not a store directory")
-    if root.exists() and any(root.iterdir()):
-        raise StoreError(
-            f"{root} is not an r1v store (no store.json) and is not empty; choose a new or empty directory"
-        )
-    if not create:
-        raise StoreError(f"no store at {root}; create one with: r1v-data ingest SOURCE --store {root}")
-
-
-def _initialise(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for name in schema.STORE_TABLES:
-        _ensure_table_dir(root, name)
-    info = {
-        "format": STORE_FORMAT,
-        "r1v_version": __version__,
-        "created_at": utcnow().isoformat(),
-        "schemas": {name: schema.load(name).version for name in schema.STORE_TABLES},
-    }
-    _write_info(root, info)
-
-
-def _write_info(root: Path, info: dict[str, Any]) -> None:
-    tmp = root / ".store.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, root / "store.json")
-
-
-def _read_info(root: Path) -> dict[str, Any]:
-    try:
-        info = json.loads((root / "store.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{root}/store.json is unreadable ({exc}); the store is damaged") from exc
-    schemas = info.get("schemas", {}) if isinstance(info, dict) else None
-    valid = (
-        isinstance(schemas, dict)
-        and isinstance(info.get("format", 0), int)
-        and all(isinstance(v, int) for v in schemas.values())
-    )
-    if not valid:
-        raise StoreError(f"{root}/store.json is damaged (expected format and integer schema versions)")
-    return info
-
-
-def _ensure_table_dir(root: Path, name: str) -> None:
-    folder = root / name
-    folder.mkdir(exist_ok=True)
-    if not (folder / SCHEMA_PART).exists():
-        write_parquet_atomic(schema.load(name).arrow.empty_table(), folder / SCHEMA_PART)
-
-
-def _check_versions(root: Path) -> None:
-    info = _read_info(root)
-    if info.get("format", 0) > STORE_FORMAT:
-        raise StoreError(
-            f"store {root} has format {info['format']} (written by r1v {info.get('r1v_version')}); "
-            f"this r1v ({__version__}) reads up to format {STORE_FORMAT}; upgrade r1v: pip install -U r1v"
-        )
-    for name, version in info.get("schemas", {}).items():
-        if name in schema.STORE_TABLES:
-            schema.check_readable(name, version, f"store {root}")
 
 
 def _sql_str(value: object) -> str:

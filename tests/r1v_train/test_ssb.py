@@ -15,7 +15,8 @@ from conftest import mathv_with_outputs, run_cli
 from tiny_models import build_tiny_vlm
 from trl.trainer.utils import shuffle_sequence_dict, split_pixel_values_by_grid, split_tensor_dict
 
-from r1v_train.ssb import SelectiveSampleBuffer, SelectiveSampleBufferGRPOTrainer, UnsupportedBatch
+from r1v_train.ssb import SelectiveSampleBuffer, UnsupportedBatch
+from r1v_train.ssb_trainer import SelectiveSampleBufferGRPOTrainer
 
 PAD = 0
 G = 2  # completions per prompt

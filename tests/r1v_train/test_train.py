@@ -153,7 +153,7 @@ def test_sft_under_deepspeed_zero2_on_cpu(
 def test_grpo_two_steps_with_r1vs_rewards_on_image_rows(
     assembled: tuple[Path, dict[str, Any]], mixed: Path, tmp_path: Path
 ) -> None:
-    from r1v_data.rl_rewards import REWARD_VERSION
+    from r1v_data.grading.rl_rewards import REWARD_VERSION
 
     report = train("grpo", "--model", assembled[0], "--data", mixed, "--output-dir", tmp_path / "grpo",
                    "--max-steps", "2", "--set", "deepspeed=null", "--set", "num_generations=2",

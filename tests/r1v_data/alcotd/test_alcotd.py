@@ -12,8 +12,8 @@ import pytest
 from conftest import ingest_json, run_cli
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 
-from r1v_data.estimators import cues, estimate, integration, question_quality
-from r1v_data.judge import integer_fields, json_object
+from r1v_data.alcotd.estimators import cues, estimate, integration, question_quality
+from r1v_data.grading.judge import integer_fields, json_object
 from r1v_data.store import Store
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from r1v_data.alcotd import MAX_PENALTY, NEUTRAL, min_max, penalties, penalty
-from r1v_data.clarity import image_measures, sample_clarity
+from r1v_data.alcotd.clarity import image_measures, sample_clarity
+from r1v_data.alcotd.drlc import MAX_PENALTY, NEUTRAL, min_max, penalties, penalty
 
 
 def test_penalty_matches_hand_computed_values() -> None:

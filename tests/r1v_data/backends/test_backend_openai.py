@@ -15,7 +15,8 @@ from servers.fake_openai import FakeOpenAI, digest, reply_text
 
 from r1v_data.backends import make_backend
 from r1v_data.backends.base import BackendError, GenRequest, GenResult, Message, Sampling
-from r1v_data.backends.openai_compat import OpenAIBackend, image_mime
+from r1v_data.backends.openai_compat import OpenAIBackend
+from r1v_data.backends.openai_wire import image_mime
 
 KEY_ENV = "R1V_TEST_OPENAI_KEY"  # never the user's real OPENAI_API_KEY
 SECRET = "sk-test-0123456789abcdef"

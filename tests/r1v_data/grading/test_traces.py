@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from r1v_data.traces import answer_letter, is_repetitive, parse_completion
-from r1v_data.verify import parse_number
+from r1v_data.grading.traces import answer_letter, is_repetitive, parse_completion
+from r1v_data.grading.verify import parse_number
 
 SHARED = (
     Path(os.environ["R1V_SHARED"]) / "data"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from r1v_data.verify import VERIFIER_NAME, Verdict, cheap_verdict, parse_number
-from r1v_data.verify_pool import VerifierPool
+from r1v_data.grading.verify import VERIFIER_NAME, Verdict, cheap_verdict, parse_number
+from r1v_data.grading.verify_pool import VerifierPool
 
 SHARED = (
     Path(os.environ["R1V_SHARED"]) / "data"

@@ -15,7 +15,7 @@ from PIL import Image
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 from tiny_models import build_tiny_llama, build_tiny_reward_model
 
-from r1v_data.rewards import rule_score
+from r1v_data.grading.rewards import rule_score
 from r1v_data.store import Store
 
 INSTRUCT = "geoqa_test_qwen2vl_7b_instruct_legacy"

@@ -12,7 +12,7 @@ import pytest
 from conftest import mathv_with_outputs, run_cli
 from tiny_models import build_tiny_vlm
 
-from r1v_data.rl_rewards import accuracy_rewards, format_reward
+from r1v_data.grading.rl_rewards import accuracy_rewards, format_reward
 
 ROWS = 6  # rows of each kind fed to the trainers
 

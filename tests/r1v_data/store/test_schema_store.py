@@ -11,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from r1v_data import schema
 from r1v_data.errors import SchemaError, StoreError
-from r1v_data.store import SCHEMA_PART, Store
+from r1v_data.store import SCHEMA_PART, Store, schema
 
 NOW = datetime.now(UTC)
 

@@ -1,0 +1,122 @@
+"""`r1v-data generate`: distil traces from a teacher."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, counts, emit, out, progress
+
+
+@app.command()
+def generate(
+    store: OptStoreOpt = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. (default: builtin, a weak "
+            "embedded model for trying r1v out)"
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Self-distillation rounds: round r+1 retries the "
+            "problems with no correct trace yet. (default: 1)"
+        ),
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per problem. (default: 1)")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
+    where: Annotated[
+        str | None, typer.Option(help='SQL filter over samples, e.g. "difficulty >= 3".')
+    ] = None,
+    reviser: Annotated[
+        str | None,
+        typer.Option(
+            help="A judge (backend spec) that rewrites each unsolved problem's wrong trace, given the "
+            "reference answer, after the last round; rewrites are marked revised in provenance."
+        ),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="(default: 0.6)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. (default: 1024)")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="(default: 1.0)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed. (default: 0)")] = None,
+    adaptive_length: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive-length/--fixed-length",
+            help="AL-CoTD: set each sample's repetition penalty (and, with drlc.max_tokens_range, its "
+            "token budget) from its QDAM/VTIA scores; run `r1v-data score` first. (default: fixed)",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distil <think> traces from a teacher; resumable, verified, over self-distillation rounds."""
+    from r1v_data.config import GenerateConfig, load_config
+    from r1v_data.stages.generate import run_generate
+
+    sampling = {
+        k: v
+        for k, v in {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "repetition_penalty": repetition_penalty,
+            "seed": seed,
+        }.items()
+        if v is not None
+    }
+    sets = list(set_ or []) + [f"sampling.{k}={v}" for k, v in sampling.items()]
+    flags = {
+        "store": store,
+        "teacher": teacher,
+        "rounds": rounds,
+        "n": n,
+        "limit": limit,
+        "where": where,
+        "reviser": reviser,
+        "adaptive_length": adaptive_length,
+    }
+    cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
+    with progress() as bar:
+        task = bar.add_task(f"generate ({cfg.teacher})", total=None, rate="")
+
+        def on_progress(done: int, total: int | None, tokens: int) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        result = run_generate(cfg, progress=on_progress)
+    emit(result.as_dict(), as_json, _render_generate)
+
+
+def _render_generate(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    out.print(
+        escape(
+            f"generate with {r['teacher']} (run {r['run_id']}): {r['requests']} requests, "
+            f"{r['skipped']} already done, {r['sent']} sent, {r['refused']} refused, "
+            f"{r['completion_tokens']:,} completion tokens in {r['seconds']:.1f} s "
+            f"({r['completion_tokens_per_s']:,} tok/s)"
+        ),
+        soft_wrap=True,
+    )
+    out.print(
+        "verdicts: " + (counts(r["verdicts"]) or "none"),
+        soft_wrap=True,
+    )
+    out.print(f"truncated: {r['truncated']}, repetition loops: {r['repetition']}", soft_wrap=True)
+    if r["failed"]:
+        out.print(
+            escape("failed: " + counts(r["failed"])),
+            soft_wrap=True,
+        )
+    for rnd in r["rounds"]:
+        out.print(
+            f"round {rnd['round']}: {rnd.get('samples', 0)} problems, {rnd.get('requests', 0)} requests, "
+            f"{rnd.get('skipped', 0)} already done, {rnd.get('sent', 0)} sent",
+            soft_wrap=True,
+        )

@@ -1,0 +1,132 @@
+"""The output kinds `mix` writes, each as the query that selects its rows from a filtered store and
+the function that builds one row:
+
+- `sft`: one row per kept trace: the user turn (image parts, then the question with the
+  answer-format instruction the teacher saw) and the assistant turn (the `<think>` trace and the
+  answer), with the sample's images in `images`, as TRL's SFTTrainer reads conversational data;
+- `rl`: one row per kept sample with a reference answer: the prompt, the images and the
+  `solution` the GRPO accuracy reward verifies against;
+- `preference`: per kept sample, the best kept trace (chosen) against the lowest-rewarded
+  candidate trace with a lower reward (rejected), for DPO/MPO.
+
+The dataset card reads the same queries, so it lives beside them (in `outputs/`) and not in the
+stage that runs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r1v_data.backends.prompts import build_prompt
+from r1v_data.grading.reward_model import completion_text
+
+KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
+
+
+# No ORDER BY and no window over whole rows: DuckDB then streams them (rows come in the order of
+# the decisions, which is stable), so memory does not grow with the number of rows mixed.
+_SAMPLE = (
+    "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
+)
+
+
+# the kept traces (t) of the filter run $run, with their samples (s)
+KEPT_TRACES = """
+FROM (SELECT * FROM traces WHERE error IS NULL) t
+SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL) k
+     USING (request_id)
+JOIN samples s ON s.sample_id = t.sample_id"""
+
+
+# what the dataset card counts about each kept trace
+TRACE_COLUMNS = (
+    "t.teacher, t.verifier, t.completion_tokens, coalesce(t.completion_tokens, length(t.text) // 4) AS tokens"
+)
+
+SFT_QUERY = f"SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS} {KEPT_TRACES}"
+
+RL_QUERY = f"""
+SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
+WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL"""
+
+
+# chosen: the best kept trace of a sample; rejected: its lowest-rewarded candidate below that
+PREFERENCE_QUERY = f"""
+WITH cand AS (
+    SELECT d.sample_id, d.request_id, d.kept, r.value AS reward FROM decisions d
+    JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
+          WHERE name = 'reward' AND version = $version GROUP BY request_id) r USING (request_id)
+    WHERE d.run_id = $run AND d.request_id IS NOT NULL
+), pairs AS (
+    SELECT sample_id,
+           arg_max(request_id, reward) FILTER (WHERE kept) AS chosen_id, max(reward) FILTER (WHERE kept) AS chosen_score,
+           arg_min(request_id, reward) AS rejected_id, min(reward) AS rejected_score
+    FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE kept)
+)
+SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
+       c.text AS chosen_text, r.text AS rejected_text
+FROM pairs p JOIN samples s USING (sample_id)
+JOIN traces c ON c.request_id = p.chosen_id AND c.error IS NULL
+JOIN traces r ON r.request_id = p.rejected_id AND r.error IS NULL
+QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1"""
+
+
+SFT_COLUMNS = f"""
+SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, s.answer_type,
+       t.completion_tokens, length(t.text) AS text_chars,
+       coalesce(t.completion_tokens, length(t.text) // 4) AS tokens  -- imports may have no count
+{KEPT_TRACES}"""
+
+
+def _prompt(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The user turn as content parts, the images for the `images` column, and their size."""
+    images = row["images"] or []
+    (user,) = build_prompt(row, supports_images=True).messages
+    parts = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user.text}]
+    hf_images = [{"bytes": im["bytes"], "path": None} for im in images]
+    return (
+        [{"role": "user", "content": parts}],
+        hf_images,
+        sum(len(im["bytes"]) for im in images) + len(user.text),
+    )
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def _meta(row: dict[str, Any]) -> dict[str, Any]:
+    return {"sample_id": row["sample_id"], "source": row["source"], "subject": row["subject"],
+            "difficulty": row["difficulty"]}  # fmt: skip
+
+
+def _sft(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    answer = completion_text(row)
+    built = {"id": row["request_id"], "request_id": row["request_id"], "messages": [*prompt, _assistant(answer)],
+             "images": images, **_meta(row)}  # fmt: skip
+    return built, size + len(answer)
+
+
+def _rl(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    built = {"id": row["sample_id"], "prompt": prompt, "images": images, "solution": row["answer"],
+             "answer_type": row["answer_type"], "options": row["options"] or [], **_meta(row)}  # fmt: skip
+    return built, size
+
+
+def _preference(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    prompt, images, size = _prompt(row)
+    chosen, rejected = (
+        completion_text({"text": row["chosen_text"]}),
+        completion_text({"text": row["rejected_text"]}),
+    )
+    built = {"id": f"{row['chosen_id']}>{row['rejected_id']}", "sample_id": row["sample_id"], "prompt": prompt,
+             "images": images, "chosen": [_assistant(chosen)], "rejected": [_assistant(rejected)],
+             "chosen_score": row["chosen_score"], "rejected_score": row["rejected_score"],
+             "chosen_request_id": row["chosen_id"], "rejected_request_id": row["rejected_id"]}  # fmt: skip
+    return built, size + len(chosen) + len(rejected)
+
+
+BUILDERS = {"sft": _sft, "rl": _rl, "preference": _preference}
+QUERIES = {"sft": SFT_QUERY, "rl": RL_QUERY, "preference": PREFERENCE_QUERY}

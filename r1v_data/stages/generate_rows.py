@@ -1,0 +1,140 @@
+"""What `generate` writes for each request: the trace row of a result (parsed, verified, with the
+sampling it was made with), and the run's counts that every row adds to."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from r1v_data.backends import GenResult, Sampling
+from r1v_data.backends.prompts import PROMPT_VERSION
+from r1v_data.grading.traces import parse_completion
+from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.store import utcnow
+
+
+@dataclass
+class GenerateResult:
+    run_id: str
+    teacher: str
+    requests: int = 0  # requests this run considered (all rounds)
+    skipped: int = 0  # already in the store: not sent again
+    sent: int = 0
+    refused: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    truncated: int = 0
+    repetition: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    rounds: list[dict[str, int]] = field(default_factory=list)
+    adaptive: dict[str, Any] = field(default_factory=dict)  # DRLC's settings, with --adaptive-length
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("failed", "verdicts")}
+        tokens_per_s = self.completion_tokens / self.seconds if self.seconds else 0.0
+        return {
+            **out,
+            "failed": dict(self.failed),
+            "verdicts": dict(self.verdicts),
+            "completion_tokens_per_s": round(tokens_per_s, 1),
+        }
+
+
+@dataclass
+class Pending:
+    sample: dict[str, Any]
+    round: int
+    index: int
+    sampling: Sampling
+    rendered: str
+    prefix: str  # what the assistant turn started with, when the backend prefilled it
+    provenance: str = "generated"
+    prompt_version: str = PROMPT_VERSION
+
+
+def trace_row(
+    res: GenResult,
+    job: Pending,
+    teacher: str,
+    verifier: VerifierPool,
+    run_id: str,
+    result: GenerateResult,
+) -> dict[str, Any]:
+    row = base_row(
+        res.request_id,
+        job.sample,
+        teacher,
+        job.round,
+        job.index,
+        job.sampling,
+        run_id,
+        job.provenance,
+        job.prompt_version,
+    )
+    row.update(
+        prompt=job.rendered,
+        latency_s=res.latency_s,
+        finish_reason=res.finish_reason,
+        prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens,
+    )
+    result.prompt_tokens += res.prompt_tokens or 0
+    result.completion_tokens += res.completion_tokens or 0
+    if res.error is not None or res.text is None:
+        result.failed[reason_key(res.error)] += 1
+        row.update(error=res.error or "no text returned", verdict="error")
+        return row
+    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=job.prefix)
+    verdict = verifier.verify(
+        parsed.answer,
+        job.sample.get("answer"),
+        job.sample.get("answer_type"),
+        job.sample.get("options"),
+    )
+    result.verdicts[verdict.verdict] += 1
+    result.truncated += parsed.truncated
+    result.repetition += parsed.repetition
+    row.update(
+        text=res.text,
+        think=parsed.think,
+        answer=parsed.answer,
+        think_closed=parsed.think_closed,
+        truncated=parsed.truncated,
+        repetition=parsed.repetition,
+        verdict=verdict.verdict,
+        verifier=verdict.verifier,
+    )
+    return row
+
+
+def reason_key(error: str | None) -> str:
+    # "HTTP 500: ..." and "timeout after 600 s" count under their first words
+    return (error or "no text").split(":", 1)[0][:60]
+
+
+def base_row(
+    rid: str,
+    sample: dict[str, Any],
+    teacher: str,
+    round_: int,
+    index: int,
+    sampling: Sampling,
+    run_id: str,
+    provenance: str = "generated",
+    prompt_version: str = PROMPT_VERSION,
+) -> dict[str, Any]:
+    return {
+        "request_id": rid,
+        "sample_id": sample["sample_id"],
+        "teacher": teacher,
+        "round": round_,
+        "sample_index": index,
+        "prompt_version": prompt_version,
+        "sampling": sampling.as_dict(),
+        "provenance": provenance,
+        "run_id": run_id,
+        "created_at": utcnow(),
+    }
