@@ -94,7 +94,7 @@ def run_generate(
                 )
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
-                    ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher)
+                    ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
                     if not ids:
                         break
                     result.rounds.append(_run_round(run, backend, round_, ids))
@@ -164,7 +164,7 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
     try:
-        ids = _unsolved(run.store, problems, teacher.identity)
+        ids = _unsolved(run.store, problems, teacher.identity, cfg.rounds + 1)
 
         def prompt(sample: dict[str, Any]) -> Prompt:
             return build_revision_prompt(
@@ -229,13 +229,16 @@ def _finished_request_ids(store: Store) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _unsolved(store: Store, ids: list[str], teacher: str) -> list[str]:
-    """Those of `ids` with no correct trace from `teacher` (nor a refusal: it would refuse again)."""
+def _unsolved(store: Store, ids: list[str], teacher: str, before_round: int) -> list[str]:
+    """Those of `ids` with no correct trace from `teacher` in the rounds before `before_round` (nor
+    a refusal: it would refuse again). Only earlier rounds count, so a run resumed in the middle
+    of a round sends that round the same problems as an uninterrupted run, even where one of a
+    problem's samples in this round was already correct before the kill."""
     sql = (
-        "SELECT DISTINCT sample_id FROM traces WHERE teacher = ? AND "
+        "SELECT DISTINCT sample_id FROM traces WHERE teacher = ? AND (round IS NULL OR round < ?) AND "
         "(verdict = 'correct' OR finish_reason = 'refused')"
     )
-    solved = {r[0] for r in store.query(sql, params=[teacher])[1]}
+    solved = {r[0] for r in store.query(sql, params=[teacher, before_round])[1]}
     return [i for i in ids if i not in solved]
 
 

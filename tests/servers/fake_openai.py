@@ -50,6 +50,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -97,11 +98,29 @@ def digest(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-def reply_text(d: str, continues: bool, pad_words: int = 0) -> str:
-    n = int(d, 16) % 1000
+def reply_text(d: str, continues: bool, pad_words: int = 0, answer: str | None = None) -> str:
+    n = answer if answer is not None else int(d, 16) % 1000
     padding = "".join(f" w{i % 50}" for i in range(pad_words))
     think = f"Digest {d}. Reasoning about the question.{padding}\n</think>\n\n"
     return ("" if continues else "<think>\n") + think + f"The answer is \\boxed{{{n}}}."
+
+
+def solver(key: Sequence[Mapping[str, str]], rate: float) -> Callable[[dict[str, Any]], str]:
+    """A teacher right on a fraction `rate` of requests, the same ones every time. `key` holds
+    problems as `{"question", "image", "answer"}` (`image`: a piece of the image's base64, as
+    several problems share a question); a request that holds a problem's question and image gets
+    its answer when the hash of its messages and seed falls under `rate`, otherwise the digest
+    reply (almost surely wrong)."""
+
+    def reply(body: dict[str, Any]) -> str:
+        d = digest(body)
+        roll = int(hashlib.sha256(f"{d}:{body.get('seed')}".encode()).hexdigest()[:8], 16) / 16**8
+        text, images = request_text(body), json.dumps(body.get("messages"))
+        found = (p["answer"] for p in key if p["question"] in text and p.get("image", "") in images)
+        answer = next(found, None) if roll < rate else None
+        return reply_text(d, bool(body.get("continue_final_message")), answer=answer)
+
+    return reply
 
 
 class FakeOpenAI(ThreadedServer):
@@ -302,6 +321,8 @@ class FakeOpenAIProcess:
         faults: Mapping[str, Sequence[str]] | None = None,
         pad_words: int = 0,
         python: str | None = None,
+        answers: Path | None = None,
+        solve_rate: float = 0.0,
     ):
         self.args = [
             python or sys.executable,
@@ -312,6 +333,7 @@ class FakeOpenAIProcess:
             str(pad_words),
             "--faults",
             json.dumps(dict(faults or {})),
+            *(("--answers", str(answers), "--solve-rate", str(solve_rate)) if answers else ()),
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -358,6 +380,10 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--pad-words", type=int, default=0)
     ap.add_argument("--faults", default="{}", help='JSON, e.g. {"*": ["429:1", "500"]}')
+    ap.add_argument(
+        "--answers", type=Path, help="JSON [{question, image, answer}] for a teacher that solves some"
+    )
+    ap.add_argument("--solve-rate", type=float, default=0.0)
     a = ap.parse_args()
     srv = FakeOpenAI(
         latency_s=a.latency_ms / 1000,
@@ -365,6 +391,7 @@ def main() -> None:
         pad_words=a.pad_words,
         record=False,
         port=a.port,
+        reply=solver(json.loads(a.answers.read_text()), a.solve_rate) if a.answers else None,
     )
 
     async def serve() -> None:
