@@ -49,7 +49,7 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
     import pyarrow as pa
     from PIL import Image
 
-    from r1v_data.store import Store, new_run_id, utcnow
+    from r1v_data.store import Store, utcnow
 
     rng = random.Random(seed)
     n_samples = n_traces // per_sample
@@ -65,8 +65,9 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
             questions.append(rng.choice(math500))
         else:
             questions.append(question(rng))
-    now, run = utcnow(), new_run_id()
+    now = utcnow()
     with Store.open(store, write=True, create=True) as s:
+        run = s.begin_run("bench")
         samples = []
         for i, q in enumerate(questions):
             images = []
@@ -114,6 +115,7 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
                 "created_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
             })  # fmt: skip
             s.write_part("traces", table, run, 1000 + lo // 100_000)
+        s.finish_run(run, "ok", {}, {"command": "bench"})
 
 
 def peak_rss_mb() -> float:

@@ -25,6 +25,10 @@ class StoreLockedError(StoreError):
     """Another process is writing to the store."""
 
 
+class DamagedStoreError(StoreError):
+    """A store's files are not what its catalog and parts say they are; `r1v-data doctor` helps."""
+
+
 class SchemaError(R1VError):
     """Rows do not match a versioned schema, or a schema file is newer than this r1v."""
 

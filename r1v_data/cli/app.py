@@ -28,6 +28,7 @@ console = Console(stderr=True)
 out = Console()
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (created if missing).")]
+ExistingStoreOpt = Annotated[Path, typer.Option("--store", "-s", help="An existing store directory.")]
 OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from r1v_data.cli.app import JsonOpt, StoreOpt, app, emit, out
+from r1v_data.cli.app import ExistingStoreOpt, JsonOpt, app, console, emit, out
 
 
 @app.command()
 def stats(
-    store: StoreOpt,
+    store: ExistingStoreOpt,
     as_json: JsonOpt = False,
 ) -> None:
     """Counts by source, subject, difficulty, answer type and image sizes."""
@@ -73,17 +73,25 @@ def _render_stats(s: dict[str, Any]) -> None:
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="A DuckDB query over the store's tables.", show_default=False)],
-    store: StoreOpt,
+    query: Annotated[
+        str, typer.Argument(help="One DuckDB SELECT over the store's tables.", show_default=False)
+    ],
+    store: ExistingStoreOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON objects.")] = False,
-    limit: Annotated[int, typer.Option(help="Show at most this many rows.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 50,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Stop the query after this many seconds.")] = 60.0,
 ) -> None:
-    """Query a store: samples, provenance, quarantine, scores, traces, decisions, runs, manifests."""
+    """Query an existing store (samples, provenance, quarantine, scores, traces, decisions, runs,
+    manifests) read-only: one SELECT, no access to other files or the network."""
     from rich.markup import escape
 
     from r1v_data.store import Store
 
-    columns, rows = Store.open(store).query(query, limit=limit)
+    columns, rows, truncated = Store.open(store).user_query(query, limit=limit, timeout_s=timeout)
+    if truncated:  # on stderr, so --json output stays a plain list of rows
+        console.print(
+            f"note: showing the first {limit} rows; the query has more (raise --limit)", highlight=False
+        )
     if as_json:
         out.print_json(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
         return
@@ -98,3 +106,38 @@ def _cell(value: Any) -> str:
         return f"<{len(value)} bytes>"
     text = str(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@app.command()
+def doctor(
+    store: ExistingStoreOpt,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Set damaged and foreign parts aside (damaged/), rewrite missing schema parts, delete "
+            "temporary files, rebuild the catalog from runs/ and the parts. Nothing with data is deleted.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List what is wrong with a store's files (exit 1 when anything is); --repair puts it right."""
+    from r1v_data.stages.doctor import run_doctor
+
+    result = run_doctor(store, fix=repair)
+    emit(result.as_dict(), as_json, _render_doctor)
+    if result.remaining if repair else result.problems:
+        raise typer.Exit(1)
+
+
+def _render_doctor(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    if not r["problems"]:
+        out.print(escape(f"{r['store']}: no problems found"))
+    for p in r["problems"]:
+        out.print(escape(f"{p['kind']}: {p['path']}: {p['detail']} (--repair: {p['fix']})"), soft_wrap=True)
+    for line in r["repaired"]:
+        out.print(escape(f"repaired: {line}"), soft_wrap=True)
+    if r["repaired"] and not r["remaining"]:
+        out.print("the store is whole again")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,29 @@ def refuse_non_store(root: Path, create: bool) -> None:
 
 
 def initialise(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for name in schema.STORE_TABLES:
-        ensure_table_dir(root, name)
-    info = {
-        "format": STORE_FORMAT,
-        "r1v_version": __version__,
-        "created_at": utcnow().isoformat(),
-        "schemas": {name: schema.load(name).version for name in schema.STORE_TABLES},
-    }
-    write_info(root, info)
+    """Create a store at `root` (absent or an empty folder) all at once: it is built in a hidden
+    folder beside and renamed into place, so a process killed half way leaves no half-made store
+    that later runs would refuse as "not an r1v store". When another process creates the store
+    first, its store stands and this one is dropped (the lock then says who is writing)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".r1v-new", dir=root.parent))
+    try:
+        for name in schema.STORE_TABLES:
+            ensure_table_dir(tmp, name)
+        info = {
+            "format": STORE_FORMAT,
+            "r1v_version": __version__,
+            "created_at": utcnow().isoformat(),
+            "schemas": {name: schema.load(name).version for name in schema.STORE_TABLES},
+        }
+        write_info(tmp, info)
+        os.rename(tmp, root)  # replaces an empty folder; fails on one another process filled
+    except OSError:
+        if not (root / "store.json").is_file():
+            raise  # a real failure, not a race lost to another creator (whose store now stands)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_info(root: Path, info: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@
     STORE/
       store.json     format and schema versions (read before anything else)
       samples/ provenance/ quarantine/ scores/ traces/ decisions/   Parquet parts
-      r1v.duckdb     views over the parts, plus the `runs` and `manifests` tables
+      runs/          one JSON record per run (its status and manifest)
+      r1v.duckdb     the catalog: `runs`, `manifests`, the registry of checked parts
       .lock          held by the one process writing to the store
 
 Parts are immutable: written under a temporary name and renamed into place when complete, so a
 reader or a crash never sees half a file. Each table folder starts with an empty part that
-carries the schema, so views work before any data arrives.
+carries the schema, so views work before any data arrives. Readers see only checked parts
+(`registry.py`), and user SQL runs in the sandbox of `sandbox.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import json
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from r1v_data import __version__
 from r1v_data.errors import QueryError, StoreError, StoreLockedError
-from r1v_data.store import schema
+from r1v_data.store import catalog, registry, sandbox, schema
 from r1v_data.store.layout import (
     check_versions,
     ensure_table_dir,
@@ -46,14 +47,6 @@ _SAMPLE_SCALARS = (
     "sample_id, source, source_id, question, answer, answer_type, solution, subject, difficulty, caption, "
     "len(images) AS n_images, len(options) AS n_options"
 )
-CATALOG = "r1v.duckdb"
-
-_CATALOG_DDL = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR PRIMARY KEY, command VARCHAR, status VARCHAR, r1v_version VARCHAR,
-    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, counts JSON);
-CREATE TABLE IF NOT EXISTS manifests (run_id VARCHAR PRIMARY KEY, manifest JSON);
-"""
 
 
 @dataclass
@@ -63,11 +56,15 @@ class Store:
 
     root: Path
     _lock_fd: int | None = field(default=None, repr=False)
+    _runs: set[str] = field(default_factory=set, repr=False)  # runs begun by this process
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, *, write: bool = False, create: bool = False) -> Store:
+    def open(cls, root: str | Path, *, write: bool = False, create: bool = False, tidy: bool = True) -> Store:
         root = Path(root).expanduser().absolute()
+        if "?" in str(root):  # DuckDB 2.0 derives the catalog's WAL path wrongly past a '?'
+            raise StoreError(f"--store {root}: a store path may not contain '?' (DuckDB cannot keep its "
+                             "catalog there); rename the folder")  # fmt: skip
         if not (root / "store.json").is_file():
             refuse_non_store(root, create)
             initialise(root)
@@ -76,6 +73,8 @@ class Store:
         if write:
             store._acquire_lock()
             store._upgrade_versions()
+            if tidy:  # doctor holds the lock without it: it repairs what tidying would refuse
+                store._tidy()
         return store
 
     def close(self) -> None:
@@ -121,7 +120,6 @@ class Store:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._lock_fd = fd
-        self._mark_interrupted_runs()
 
     def _require_writable(self) -> None:
         if self._lock_fd is None:
@@ -144,11 +142,13 @@ class Store:
     ) -> Path | None:
         """Validate rows against the table's schema and write them as one new part."""
         self._require_writable()
+        if run_id not in self._runs:
+            raise StoreError(f"run {run_id} was not begun by this writer: call begin_run first")
         table = schema.conform(rows, table_name)
         if table.num_rows == 0:
             return None
         path = self.root / table_name / f"part-{run_id}-{seq:05d}.parquet"
-        write_parquet_atomic(table, path)
+        write_parquet_atomic(registry.part_metadata(table, path.name, run_id), path)
         return path
 
     def writer(self, table_name: str, run_id: str, **kw: Any) -> PartWriter:
@@ -157,26 +157,37 @@ class Store:
 
     # ---- reading -------------------------------------------------------------------------
     def parts(self, table_name: str) -> list[Path]:
-        return sorted((self.root / table_name).glob("*.parquet"))
+        return registry.part_files(self.root / table_name)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with one view per table over the current parts and,
-        when the catalog can be read, the `runs` and `manifests` tables."""
+        """An in-memory DuckDB connection with one view per table over the store's checked parts
+        and the catalog's `runs` and `manifests` tables. A damaged part or a lost catalog raises
+        DamagedStoreError naming it."""
         con = duckdb.connect()
-        for name in schema.STORE_TABLES:
-            con.execute(f"CREATE VIEW {name} AS {_scan_sql(self.root / name)}")
-        catalog = self.root / CATALOG
-        if catalog.exists() and _attach_read_only(con, catalog):
-            # Copy the small catalog tables and let go of the file at once: an attached reader
-            # would block the next writer for as long as this connection lives.
-            try:
-                con.execute("CREATE TABLE runs AS SELECT * FROM catalog.runs")
-                con.execute("CREATE TABLE manifests AS SELECT * FROM catalog.manifests")
-            except duckdb.CatalogException:
-                pass  # a catalog from before the first run finished
-            finally:
-                con.execute("DETACH catalog")
+        try:
+            snap = catalog.load_into(con, self.root)
+            tables, _ = registry.scan(self.root, snap.registered, snap.runs)
+            for name, files in tables.items():
+                con.execute(f"CREATE VIEW {name} AS {_scan_sql(con, name, files)}")
+        except BaseException:
+            con.close()
+            raise
         return con
+
+    def user_query(
+        self, sql: str, limit: int, timeout_s: float
+    ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        """A user's SELECT over the store, in the sandbox: read-only, no other file, no network, at
+        most `limit` rows (and whether more were cut) within `timeout_s` seconds."""
+        sandbox.check_statement(sql)
+        con = self.connect()
+        try:
+            parts = [p for t in schema.STORE_TABLES for p in self.parts(t)]
+            # DuckDB checks the path as the view names it (glob-escaped) and as it opens it
+            sandbox.lock_down(con, [*map(str, parts), *map(registry.glob_literal, parts)])
+            return sandbox.fetch_limited(con, sql, limit, timeout_s)
+        finally:
+            con.close()
 
     def query(
         self, sql: str, limit: int | None = None, params: list[Any] | None = None
@@ -221,8 +232,6 @@ class Store:
         """Sample ids in a stable order, optionally filtered by a user SQL expression over the
         samples' scalar columns (run in a sandbox; a malformed one raises QueryError before any
         work) and limited to the first `limit`."""
-        from r1v_data.store import sandbox
-
         con = self.connect()
         try:
             columns = _SAMPLE_SCALARS if where else "sample_id"
@@ -271,85 +280,82 @@ class Store:
     def catalog(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The catalog, opened read-write for a moment (only the lock holder writes it)."""
         self._require_writable()
-        con = _connect_catalog(self.root / CATALOG)
+        con = catalog.connect_catalog(self.root / catalog.CATALOG)
         try:
             con.execute(f"SET file_search_path = '{_sql_str(self.root)}'")
-            con.execute(_CATALOG_DDL)
+            con.execute(catalog.DDL)
             yield con
         finally:
             con.close()
 
     def begin_run(self, command: str) -> str:
         run_id = new_run_id()
+        record = {"run_id": run_id, "command": command, "status": "running", "r1v_version": __version__,
+                  "started_at": utcnow().isoformat()}  # fmt: skip
+        catalog.write_run_file(self.root, record)  # first: a part's run is always on record
         with self.catalog() as con:
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, 'running', ?, ?, NULL, NULL)",
                 [run_id, command, __version__, utcnow()],
             )
+        self._runs.add(run_id)
         return run_id
 
     def finish_run(self, run_id: str, status: str, counts: dict[str, Any], manifest: dict[str, Any]) -> None:
+        finished = utcnow()
         with self.catalog() as con:
             con.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE run_id = ?",
-                [status, utcnow(), json.dumps(counts), run_id],
+                [status, finished, json.dumps(counts), run_id],
             )
             con.execute(
                 "INSERT OR REPLACE INTO manifests VALUES (?, ?)",
                 [run_id, json.dumps(manifest, default=str)],
             )
-            _refresh_views(con)
+            record = (
+                con.sql("SELECT * FROM runs WHERE run_id = ?", params=[run_id]).to_arrow_table().to_pylist()
+            )
+            self._register_parts(con)
+            catalog.refresh_views(con)
+        catalog.write_run_file(self.root, {**record[0], "counts": counts, "manifest": manifest})
 
-    def _mark_interrupted_runs(self) -> None:
-        # We hold the lock, so any run still 'running' belongs to a process that died.
+    def _register_parts(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Check the parts the registry does not hold yet and add them (the lock holder only)."""
+        registered = dict(con.sql("SELECT path, bytes FROM parts").fetchall())
+        runs = {r[0] for r in con.sql("SELECT run_id FROM runs").fetchall()}
+        runs |= {r["run_id"] for r in catalog.read_run_files(self.root)}
+        _, new = registry.scan(self.root, registered, runs)
+        for info in new:
+            con.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?)",
+                        [info.path, info.bytes, info.rows, info.run_id])  # fmt: skip
+
+    def _tidy(self) -> None:
+        """Once the lock is ours: runs still 'running' belong to a process that died; temporary
+        files of its unfinished writes are removed; parts it wrote are checked and registered."""
+        if not (self.root / catalog.CATALOG).exists():
+            catalog.refuse_lost_catalog(self.root)  # a new catalog would forget the history
         with self.catalog() as con:
             con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-            _refresh_views(con)
+            self._register_parts(con)
+            catalog.refresh_views(con)
+        for record in catalog.read_run_files(self.root):
+            if record.get("status") == "running":
+                catalog.write_run_file(self.root, {**record, "status": "interrupted"})
+        for folder in [*schema.STORE_TABLES, catalog.RUNS]:
+            for tmp in (self.root / folder).glob(".*.tmp") if (self.root / folder).is_dir() else ():
+                tmp.unlink(missing_ok=True)
 
 
 def _sql_str(value: object) -> str:
     return str(value).replace("'", "''")
 
 
-def _scan_sql(folder: Path) -> str:
-    glob = _sql_str(folder / "*.parquet")
-    return f"SELECT * FROM read_parquet('{glob}', union_by_name = true)"
-
-
-def _refresh_views(con: duckdb.DuckDBPyConnection) -> None:
-    # Persisted views use paths relative to the store so the directory can move; DuckDB resolves
-    # them against file_search_path, which `r1v-data` sets and which defaults to the current
-    # directory for a user running `duckdb r1v.duckdb` inside the store.
-    for name in schema.STORE_TABLES:
-        con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS "
-            f"SELECT * FROM read_parquet('{name}/*.parquet', union_by_name = true)"
-        )
-
-
-def _connect_catalog(path: Path, wait_s: float = 15.0) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.IOException as exc:  # a reader holds it for a moment, or a user's session
-            if time.monotonic() > deadline:
-                raise StoreError(
-                    f"the catalog {path} is held open by another process ({exc}); "
-                    "close other DuckDB sessions on it and run again"
-                ) from None
-            time.sleep(0.1)
-
-
-def _attach_read_only(con: duckdb.DuckDBPyConnection, catalog: Path) -> bool:
-    path = _sql_str(catalog)
-    for attempt in range(10):  # the writer holds the file only for a moment
-        try:
-            con.execute(f"ATTACH '{path}' AS catalog (READ_ONLY)")
-            return True
-        except duckdb.IOException:
-            time.sleep(0.05 * (attempt + 1))
-    return False
+def _scan_sql(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> str:
+    if not files:  # even the schema part is gone: the table is empty, with its columns
+        con.register(f"_empty_{name}", schema.load(name).arrow.empty_table())
+        return f"SELECT * FROM _empty_{name}"
+    paths = ", ".join(f"'{_sql_str(registry.glob_literal(f))}'" for f in files)
+    return f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
 
 
 def _read_lock(lock: Path) -> dict[str, Any]:

@@ -80,8 +80,9 @@ def test_conform_casts_a_table_and_fills_optional_columns() -> None:
 
 def test_parts_are_atomic_and_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store.open(tmp_path / "s", write=True, create=True) as store:
+        run = store.begin_run("test")
         with pytest.raises(SchemaError):
-            store.write_part("samples", [_sample(question=None)], "run", 1)
+            store.write_part("samples", [_sample(question=None)], run, 1)
         real = pq.write_table
 
         def crash_half_way(table: pa.Table, where: object, **kw: object) -> None:
@@ -90,10 +91,10 @@ def test_parts_are_atomic_and_validated(tmp_path: Path, monkeypatch: pytest.Monk
 
         monkeypatch.setattr(pq, "write_table", crash_half_way)
         with pytest.raises(OSError, match="disk full"):
-            store.write_part("samples", [_sample()], "run", 2)
+            store.write_part("samples", [_sample()], run, 2)
         monkeypatch.undo()
         assert [p.name for p in (store.root / "samples").iterdir()] == [SCHEMA_PART]
-        path = store.write_part("samples", [_sample()], "run", 3)
+        path = store.write_part("samples", [_sample()], run, 3)
         assert path is not None and pq.read_metadata(path).metadata[schema.META_VERSION] == b"1"
         assert store.connect().sql("SELECT count(*) FROM samples").fetchall() == [(1,)]
 
