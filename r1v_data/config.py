@@ -180,6 +180,9 @@ class GenerateConfig(Strict):
     flush_rows: int = Field(64, ge=1, description="write a trace part every this many results ...")
     flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
     verify_timeout_s: float = Field(5.0, gt=0)
+    retry_failed: bool = Field(
+        False, description="send again the requests a server rejected for good (4xx) on earlier runs"
+    )
     adaptive_length: bool = Field(
         False, description="per-sample repetition penalty from the QDAM/VTIA scores (run score first)"
     )

@@ -57,7 +57,9 @@ class GenRequest:
 class GenResult:
     request_id: str
     text: str | None = None  # the completion, without the assistant prefix
-    finish_reason: str | None = None  # stop | length | error
+    # stop | length | error (may succeed if sent again) | rejected (the server refused this
+    # request for good: a 4xx about the request itself, not sent again unless asked)
+    finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None  # why the request failed; text is None then

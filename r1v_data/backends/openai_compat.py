@@ -319,7 +319,7 @@ class OpenAIBackend:
             last = outcome
             if not outcome.transient:
                 self._note_failure(outcome.error)
-                return _failed(req, outcome.error, start)
+                return _failed(req, outcome.error, start, "rejected")
         assert last is not None
         tries = self.max_retries + 1
         if last.unreachable:
@@ -404,6 +404,12 @@ class OpenAIBackend:
             delay = max(delay, last.retry_after * (1 + 0.1 * random.random()))
         return delay
 
+    def settings_proven(self) -> None:
+        """This teacher has answered with these settings before (its traces are in the store): a
+        run of identical rejections is then about those requests, not a setting they all share,
+        and must not stop the others."""
+        self._succeeded = True
+
     def _note_failure(self, error: str) -> None:
         if self._succeeded or len(self._early_failures) >= _SAME_ERROR_FATAL:
             return
@@ -459,10 +465,5 @@ class _Run:
                 task.cancel()
 
 
-def _failed(req: GenRequest, error: str, start: float) -> GenResult:
-    return GenResult(
-        req.request_id,
-        finish_reason="error",
-        error=error,
-        latency_s=time.perf_counter() - start,
-    )
+def _failed(req: GenRequest, error: str, start: float, reason: str = "error") -> GenResult:
+    return GenResult(req.request_id, finish_reason=reason, error=error, latency_s=time.perf_counter() - start)

@@ -42,6 +42,14 @@ def generate(
     max_tokens: Annotated[int | None, typer.Option(help="Completion token limit. (default: 1024)")] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="(default: 1.0)")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed. (default: 0)")] = None,
+    retry_failed: Annotated[
+        bool | None,
+        typer.Option(
+            "--retry-failed",
+            help="Send again the requests a server rejected for good (HTTP 4xx) on earlier runs; by "
+            "default they are recorded once, with the server's message, and skipped.",
+        ),
+    ] = None,
     adaptive_length: Annotated[
         bool | None,
         typer.Option(
@@ -78,6 +86,7 @@ def generate(
         "where": where,
         "reviser": reviser,
         "adaptive_length": adaptive_length,
+        "retry_failed": retry_failed,
     }
     cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
     with progress() as bar:

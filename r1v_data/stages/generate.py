@@ -89,9 +89,9 @@ def run_generate(
                     "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
             ):
-                run = _Run(
-                    store, cfg, _finished_request_ids(store), writer, verifier, result, progress, controls
-                )
+                done = _finished_request_ids(store, cfg.retry_failed)
+                _trust_proven_settings(store, backend)
+                run = _Run(store, cfg, done, writer, verifier, result, progress, controls)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
@@ -208,8 +208,8 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
         run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
-        if res.error is None:
-            run.done.add(res.request_id)  # failed requests stay unfinished: the next run retries them
+        if res.error is None or res.finish_reason == "rejected":
+            run.done.add(res.request_id)  # other failures stay unfinished: the next run retries them
         counts["sent"] += 1
         report()
     for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
@@ -220,13 +220,22 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     return dict(counts)
 
 
-def _finished_request_ids(store: Store) -> set[str]:
-    """Requests with a trace, or refused. A request that failed (server down, timeout) is sent
-    again on the next run; its error rows stay as the history of its attempts."""
-    rows = store.query(
-        "SELECT DISTINCT request_id FROM traces WHERE error IS NULL OR finish_reason = 'refused'"
-    )[1]
-    return {r[0] for r in rows}
+def _finished_request_ids(store: Store, retry_failed: bool) -> set[str]:
+    """Requests with a trace, refused, or rejected by the server for good (unless `retry_failed`).
+    A request that failed otherwise (server down, timeout) is sent again on the next run; its
+    error rows stay as the history of its attempts."""
+    finished = "('refused')" if retry_failed else "('refused', 'rejected')"
+    sql = f"SELECT DISTINCT request_id FROM traces WHERE error IS NULL OR finish_reason IN {finished}"
+    return {r[0] for r in store.query(sql)[1]}
+
+
+def _trust_proven_settings(store: Store, backend: Backend) -> None:
+    """A teacher with traces in the store has accepted its settings before; tell a backend that
+    stops on a run of identical rejections (the openai: one) not to stop then."""
+    proven = getattr(backend, "settings_proven", None)
+    sql = "SELECT 1 FROM traces WHERE teacher = ? AND error IS NULL LIMIT 1"
+    if proven is not None and store.query(sql, params=[backend.identity])[1]:
+        proven()
 
 
 def _unsolved(store: Store, ids: list[str], teacher: str, before_round: int) -> list[str]:

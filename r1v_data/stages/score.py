@@ -30,7 +30,7 @@ from r1v_data.backends import Backend, Message, make_backend
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
 from r1v_data.grading import judge
-from r1v_data.store import PartWriter, Store, add_score
+from r1v_data.store import PartWriter, Store, score_row
 
 SCORER_VERSIONS = {"qdam": "qdam/1", "vtia": "vtia/1"}
 JUDGED = {
@@ -130,8 +130,8 @@ def _score_all(
     for count, (sample, values) in enumerate(judged, 1):
         rows = _properties(sample, scorer, values)
         (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1
-        for name, (value, detail) in rows.items():
-            add_score(writer, sample["sample_id"], None, scorer, version, name, value, detail)
+        writer.add_group([score_row(writer.run_id, sample["sample_id"], None, scorer, version, name, value, detail)
+                          for name, (value, detail) in rows.items()])  # fmt: skip
         if progress:
             progress(count, len(todo))
 

@@ -3,7 +3,16 @@ checked against, and the sandbox user SQL runs in. `Store` and the part writers 
 face; stages import them from here."""
 
 from r1v_data.store.layout import SCHEMA_PART
-from r1v_data.store.parts import PartWriter, add_score, new_run_id, utcnow, write_parquet_atomic
+from r1v_data.store.parts import PartWriter, add_score, new_run_id, score_row, utcnow, write_parquet_atomic
 from r1v_data.store.store import Store
 
-__all__ = ["SCHEMA_PART", "PartWriter", "Store", "add_score", "new_run_id", "utcnow", "write_parquet_atomic"]
+__all__ = [
+    "SCHEMA_PART",
+    "PartWriter",
+    "Store",
+    "add_score",
+    "new_run_id",
+    "score_row",
+    "utcnow",
+    "write_parquet_atomic",
+]

@@ -91,7 +91,12 @@ class PartWriter:
         self._seq = 0
 
     def add(self, row: dict[str, Any], size_hint: int = 0) -> None:
-        self._rows.append(row)
+        self.add_group([row], size_hint)
+
+    def add_group(self, rows: list[dict[str, Any]], size_hint: int = 0) -> None:
+        """Rows that reach disk in one part, never split by a flush: a sample's scores, whose
+        last row marks the sample done (split, a resumed run would write the others again)."""
+        self._rows.extend(rows)
         self._bytes += size_hint
         if (
             len(self._rows) >= self.flush_rows
@@ -129,6 +134,10 @@ def add_score(
     detail: str | None,
 ) -> None:
     """One row of the scores table (of a sample, or of one of its traces with `request_id`)."""
-    writer.add({"sample_id": sample_id, "request_id": request_id, "scorer": scorer, "version": version,
-                "name": name, "value": value, "detail": detail, "run_id": writer.run_id,
-                "created_at": utcnow()})  # fmt: skip
+    writer.add(score_row(writer.run_id, sample_id, request_id, scorer, version, name, value, detail))
+
+
+def score_row(run_id: str, sample_id: str, request_id: str | None, scorer: str, version: str, name: str,
+              value: float | None, detail: str | None) -> dict[str, Any]:  # fmt: skip
+    return {"sample_id": sample_id, "request_id": request_id, "scorer": scorer, "version": version,
+            "name": name, "value": value, "detail": detail, "run_id": run_id, "created_at": utcnow()}  # fmt: skip

@@ -356,3 +356,25 @@ def test_a_resumed_round_sends_what_an_uninterrupted_round_sends(tmp_path: Path,
     assert stopped, "the test teacher solved nothing in round 2: the stop this test needs did not happen"
     assert resumed["failed"] == {}
     assert _request_ids(sample_store) == _request_ids(whole)
+
+
+def test_requests_a_server_rejects_for_good_are_recorded_once_and_never_block_a_rerun(
+    sample_store: Path,
+) -> None:
+    """Ten problems the server always refuses (400): recorded once with its message, skipped on
+    later runs (which then succeed), sent again only with --retry-failed, and even then the other
+    requests are not stopped by the run of identical rejections."""
+    questions = [q for (q,) in Store.open(sample_store).query("SELECT DISTINCT question FROM samples")[1]]
+    refused = {q: ["400:this image is not allowed"] * 50 for q in questions[:10]}
+    with FakeOpenAIProcess(faults=refused) as srv:
+        teacher = ("--teacher", f"openai:{srv.url}#m")
+        first = _generate(sample_store, *teacher)
+        again = _generate(sample_store, *teacher)
+        retried = _generate(sample_store, *teacher, "--retry-failed")
+    n_refused = first["failed"].get("HTTP 400", 0)  # those ten, and any question holding one of them
+    assert 10 <= n_refused < 38 and first["failed"] == {"HTTP 400": n_refused} and first["sent"] == 38
+    assert (again["sent"], again["skipped"], again["failed"]) == (0, 38, {})
+    assert retried["sent"] == n_refused and retried["failed"] == {"HTTP 400": n_refused}
+    rows = _traces(sample_store, "SELECT error, finish_reason FROM traces WHERE error IS NOT NULL")
+    assert len(rows) == 2 * n_refused
+    assert all(r["finish_reason"] == "rejected" and "this image is not allowed" in r["error"] for r in rows)

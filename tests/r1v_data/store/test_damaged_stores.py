@@ -84,13 +84,17 @@ def test_damaged_parts_are_refused_listed_and_set_aside(store: Path, damage: str
 
 
 def test_a_lost_catalog_is_refused_then_rebuilt_with_its_history(store: Path) -> None:
-    runs = run_cli("sql", "SELECT run_id, command, status FROM runs ORDER BY run_id", "--store", store, "--json")
+    runs = run_cli(
+        "sql", "SELECT run_id, command, status FROM runs ORDER BY run_id", "--store", store, "--json"
+    )
     (store / "r1v.duckdb").unlink()
     assert "catalog" in _refused(store, "stats")
     assert "catalog" in _refused(store, "score")  # a writer would start a new, empty history
     code, report = _doctor(store, "--repair")
     assert code == 0 and report["problems"][0]["kind"] == "missing catalog"
-    again = run_cli("sql", "SELECT run_id, command, status FROM runs ORDER BY run_id", "--store", store, "--json")
+    again = run_cli(
+        "sql", "SELECT run_id, command, status FROM runs ORDER BY run_id", "--store", store, "--json"
+    )
     assert json.loads(again.stdout) == json.loads(runs.stdout) and len(json.loads(runs.stdout)) == 2
     manifests = Store.open(store).query("SELECT count(*) FROM manifests")[1]
     assert manifests == [(2,)]
@@ -147,7 +151,9 @@ def test_a_first_ingest_that_dies_while_creating_the_store_leaves_nothing_in_the
 def test_two_first_ingests_at_once_meet_the_lock_not_a_non_store(tmp_path: Path) -> None:
     target = tmp_path / "new"
     args = [str(BIN / "r1v-data"), "ingest", "builtin:sample", "--store", str(target)]
-    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
     for code, err in results:
         assert code == 0 or ("is being written by" in err and "Traceback" not in err), err

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 
 from r1v_data.errors import SchemaError, StoreError
-from r1v_data.store import SCHEMA_PART, Store, schema
+from r1v_data.store import SCHEMA_PART, Store, schema, score_row
 
 NOW = datetime.now(UTC)
 
@@ -129,3 +129,16 @@ def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
     Store.open(tmp_path / "s", write=True, create=True).close()
     with pytest.raises(StoreError, match="read-only"):
         Store.open(tmp_path / "s").write_part("samples", [_sample()], "run", 1)
+
+
+def test_a_group_of_rows_is_never_split_between_parts(tmp_path: Path) -> None:
+    """A sample's scores reach disk together: a kill between two parts must not leave half of them
+    (a resumed score would write that half again)."""
+    with Store.open(tmp_path / "s", write=True, create=True) as store:
+        run = store.begin_run("test")
+        with store.writer("scores", run, flush_rows=3) as writer:
+            for sample in ("a", "b", "c"):
+                writer.add_group([score_row(run, sample, None, "qdam", "v", n, 0.5, None) for n in "wxyzv"])
+        parts = [pq.read_table(p) for p in store.parts("scores") if p.name != SCHEMA_PART]
+    assert [t.num_rows for t in parts] == [5, 5, 5]
+    assert all(len(set(t.column("sample_id").to_pylist())) == 1 for t in parts)
