@@ -159,6 +159,13 @@ class MixConfig(Strict):
     )
 
 
+class ExportConfig(Strict):
+    source: Path = Field(description="a folder written by `r1v-data mix`")
+    dest: Path
+    format: Literal["llamafactory", "easyr1", "verl"] = "llamafactory"
+    overwrite: bool = Field(False, description="replace an earlier export in dest")
+
+
 class GenerateConfig(Strict):
     store: Path
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
