@@ -26,13 +26,16 @@ _PATTERNS = [
     # URL userinfo: keep the user name, drop the password (a lone user part may be a token)
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]*):[^/\s]*@"), rf"\1\2:{MASK}@"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+@"), rf"\1{MASK}@"),
-    # query and form values: ?api_key=..., &token=..., access_token=..., sig=...
+    # query and form values: api_key=..., token=..., access_token=...; the bare names `key` and
+    # `sig` only in a URL's query, where "KEY=VALUE" in prose cannot be meant
     (
         re.compile(
-            r"(?i)(\b(?:api[_-]?key|key|token|access[_-]?token|secret|password|sig|signature)=)[^&#\s'\"]+"
+            r"(?i)(\b(?:api[_-]?key|access[_-]?token|auth[_-]?token|token|client[_-]?secret|secret|password"
+            r"|passwd)=)[^&#\s'\"]+"
         ),
         rf"\1{MASK}",
     ),
+    (re.compile(r"(?i)([?&](?:key|sig|signature)=)[^&#\s'\"]+"), rf"\1{MASK}"),
 ]
 _SECRET_ENV = re.compile(r"(?i)(?:^|_)(?:api_?key|key|token|secret|password|passwd|credentials?)$")
 _SECRET_FIELD = re.compile(

@@ -26,6 +26,8 @@ SECRET = "Q7" + "x9Lm" * 6  # no known shape: only found by value
         (f"GET https://host/v1?api_key={SECRET}&x=1", SECRET),
         (f"https://host/data?token={SECRET}", SECRET),
         (f"https://host/blob?sig={SECRET}", SECRET),
+        (f"https://host/maps?key={SECRET}", SECRET),
+        (f"client_secret={SECRET}&grant=x", SECRET),
     ],
 )
 def test_each_credential_shape_is_masked(text: str, hidden: str) -> None:
@@ -37,6 +39,7 @@ def test_each_credential_shape_is_masked(text: str, hidden: str) -> None:
     [
         "basic arithmetic over 5 classes",
         "max_tokens=512 top_k=20",
+        "--set: expected KEY=VALUE, e.g. --set max_pixels=1000000",
         "task-0123456789abcdef0123456789 failed",
         "http://127.0.0.1:8000/v1#model",
         "HTTP 500: Bearer of bad news",
