@@ -144,3 +144,19 @@ def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(f"workdir: {tmp_path / 'w'}\nsetup: [{STEP}]\n")
     assert "workdir" in _one_error_line(run_cli("run", path, check=False))
+
+
+def test_a_key_in_a_step_is_never_stored_or_printed(tmp_path: Path) -> None:
+    key = "Pw9" + "kT4q" * 6
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"workdir: {tmp_path / 'w'}\nvars: {{teacher: 'openai:http://me:{key}@127.0.0.1:9/v1#m'}}\n"
+        "setup:\n  - {name: ingest, run: 'r1v-data ingest builtin:sample --store {workdir}/s'}\n"
+        "  - {name: distil, run: 'r1v-data generate --store {workdir}/s --teacher {teacher}'}\n"
+    )
+    plan = run_cli("run", path, "--dry-run", "--json")
+    failed = run_cli("run", path, check=False)  # the step runs, and fails: nothing answers there
+    assert failed.returncode == 1 and "http://me:***@127.0.0.1" in plan.stdout
+    stored = "".join(p.read_text() for p in (tmp_path / "w" / "steps").iterdir())
+    assert "http://me:***@" in stored and "nothing answers" in stored
+    assert key not in plan.stdout + plan.stderr + failed.stdout + failed.stderr + stored
