@@ -40,7 +40,8 @@ When the backend gives up as a whole (`BackendError`)
 
 The API key is read from the environment variable `api_key_env` (default OPENAI_API_KEY) when the
 backend is built; without one no Authorization header is sent. The key never appears in
-`render()`, in error messages (scrubbed if a server echoes it) or in `repr()`.
+`render()`, in error messages or in `repr()`: every error a result keeps passes `r1v_data.redact`
+(the key itself, and any credential a server echoes or the URL's userinfo holds).
 """
 
 from __future__ import annotations

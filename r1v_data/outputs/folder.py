@@ -45,9 +45,9 @@ def replacing(dest: Path, command: str, *, overwrite: bool, reads: Sequence[Path
     """A new empty folder beside `dest` to write into; swapped in for `dest` when the block ends
     without an error, removed when it raises. `reads` are folders the command reads from."""
     final = check_destination(dest, command, overwrite=overwrite, reads=reads)
-    _tidy(final)
     stage = _sibling(final, _NEW)
     try:
+        _tidy(final)
         stage.mkdir(parents=True)
     except OSError as exc:
         raise ConfigError(
@@ -56,7 +56,12 @@ def replacing(dest: Path, command: str, *, overwrite: bool, reads: Sequence[Path
     try:
         yield stage
         check_destination(dest, command, overwrite=overwrite, reads=reads)  # it may have changed since
-        _swap(stage, final)
+        try:
+            _swap(stage, final)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot move the new output into {final} ({exc.strerror or exc}); what was there is unchanged"
+            ) from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # the failed output, or the old one swapped out
 
