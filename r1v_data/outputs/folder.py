@@ -44,10 +44,15 @@ _NEW, _OLD = "new", "old"
 def replacing(dest: Path, command: str, *, overwrite: bool, reads: Sequence[Path] = ()) -> Iterator[Path]:
     """A new empty folder beside `dest` to write into; swapped in for `dest` when the block ends
     without an error, removed when it raises. `reads` are folders the command reads from."""
+    try:
+        _tidy(Path(dest).expanduser().resolve())  # first: the checks must see a repaired folder
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot tidy beside {dest} ({exc.strerror or exc}): choose another {FLAGS[command]}"
+        ) from exc
     final = check_destination(dest, command, overwrite=overwrite, reads=reads)
     stage = _sibling(final, _NEW)
     try:
-        _tidy(final)
         stage.mkdir(parents=True)
     except OSError as exc:
         raise ConfigError(
