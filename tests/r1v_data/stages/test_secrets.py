@@ -10,11 +10,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from conftest import BIN, ingest_json, run_cli
-from servers.fake_openai import FakeOpenAIProcess
+from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
+
+from r1v_data.readers.sources import bundled_sample_dir
 
 # (environment variable, key): a name r1v recognises as a key's, and one it cannot guess, whose
 # value only the backend that read it knows
@@ -23,6 +26,7 @@ KEYS = [
     ("TEAM_LLM_CRED", "zq7" + "Mf3e" * 7),
 ]
 URL_KEY = "Pw9" + "kT4q" * 6
+SAMPLES = [json.loads(line) for line in (bundled_sample_dir() / "sample.jsonl").read_text().splitlines()]
 FAST = ("--set", "teacher_options.max_retries=1", "--set", "teacher_options.backoff_base_s=0.01")
 
 
@@ -82,13 +86,30 @@ def test_a_key_in_the_teachers_url_is_never_stored_or_printed(sample_store: Path
     assert "http://me:***@127.0.0.1" in stored and URL_KEY not in stored
 
 
-def test_a_key_in_a_judges_url_is_never_stored(sample_store: Path) -> None:
-    with FakeOpenAIProcess() as srv:
-        run_cli("generate", "--store", sample_store, "--teacher", f"openai:{srv.url}#m", "--limit", "2")
-    judge = f"judge:openai:http://me:{URL_KEY}@127.0.0.1:9/v1#judge"
-    proc = run_cli("filter", "--store", sample_store, "--reward", judge, check=False)
-    assert proc.returncode == 1 and URL_KEY not in proc.stdout + proc.stderr
-    assert URL_KEY not in stored_text(sample_store)
+def test_a_key_in_a_judges_url_is_never_stored_and_its_scores_still_mix(
+    sample_store: Path, tmp_path: Path
+) -> None:
+    """The judge's version (in `scores` and the filter's manifest) drops the key, and the two
+    still agree: mix finds the preference pairs by that version."""
+    with FakeOpenAI(reply=_right_answer) as teacher:
+        run_cli("generate", "--store", sample_store, "--teacher", f"openai:{teacher.url}#m", "--limit", "4",
+                "--n", "3")  # fmt: skip
+    with FakeOpenAI(reply=lambda body: json.dumps({"reward": len(request_text(body)) % 6})) as judge:
+        reward = f"judge:openai:{judge.url.replace('http://', f'http://me:{URL_KEY}@')}#judge"
+        proc = run_cli("filter", "--store", sample_store, "--reward", reward, "--no-dedup", "--json")
+    mixed = run_cli(
+        "mix", "--store", sample_store, "--out", tmp_path / "mix", "--kind", "preference", "--json"
+    )
+    assert json.loads(mixed.stdout)["rows"]["preference"] > 0
+    assert URL_KEY not in proc.stdout + proc.stderr + stored_text(sample_store)
+    assert "http://me:***@" in stored_text(sample_store)
+
+
+def _right_answer(body: dict[str, Any]) -> str:
+    """The reference answer, reasoned at a length that varies with the seed (so rewards differ)."""
+    text = request_text(body)
+    answer = next(s["answer"] for s in SAMPLES if s["question"] in text)
+    return f"<think>\n{'Count again. ' * (body['seed'] % 7)}\n</think>\n\n\\boxed{{{answer}}}"
 
 
 def test_the_lock_of_a_killed_run_holds_no_key(sample_store: Path) -> None:
