@@ -3,6 +3,7 @@ defaults < YAML file < `--set a.b=c` < command-line flags."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from pathlib import Path
@@ -159,6 +160,13 @@ class MixConfig(Strict):
     )
 
 
+class ExportConfig(Strict):
+    source: Path = Field(description="a folder written by `r1v-data mix`")
+    dest: Path
+    format: Literal["llamafactory", "easyr1", "verl"] = "llamafactory"
+    overwrite: bool = Field(False, description="replace an earlier export in dest")
+
+
 class GenerateConfig(Strict):
     store: Path
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
@@ -211,31 +219,69 @@ def load_config(
         data = _read_yaml(yaml_path, section)
     for item in sets or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_pixels=1000000")
-        _assign(data, key.split("."), yaml.safe_load(raw) if raw else None)
+        keys = key.split(".")
+        if not sep or not all(keys):
+            raise ConfigError(
+                f"--set {item}: expected KEY=VALUE (KEY dotted for nested keys), e.g. --set max_pixels=1000000"
+            )
+        _assign(data, keys, _set_value(key, raw))
     data.update({k: v for k, v in (flags or {}).items() if v is not None})
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
+        problems = "; ".join(_describe(e, model) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
 
 
-def _describe(error: Any) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where, and what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def _set_value(key: str, raw: str) -> Any:
+    if not raw:
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"--set {key}: {raw!r} is not valid YAML ({yaml_problem(exc)}); quote a text value: "
+            f"--set '{key}=\"...\"'"
+        ) from None
+
+
+def _describe(error: Any, model: type[BaseModel]) -> str:
     where = ".".join(map(str, error["loc"])) or "config"
     if error["type"] == "missing":
         return f"{where} is required (give it on the command line or in --config)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: no such setting{_nearest(error['loc'], model)}"
     return f"{where}: {error['msg']}"
+
+
+def _nearest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """`(did you mean 'a.b'?)` for the setting closest to a mistyped one, or nothing."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    near = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), near[0]])!r}?)" if near else ""
 
 
 def _read_yaml(path: Path, section: str | None) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config {path} is not valid YAML ({yaml_problem(exc)})") from exc
     if not isinstance(doc, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     if section and isinstance(doc.get(section), dict):

@@ -15,7 +15,17 @@ PACKAGES = ("r1v_data", "r1v_train")
 # lowest first; a module may import its own layer's package and the layers below it. Within the
 # domain tier (backends .. outputs) a package imports only the ones listed before it.
 LAYERS = [
-    ("core", ("r1v_data", "r1v_data._compat", "r1v_data.config", "r1v_data.errors", "r1v_data.text")),
+    (
+        "core",
+        (
+            "r1v_data",
+            "r1v_data._compat",
+            "r1v_data.config",
+            "r1v_data.errors",
+            "r1v_data.redact",
+            "r1v_data.text",
+        ),
+    ),
     ("store", ("r1v_data.store",)),
     ("readers", ("r1v_data.readers", "r1v_data.sample_data")),
     ("backends", ("r1v_data.backends",)),

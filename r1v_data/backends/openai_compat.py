@@ -40,7 +40,8 @@ When the backend gives up as a whole (`BackendError`)
 
 The API key is read from the environment variable `api_key_env` (default OPENAI_API_KEY) when the
 backend is built; without one no Authorization header is sent. The key never appears in
-`render()`, in error messages (scrubbed if a server echoes it) or in `repr()`.
+`render()`, in error messages or in `repr()`: every error a result keeps passes `r1v_data.redact`
+(the key itself, and any credential a server echoes or the URL's userinfo holds).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
@@ -67,6 +68,7 @@ from r1v_data.backends.openai_wire import (
     parse_retry_after,
     server_message,
 )
+from r1v_data.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class OpenAIBackend:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend({self.spec!r}, concurrency={self.concurrency})"
+        return f"OpenAIBackend({redact(self.spec)!r}, concurrency={self.concurrency})"
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -184,7 +186,7 @@ class OpenAIBackend:
             self._warned_dropped = True
             log.warning(
                 "%s: vllm_params=False, so top_k=%s and repetition_penalty=%s are not sent",
-                self.spec,
+                redact(self.spec),
                 s.top_k,
                 s.repetition_penalty,
             )
@@ -316,10 +318,11 @@ class OpenAIBackend:
                 outcome.latency_s = time.perf_counter() - start
                 self._succeeded = True
                 return outcome
-            last = outcome
-            if not outcome.transient:
-                self._note_failure(outcome.error)
-                return _failed(req, outcome.error, start, "rejected")
+            # every error a trace row keeps passes here: a reply may echo the key (issue 14)
+            last = replace(outcome, error=self._scrub(outcome.error))
+            if not last.transient:
+                self._note_failure(last.error)
+                return _failed(req, last.error, start, "rejected")
         assert last is not None
         tries = self.max_retries + 1
         if last.unreachable:
@@ -422,7 +425,7 @@ class OpenAIBackend:
             )
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact(text, self._api_key)
 
 
 class _Run:
@@ -452,7 +455,7 @@ class _Run:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not lose the request
-            msg = f"internal error: {type(exc).__name__}: {exc}"
+            msg = self.backend._scrub(f"internal error: {type(exc).__name__}: {exc}")
             result = GenResult(req.request_id, finish_reason="error", error=msg)
         if not self.stopped or isinstance(result, BackendError):
             self.results.put(result)

@@ -11,6 +11,8 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
+from r1v_data.redact import redact
+
 RETRY_AFTER_MAX_S = 600.0
 
 
@@ -52,6 +54,11 @@ def content_text(content: Any) -> str:
 
 
 def server_message(raw: bytes) -> str:
+    """The server's own words about a failure, without credentials it may have echoed."""
+    return redact(_server_message(raw))
+
+
+def _server_message(raw: bytes) -> str:
     try:
         data = json.loads(raw)
     except ValueError:
@@ -67,7 +74,8 @@ def server_message(raw: bytes) -> str:
 
 
 def body_snippet(raw: bytes, limit: int = 200) -> str:
-    text = raw[:limit].decode("utf-8", "replace").strip()
+    # redacted before it is cut, so a key that straddles the cut cannot leave a readable prefix
+    text = redact(raw[: limit * 16].decode("utf-8", "replace"))[:limit].strip()
     return repr(text + ("…" if len(raw) > limit else "")) if text else "empty body"
 
 

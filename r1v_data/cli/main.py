@@ -21,7 +21,10 @@ def main() -> None:
     except R1VError as exc:
         from rich.markup import escape
 
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        from r1v_data.redact import redact
+
+        line = " ".join(redact(str(exc)).split())  # one line, whatever the message held
+        console.print(f"[red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished parts are kept; run the command again to resume")

@@ -19,7 +19,9 @@ def mix(
     kind: Annotated[
         list[str] | None, typer.Option(help="What to write (repeatable): sft, rl, preference. (default: all)")
     ] = None,
-    overwrite: Annotated[bool | None, typer.Option(help="Replace a non-empty output folder.")] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option(help="Replace an earlier mix in --out (never anything r1v did not write).")
+    ] = None,
     recipe: Annotated[
         Path | None, typer.Option(help="Mixing recipe YAML: components with a where, and a weight or rows.")
     ] = None,
@@ -63,15 +65,15 @@ def export(
             "Parquet + r1v_reward.py).",
         ),
     ] = "llamafactory",
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --dest.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export mix output to another trainer's layout."""
-    from r1v_data.errors import ConfigError
-    from r1v_data.stages.export import export_llamafactory, export_rl
+    from r1v_data.config import ExportConfig, load_config
+    from r1v_data.stages.export import run_export
 
-    if fmt not in ("llamafactory", "easyr1", "verl"):
-        raise ConfigError(f"--format {fmt!r}: choose llamafactory, easyr1 or verl")
-    result = export_llamafactory(mix_out, dest) if fmt == "llamafactory" else export_rl(mix_out, dest, fmt)
+    flags = {"source": mix_out, "dest": dest, "format": fmt, "overwrite": overwrite}
+    result = run_export(load_config(ExportConfig, flags=flags))
     emit(
         result.as_dict(),
         as_json,

@@ -27,9 +27,13 @@ def run(
     if dry_run:
         workdir, steps = load_pipeline(pipeline, sets)
         plan = [
-            {"step": s.label, "argv": s.argv, "manifest": str(workdir / "steps" / s.manifest_name)}
+            {
+                "step": s.label,
+                "argv": shlex.split(s.command),
+                "manifest": str(workdir / "steps" / s.manifest_name),
+            }
             for s in steps
-        ]
+        ]  # without credentials: a plan is shown, and often pasted
         emit(
             plan,
             as_json,

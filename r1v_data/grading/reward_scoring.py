@@ -27,6 +27,7 @@ from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
 from r1v_data.grading import judge
 from r1v_data.grading.rewards import RULE_SCORER, RULE_VERSION, rule_score
+from r1v_data.redact import redact
 from r1v_data.store import PartWriter, Store, add_score
 
 JUDGE_SCORER, JUDGE_RUBRIC = "judge", "reward-rubric/1"
@@ -87,7 +88,8 @@ def parse_reward(spec: str, calibration: str = "quantile", options: dict[str, An
         raw = f"rm-raw/{RM_RULES_VERSION}:{model_path_identity(rest)}:{text.stable_hash(options or {})[:12]}"
         return Reward(spec, RM_SCORER, raw, calibration)
     if kind == "judge" and rest:
-        return Reward(spec, JUDGE_SCORER, f"{JUDGE_RUBRIC}+judge:{rest}")
+        # the version is stored (scores, the filter's manifest): never the key in a judge's URL
+        return Reward(spec, JUDGE_SCORER, f"{JUDGE_RUBRIC}+judge:{redact(rest)}")
     raise ConfigError(
         f"--reward {spec!r}: write rule, rm:MODEL (a reward model) or judge:SPEC (a backend spec)"
     )

@@ -14,6 +14,9 @@ signature that calls r1v's own verifier (`r1v_data.grading.rl_rewards`):
 In every layout a prompt holds exactly as many `<image>` tokens as its row has images: the
 question's own `<imageN>` placeholders are removed and the tokens put first, in image order
 (these trainers split the prompt on `<image>` and refuse, or misalign, rows where the two differ).
+
+`run_export` writes any of them with `manifest.json` (the config and counts) and the replacement
+rules of `mix --out`: a non-empty folder that is not an earlier export is never touched.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
+from r1v_data import __version__
 from r1v_data.backends.prompts import parts_text
+from r1v_data.config import ExportConfig
+from r1v_data.outputs.folder import replacing, write_manifest
 from r1v_data.outputs.shards import find_shards, hf_features_of
 
 _PLACEHOLDER = re.compile(r"<image\d*>\s*")
@@ -47,6 +53,24 @@ class ExportResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def run_export(cfg: ExportConfig) -> ExportResult:
+    """The export, written beside `cfg.dest` and swapped in whole (`outputs/folder.py`): an earlier
+    export is replaced only with `overwrite`, and nothing else ever is."""
+    kind = "sft" if cfg.format == "llamafactory" else "rl"
+    find_shards(cfg.source, kind)  # before anything is written: a clear error when there are none
+    with replacing(cfg.dest, "export", overwrite=cfg.overwrite, reads=[cfg.source]) as dest:
+        if cfg.format == "llamafactory":
+            result = export_llamafactory(cfg.source, dest)
+        else:
+            result = export_rl(cfg.source, dest, cfg.format)
+        result.dest = str(cfg.dest)
+        write_manifest(dest, {
+            "command": "export", "r1v_version": __version__, "config": cfg.model_dump(mode="json"),
+            "counts": result.as_dict(),
+        })  # fmt: skip
+    return result
 
 
 def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:

@@ -11,8 +11,6 @@ config, the filter run and the counts.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from r1v_data import __version__
 from r1v_data.config import MixConfig
 from r1v_data.errors import ConfigError
 from r1v_data.outputs.card import TraceStats, write_card
+from r1v_data.outputs.folder import replacing, write_manifest
 from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
 from r1v_data.outputs.shards import ShardWriter
@@ -45,16 +44,22 @@ class MixResult:
 
 
 def run_mix(cfg: MixConfig) -> MixResult:
+    """Write the mix into a new folder beside `cfg.out` and swap it in when it is whole: a bad
+    recipe or a crash leaves the previous mix as it was (`outputs/folder.py`)."""
     store = Store.open(cfg.store)
     latest = store.latest_run("filter")
     if latest is None:
         raise ConfigError(
             f"{store.root} has no successful filter run: run `r1v-data filter --store {store.root}` first"
         )
+    with replacing(cfg.out, "mix", overwrite=cfg.overwrite, reads=[store.root]) as out:
+        result = _write(store, latest, cfg, out)
+    return result
+
+
+def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out: Path) -> MixResult:
     run, reward_version = latest[0], latest[1].get("reward")
-    out = Path(cfg.out)
-    _prepare_out(out, cfg.overwrite)
-    result = MixResult(str(out), run)
+    result = MixResult(str(cfg.out), run)
     start = time.perf_counter()
     repeat = _recipe_copies(store, run, cfg, result) if cfg.recipe and "sft" in cfg.kinds else None
     traces = TraceStats()
@@ -75,10 +80,10 @@ def run_mix(cfg: MixConfig) -> MixResult:
     write_card(
         out, store, latest[1], result, cfg, traces if "sft" in cfg.kinds else TraceStats.of(store, run)
     )
-    (out / "manifest.json").write_text(json.dumps({
+    write_manifest(out, {
         "command": "mix", "r1v_version": __version__, "config": cfg.model_dump(mode="json"),
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
-    }, indent=2) + "\n")  # fmt: skip
+    })  # fmt: skip
     return result
 
 
@@ -93,11 +98,3 @@ def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) ->
         con.close()
     counts, result.mixture = copies(recipe, rows)
     return counts
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from r1v_data import __version__
 from r1v_data.errors import QueryError, StoreError, StoreLockedError
+from r1v_data.redact import redact, redact_value
 from r1v_data.store import catalog, registry, sandbox, schema
 from r1v_data.store.layout import (
     check_versions,
@@ -115,7 +116,7 @@ class Store:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": utcnow().isoformat(),
-            "command": " ".join(sys.argv)[:300],
+            "command": redact(" ".join(sys.argv))[:300],
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
@@ -302,6 +303,7 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str, counts: dict[str, Any], manifest: dict[str, Any]) -> None:
+        counts, manifest = redact_value(counts), redact_value(manifest)  # no key in a stored config
         finished = utcnow()
         with self.catalog() as con:
             con.execute(

@@ -86,7 +86,8 @@ def test_config_precedence(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "sets, message",
     [
-        (["no_such_key=1"], "no_such_key: Extra inputs"),
+        (["no_such_key=1"], "no_such_key: no such setting"),
+        (["max_pixel=1"], r"max_pixel: no such setting \(did you mean 'max_pixels'\?\)"),
         (["max_pixels=-5"], "max_pixels"),
         (["oops"], "expected KEY=VALUE"),
     ],

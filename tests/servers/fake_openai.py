@@ -32,6 +32,7 @@ Outcomes:
     hang / hang:S       no answer for S seconds (default 60; the client should time out first)
     badjson             200 with a truncated JSON body
     nochoices           200 with a JSON body without `choices`
+    echoauth            200 with a plain-text body echoing the request's Authorization header
     reset               the connection is closed without a response
 """
 
@@ -251,6 +252,9 @@ async def _respond(
         return _completion(state, body, d)
     if kind == "badjson":
         return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json")
+    if kind == "echoauth":  # a misconfigured proxy's debug page
+        auth = request.headers.get("Authorization", "(none)")
+        return web.Response(text=f"debug: Authorization: {auth}", content_type="text/plain")
     if kind == "nochoices":
         return web.json_response(
             {"id": "chatcmpl-x", "object": "chat.completion", "model": body.get("model")}
