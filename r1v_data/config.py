@@ -46,6 +46,7 @@ class IngestConfig(Strict):
     allow_remote_images: bool = False
     max_pixels: int = Field(40_000_000, gt=0)
     max_image_bytes: int = Field(64 << 20, gt=0)
+    image_timeout_s: float = Field(20.0, gt=0, description="time limit for fetching one remote image, in all")
     limit: int | None = Field(None, gt=0, description="read at most this many rows per source")
     workers: int = Field(4, ge=1, le=64, description="threads decoding images")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import time
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -129,10 +130,27 @@ def _fetch_remote(url: str, limits: ImageLimits) -> bytes:
         raise ImageRejected("remote image not allowed", f"{url}: only http(s) can be fetched")
     try:
         with urllib.request.urlopen(url, timeout=limits.timeout_s) as resp:
-            data = resp.read(limits.max_bytes + 1)
+            return _read_within(resp, url, limits)
     except (OSError, ValueError) as exc:
         raise ImageRejected("image fetch failed", f"{url}: {exc}") from exc
-    return data
+
+
+def _read_within(resp: Any, url: str, limits: ImageLimits) -> bytes:
+    """The body, read in chunks against one deadline for the whole image: a socket timeout bounds
+    each read only, and a server dripping a byte at a time would never trip it."""
+    deadline = time.monotonic() + limits.timeout_s
+    chunks, size = [], 0
+    while size <= limits.max_bytes:
+        if time.monotonic() > deadline:
+            raise ImageRejected(
+                "image fetch failed", f"{url}: not received within the time limit of {limits.timeout_s:g} s"
+            )
+        chunk = resp.read1(1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_decodes(data: bytes, origin: str | None, limits: ImageLimits) -> tuple[str, int, int]:

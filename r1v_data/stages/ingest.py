@@ -131,7 +131,7 @@ def _plan(spec: str, cfg: IngestConfig) -> Plan:
     columns, first = source.peek_columns()
     preset, mapping = resolve(cfg.preset, cfg.mapping, columns, first)
     root = (cfg.image_root or source.base_dir).absolute()
-    limits = ImageLimits(cfg.max_pixels, cfg.max_image_bytes, cfg.allow_remote_images)
+    limits = ImageLimits(cfg.max_pixels, cfg.max_image_bytes, cfg.allow_remote_images, cfg.image_timeout_s)
     return Plan(source, RowPlan(preset, mapping, root / preset.image_dir, root, limits))
 
 

@@ -51,3 +51,12 @@ def test_a_blurred_copy_of_a_real_image_scores_lower(shared: Path) -> None:
 def test_missing_scores_count_as_neutral() -> None:
     with_gap = penalties([0.0, 1.0], [0.0, 1.0], [None, None])
     assert with_gap[1] == pytest.approx(penalty(1.0, 1.0, NEUTRAL))
+
+
+def test_a_huge_question_is_read_only_as_far_as_its_cues_can_tell() -> None:
+    """A 50 MB question took minutes to score; its estimates are those of its first MAX_CHARS."""
+    from r1v_data.alcotd.estimators import MAX_CHARS, estimate
+
+    head = ("Find the area of triangle ABC in the image, given AB = 3 and BC = 4. " * 400)[:MAX_CHARS]
+    huge = head + "x" * 50_000_000
+    assert estimate({"question": huge, "images": []}) == estimate({"question": head, "images": []})

@@ -199,7 +199,7 @@ def test_client_error_fails_at_once_without_retry(serve, backends) -> None:
     results = run(be, [req("bad", "this prompt is too long"), req("good")])
     bad = results["bad"]
     assert srv.count("too long") == 1  # never retried
-    assert bad.finish_reason == "error" and bad.text is None
+    assert bad.finish_reason == "rejected" and bad.text is None
     assert bad.error == "HTTP 400: prompt is too long"
     assert results["good"].error is None
 

@@ -3,6 +3,7 @@ reason and location; only an unreadable source fails the command, before anythin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from conftest import BIN, ingest_json, run_cli, stats_json
 from PIL import Image
+from servers.threaded import ThreadedServer
 
 from r1v_data.store import Store
 
@@ -244,3 +247,38 @@ def test_image_folder_with_metadata_and_offline_hub(tmp_path: Path) -> None:
     assert (
         proc.returncode == 1 and "cannot load Hub dataset" in proc.stderr and "Traceback" not in proc.stderr
     )
+
+
+class DrippingImageServer(ThreadedServer):
+    """Serves one PNG a byte every 0.2 s: every read returns in time, the whole never does."""
+
+    name = "dripping image server"
+
+    def __init__(self, image: bytes):
+        self.image, self.port = image, 0
+
+    def make_runner(self) -> web.AppRunner:
+        async def drip(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+            await resp.prepare(request)
+            for byte in self.image:
+                await resp.write(bytes([byte]))
+                await asyncio.sleep(0.2)
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/slow.png", drip)
+        return web.AppRunner(app)
+
+
+def test_a_remote_image_that_drips_is_cut_off_at_the_time_limit(shared: Path, tmp_path: Path) -> None:
+    image = next((shared / "mathv_testmini" / "images").iterdir()).read_bytes()
+    with DrippingImageServer(image) as srv:
+        rows = tmp_path / "remote.jsonl"
+        url = f"http://127.0.0.1:{srv.port}/slow.png"
+        rows.write_text(json.dumps({"question": "What is shown?", "answer": "1", "image": url}) + "\n")
+        result = ingest_json(rows, "--store", tmp_path / "s", "--preset", "vqa", "--allow-remote-images",
+                             "--set", "image_timeout_s=1")  # fmt: skip
+    assert result["quarantine_reasons"] == {"image fetch failed": 1}
+    detail = Store.open(tmp_path / "s").query("SELECT detail FROM quarantine")[1][0][0]
+    assert "time limit of 1 s" in detail
