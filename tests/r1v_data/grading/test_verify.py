@@ -9,18 +9,13 @@ import signal
 import threading
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA as SHARED
 
 from r1v_data.grading.verify import VERIFIER_NAME, Verdict, cheap_verdict, parse_number
 from r1v_data.grading.verify_pool import VerifierPool
 
-SHARED = (
-    Path(os.environ["R1V_SHARED"]) / "data"
-    if os.environ.get("R1V_SHARED")
-    else Path(__file__).resolve().parents[3] / "shared" / "data"
-)
 POWER_TOWER = "9^{9^{9^{9}}}"
 
 
@@ -35,7 +30,7 @@ def _kinds(verdicts: list[Verdict]) -> list[str]:
 
 
 def test_every_verdict_names_the_verifier_and_its_version(pool: VerifierPool) -> None:
-    assert f"r1v-verify/1+math-verify-{version('math-verify')}" == VERIFIER_NAME
+    assert f"r1v-verify/2+math-verify-{version('math-verify')}" == VERIFIER_NAME
     verdicts = pool.verify_many([("B", "B", "multiple_choice"), ("x+1", "1+x"), (None, "3")])
     assert {v.verifier for v in verdicts} == {VERIFIER_NAME}
 
