@@ -1,17 +1,21 @@
-"""How often r1v's verifier agrees with the correctness labels shipped with MATH-Vision outputs.
+"""How often r1v's grading agrees with known verdicts, beside raw math-verify, and how fast it is.
 
-    python bench/verify_agreement.py [--data ../shared/data] [--workers N] [--examples 4]
+    python bench/verify_agreement.py [--data ../shared/data] [--workers N] [--skip-throughput]
 
-For each of the three MATH-Vision testmini model outputs (Gemini-Pro, InternLM-XComposer2-VL,
-Qwen-VL-Max; 304 problems each), the `response` is parsed with `parse_completion` and the
-extracted answer is verified against testmini's reference (multiple choice when the problem
-has options). The table gives the agreement of our verdict with the shipped `correct` label,
-both accuracies, and the disagreements by kind. The same is repeated with the dataset's own
-`model_answer` as the prediction, which separates our extraction from our verification.
+r1v's grading is what `import-traces` does to a completion: `parse_completion` (knowing the
+problem's options) then the `VerifierPool`. Raw math-verify is `verify(parse(gold), parse(text))`
+on the whole completion, with the reference as given or in `$…$`, whichever it reads as equal
+(the reading most generous to math-verify).
 
-Then verifications/s on MATH-500 answers (each against itself and against a perturbed answer):
-the VerifierPool (cheap rules in-process, math-verify in workers) beside raw math-verify
-(parse + parse + verify) in one thread, in the same run.
+1. The answer-format corpus (tests/fixtures/answer_formats.jsonl, cases written for every
+   extraction and verification rule, each with its expected verdict): agreement per rule group.
+2. MATH-Vision testmini outputs of three models (304 each) against their shipped `correct`
+   labels; every disagreement is listed. Then "never worse than math-verify": the pairs where
+   raw math-verify, given r1v's extracted answer, calls it equal and r1v does not.
+3. Throughput on whole responses: MATH-500 solutions against their answers (correct), the same
+   solutions with the boxed answer changed (wrong), and the MATH-Vision responses. r1v (parse +
+   pool, cheap rules in this process, math-verify in workers) beside raw math-verify (parse the
+   gold as `$gold$`, parse the response, verify) in one thread, in the same run.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from r1v_data.grading.traces import parse_completion
@@ -29,6 +33,7 @@ from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest
 from r1v_data.grading.verify_pool import VerifierPool
 
 REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "fixtures" / "answer_formats.jsonl"
 MODELS = ("gemini-pro-cot", "internlm-xc2-vl-cot", "qwen-vl-max-cot")
 
 
@@ -41,122 +46,185 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def requests_for(rows: list[dict], problems: dict, use_model_answer: bool) -> list[VerifyRequest]:
-    out = []
-    for row in rows:
-        problem = problems[row["id"]]
-        pred = row["model_answer"] if use_model_answer else parse_completion(row["response"]).answer
-        mc = "multiple_choice" if problem["options"] else None
-        out.append(VerifyRequest(pred or None, problem["answer"], mc, problem["options"] or None))
-    return out
+class Case:
+    """One completion to grade: the problem, the text, and the verdict it should get."""
+
+    def __init__(self, text: str, ref: str, options: list[str], expected: bool, group: str = ""):
+        self.text, self.ref, self.options, self.expected, self.group = text, ref, options, expected, group
+        self.answer_type = "multiple_choice" if options else None
+
+    def request(self) -> VerifyRequest:
+        parsed = parse_completion(self.text, options=self.options, answer_type=self.answer_type)
+        return VerifyRequest(parsed.answer, self.ref, self.answer_type, self.options or None)
 
 
-def kind(verdict: Verdict, label: bool) -> str:
-    ours = verdict.verdict
-    if ours == "correct":
-        return "we: correct, label: wrong"
-    return f"we: {ours} ({(verdict.detail or '').split(' (')[0].split(',')[0]}), label: correct"
+def corpus_cases(path: Path) -> list[Case]:
+    """The fixture's problems as ingest stores them: options parsed, option texts as letters."""
+    from r1v_data import text
+
+    cases = []
+    for row in read_jsonl(path):
+        options = text.parse_options(row.get("options"))
+        ref = text.answer_to_text(row["answer"]) or ""
+        ref = (text.match_option_letter(ref, options) if options else None) or ref
+        cases.append(Case(row["response"], ref, options, row["correct"], row["rule"].split(":")[0]))
+    return cases
 
 
-def report(name: str, rows: list[dict], reqs: list[VerifyRequest], verdicts: list[Verdict], k: int):
-    labels = [bool(r["correct"]) for r in rows]
-    ours = [v.verdict == "correct" for v in verdicts]
-    agree = sum(o == lab for o, lab in zip(ours, labels, strict=True))
-    n = len(rows)
-    print(f"{name:<24} {n:>4} {agree / n:>9.3f} {sum(ours) / n:>8.3f} {sum(labels) / n:>8.3f} {n - agree:>6}")
-    kinds = Counter(kind(v, lab) for v, o, lab in zip(verdicts, ours, labels, strict=True) if o != lab)
-    for what, count in kinds.most_common():
-        print(f"{'':<26}{count:>4}  {what}")
-    shown = 0
-    for row, req, v, o, lab in zip(rows, reqs, verdicts, ours, labels, strict=True):
-        if o != lab and shown < k:
-            shown += 1
-            tail = " ".join(row["response"].split())[-90:]
+def mathvision_cases(data: Path, model: str) -> tuple[list[Case], list[dict]]:
+    problems = {p["id"]: p for p in read_jsonl(data / "mathv_testmini" / "testmini.jsonl")}
+    rows = read_jsonl(data / "mathv_testmini" / f"outputs_{model}_testmini.jsonl")
+    cases = [
+        Case(r["response"], problems[r["id"]]["answer"], problems[r["id"]]["options"], bool(r["correct"]))
+        for r in rows
+    ]
+    return cases, rows
+
+
+# ----------------------------------------------------------------------------- raw math-verify
+def raw_equal(ref: str, text: str | None) -> bool:
+    """math-verify on its own, the reference as given or in $…$ (whichever reads as equal)."""
+    from math_verify import parse, verify
+
+    if not text:
+        return False
+    target = parse(text)
+    return any(verify(parse(gold), target) for gold in (f"${ref}$", ref))
+
+
+# ----------------------------------------------------------------------------- agreement
+def agreement(cases: list[Case], pool: VerifierPool) -> tuple[list[VerifyRequest], list[Verdict], list[bool]]:
+    requests = [c.request() for c in cases]
+    verdicts = pool.verify_many(requests)
+    raw = [raw_equal(c.ref, c.text) for c in cases]
+    return requests, verdicts, raw
+
+
+def share(hits: list[bool]) -> float:
+    return sum(hits) / max(len(hits), 1)
+
+
+def corpus_section(path: Path, pool: VerifierPool) -> None:
+    if not path.is_file():
+        print(f"\n## answer-format corpus: {path} not found (skipped)")
+        return
+    cases = corpus_cases(path)
+    requests, verdicts, raw = agreement(cases, pool)
+    ours = [v.correct == c.expected for v, c in zip(verdicts, cases, strict=True)]
+    theirs = [r == c.expected for r, c in zip(raw, cases, strict=True)]
+    print(f"\n## answer-format corpus: {len(cases)} cases ({path.name}), agreement with the expected verdict")
+    print(f"{'rule group':<22} {'n':>4} {'r1v':>7} {'raw math-verify':>16}")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, case in enumerate(cases):
+        groups[case.group].append(i)
+    for group, idx in sorted(groups.items()):
+        print(
+            f"{group:<22} {len(idx):>4} {share([ours[i] for i in idx]):>7.3f} {share([theirs[i] for i in idx]):>16.3f}"
+        )
+    print(f"{'all':<22} {len(cases):>4} {share(ours):>7.3f} {share(theirs):>16.3f}")
+    for case, req, v, ok in zip(cases, requests, verdicts, ours, strict=True):
+        if not ok:
             print(
-                f"{'':<28}id {row['id']}: pred {req.pred!r} ref {req.ref!r}"
-                f" options {len(req.options or ())} -> {v.verdict} ({v.detail}); label {lab};"
-                f" model_answer {row['model_answer']!r}; response ...{tail!r}"
+                f"  r1v disagrees: {case.group}: answer {req.pred!r} ref {req.ref!r} -> {v.verdict} ({v.detail})"
             )
 
 
-def agreement(data: Path, pool: VerifierPool, examples: int) -> None:
-    problems = {p["id"]: p for p in read_jsonl(data / "mathv_testmini" / "testmini.jsonl")}
-    for use_model_answer in (False, True):
-        source = "their model_answer" if use_model_answer else "parse_completion(response)"
-        print(f"\n## prediction = {source}")
-        print(f"{'model':<24} {'n':>4} {'agreement':>9} {'our acc':>8} {'lab acc':>8} {'disagr':>6}")
-        for model in MODELS:
-            rows = read_jsonl(data / "mathv_testmini" / f"outputs_{model}_testmini.jsonl")
-            reqs = requests_for(rows, problems, use_model_answer)
-            report(model, rows, reqs, pool.verify_many(reqs), examples)
+def mathvision_section(data: Path, pool: VerifierPool) -> None:
+    print("\n## MATH-Vision testmini: agreement with the shipped correctness labels")
+    print(f"{'model':<22} {'n':>4} {'r1v':>7} {'raw math-verify':>16} {'r1v acc':>8} {'label acc':>9}")
+    listed, worse = [], []
+    for model in MODELS:
+        cases, rows = mathvision_cases(data, model)
+        requests, verdicts, raw = agreement(cases, pool)
+        ours = [v.correct for v in verdicts]
+        labels = [c.expected for c in cases]
+        agree = share([o == lab for o, lab in zip(ours, labels, strict=True)])
+        raw_agree = share([r == lab for r, lab in zip(raw, labels, strict=True)])
+        print(
+            f"{model:<22} {len(cases):>4} {agree:>7.3f} {raw_agree:>16.3f} {share(ours):>8.3f} {share(labels):>9.3f}"
+        )
+        for row, req, v, lab in zip(rows, requests, verdicts, labels, strict=True):
+            if v.correct != lab:
+                listed.append((model, row, req, v, lab))
+            if not v.correct and req.pred and raw_equal(req.ref or "", req.pred):
+                worse.append((model, row, req, v))
+    print(f"\n### every disagreement with the labels ({len(listed)})")
+    for model, row, req, v, lab in listed:
+        tail = " ".join(row["response"].split())[-80:]
+        print(f"  {model} id {row['id']}: answer {req.pred!r} ref {req.ref!r} options {len(req.options or ())}"
+              f" -> r1v {v.verdict} ({v.detail}), label {lab}; ...{tail!r}")  # fmt: skip
+    print(f"\n### raw math-verify calls r1v's extracted answer equal, r1v does not ({len(worse)})")
+    for model, row, req, v in worse:
+        print(
+            f"  {model} id {row['id']}: answer {req.pred!r} ref {req.ref!r} -> r1v {v.verdict} ({v.detail})"
+        )
 
 
+# ----------------------------------------------------------------------------- throughput
 def perturb(answer: str) -> str:
     a = answer.strip()
-    if a.lstrip("-").isdigit():
-        return str(int(a) + 1)
-    return f"{a}+1"
+    return str(int(a) + 1) if a.lstrip("-").isdigit() else f"{a}+1"
+
+
+def with_boxed(solution: str, answer: str) -> str:
+    """The solution with the content of its last \\boxed{...} replaced."""
+    from r1v_data.grading.answers import find_boxed
+
+    old = find_boxed(solution)
+    if old is None:
+        return f"{solution}\n\\boxed{{{answer}}}"
+    at = solution.rfind(f"\\boxed{{{old}}}")
+    return f"{solution[:at]}\\boxed{{{answer}}}{solution[at + len(old) + 8 :]}"
+
+
+def throughput_cases(data: Path) -> dict[str, list[Case]]:
+    math500 = read_jsonl(data / "text_math" / "math500_test.jsonl")
+    mathv = [c for model in MODELS for c in mathvision_cases(data, model)[0]]
+    return {
+        "MATH-500 solutions (correct)": [Case(r["solution"], r["answer"], [], True) for r in math500],
+        "MATH-500 solutions, answer changed (wrong)": [
+            Case(with_boxed(r["solution"], perturb(r["answer"])), r["answer"], [], False) for r in math500
+        ],
+        "MATH-Vision responses (3 models)": mathv,
+    }
 
 
 def throughput(data: Path, workers: int | None) -> None:
-    answers = [r["answer"] for r in read_jsonl(data / "text_math" / "math500_test.jsonl")]
-    items = [VerifyRequest(a, a) for a in answers] + [VerifyRequest(perturb(a), a) for a in answers]
-    expected = [True] * len(answers) + [False] * len(answers)
-    print(f"\n## throughput: {len(items)} MATH-500 pairs (each answer vs itself, vs a perturbed one)")
-    with VerifierPool(workers=workers) as pool:
-        t0 = time.perf_counter()
-        pool.verify("\\sqrt{2}", "2^{1/2}")  # start the workers (not part of the figure)
-        start = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        verdicts = pool.verify_many(items)
-        pool_s = time.perf_counter() - t0
-        # The same pool on only the pairs that needed math-verify: the worker path alone (IPC).
-        hard = [r for r, v in zip(items, verdicts, strict=True) if v.detail == "math-verify"]
-        t0 = time.perf_counter()
-        pool.verify_many(hard)
-        hard_s = time.perf_counter() - t0
-        n_workers = pool.n_workers
-    counts = Counter(v.verdict for v in verdicts)
-    by_rule = Counter("math-verify" if v.detail == "math-verify" else "cheap rules" for v in verdicts)
-    right = sum((v.verdict == "correct") == e for v, e in zip(verdicts, expected, strict=True))
-    raw_s, raw_right = raw_math_verify(items, expected)
-    hard_raw_s, _ = raw_math_verify(hard, None)
-    print(
-        f"  VerifierPool, {n_workers} workers : {len(items) / pool_s:8,.0f} verifications/s"
-        f"  ({pool_s:.2f} s; worker start {start:.2f} s, not counted; {dict(by_rule)};"
-        f" verdicts {dict(counts)}; as expected {right}/{len(items)})"
-    )
-    print(
-        f"  raw math-verify, 1 thread: {len(items) / raw_s:8,.0f} verifications/s"
-        f"  ({raw_s:.2f} s; as expected {raw_right}/{len(items)})"
-    )
-    print(
-        f"  only the {len(hard)} pairs that reach math-verify: pool {len(hard) / hard_s:,.0f}/s,"
-        f" raw math-verify 1 thread {len(hard) / hard_raw_s:,.0f}/s"
-    )
-
-
-def raw_math_verify(items: list[VerifyRequest], expected: list[bool] | None) -> tuple[float, int]:
-    """Seconds for parse(gold) + parse(pred) + verify over `items`, and how many as expected."""
     from math_verify import parse, verify
 
-    t0 = time.perf_counter()
-    raw = [verify(parse(f"${r.ref}$"), parse(f"${r.pred}$")) for r in items]
-    seconds = time.perf_counter() - t0
-    return seconds, sum(ok == e for ok, e in zip(raw, expected or raw, strict=True))
+    print("\n## throughput on whole responses (parse + verify), r1v beside raw math-verify, same run")
+    print(f"{'workload':<44} {'n':>5} {'r1v/s':>8} {'raw mv/s':>9} {'ratio':>6} {'r1v ok':>7} {'raw ok':>7}")
+    with VerifierPool(workers=workers) as pool:
+        pool.verify("\\sqrt{2}", "2^{1/2}")  # start the workers (not part of the figures)
+        for name, cases in throughput_cases(data).items():
+            t0 = time.perf_counter()
+            verdicts = pool.verify_many([c.request() for c in cases])
+            ours_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            raw = [verify(parse(f"${c.ref}$"), parse(c.text)) for c in cases]
+            raw_s = time.perf_counter() - t0
+            ok = share([v.correct == c.expected for v, c in zip(verdicts, cases, strict=True)])
+            raw_ok = share([r == c.expected for r, c in zip(raw, cases, strict=True)])
+            n = len(cases)
+            print(
+                f"{name:<44} {n:>5} {n / ours_s:>8,.0f} {n / raw_s:>9,.0f} {raw_s / ours_s:>6.1f} {ok:>7.3f} {raw_ok:>7.3f}"
+            )
+        kinds = Counter(v.detail for v in verdicts)
+        print(f"  (r1v on the last workload: {dict(kinds.most_common(6))}; {pool.n_workers} workers)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=default_data(), help="the shared data directory")
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help="the answer-format corpus (JSONL)")
     ap.add_argument("--workers", type=int, default=None, help="verifier processes (default: CPUs)")
-    ap.add_argument("--examples", type=int, default=4, help="disagreements shown per model")
     ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # math-verify logs every timeout it handles
     print(f"# verifier {VERIFIER_NAME} | data {args.data} | CPUs {os.cpu_count()}")
     with VerifierPool(workers=args.workers) as pool:
-        agreement(args.data, pool, args.examples)
+        corpus_section(args.corpus, pool)
+        mathvision_section(args.data, pool)
     if not args.skip_throughput:
         throughput(args.data, args.workers)
 
