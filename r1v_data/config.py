@@ -47,6 +47,9 @@ class IngestConfig(Strict):
     max_image_bytes: int = Field(64 << 20, gt=0)
     limit: int | None = Field(None, gt=0, description="read at most this many rows per source")
     workers: int = Field(4, ge=1, le=64, description="threads decoding images")
+    require_question: bool = Field(
+        False, description="quarantine rows with no text question (by default one with an image is kept)"
+    )
 
 
 class SamplingConfig(Strict):

@@ -185,8 +185,11 @@ def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any],
         return doc[lists[0]], lists[0]
     if len(lists) > 1:
         raise SourceError(f"source {spec!r}: several keys hold rows ({', '.join(lists)}); pass --records-key")
-    if doc and all(isinstance(v, dict) for v in doc.values()):  # {id: record}
-        return [{"id": k, **v} for k, v in doc.items()], None
+    records = sum(isinstance(v, dict) for v in doc.values())
+    if records >= 2 or (records and records == len(doc)):
+        # {id: record}, as MathVista and MMMU's answer files are written, maybe beside a few
+        # metadata entries ({"version": "1.0", ...}), which become bad records, not lost ones.
+        return [{"id": k, **v} if isinstance(v, dict) else v for k, v in doc.items()], None
     return [doc], None  # a single record
 
 
