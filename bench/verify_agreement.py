@@ -3,16 +3,17 @@
     python bench/verify_agreement.py [--data ../shared/data] [--workers N] [--skip-throughput]
 
 r1v's grading is what `import-traces` does to a completion: `parse_completion` (knowing the
-problem's options) then the `VerifierPool`. Raw math-verify is `verify(parse(gold), parse(text))`
-on the whole completion, with the reference as given or in `$…$`, whichever it reads as equal
-(the reading most generous to math-verify).
+problem's options) then the `VerifierPool`. Raw math-verify is math-verify as its README uses it,
+`verify(parse(f"${gold}$"), parse(text))` on the whole completion (it extracts the answer itself).
 
 1. The answer-format corpus (tests/fixtures/answer_formats.jsonl, cases written for every
    extraction and verification rule, each with its expected verdict): agreement per rule group.
 2. MATH-Vision testmini outputs of three models (304 each) against their shipped `correct`
-   labels; every disagreement is listed. Then "never worse than math-verify": the pairs where
-   raw math-verify, given r1v's extracted answer, calls it equal and r1v does not.
-3. Throughput on whole responses: MATH-500 solutions against their answers (correct), the same
+   labels; every disagreement is listed, with the option the reference names.
+3. "Never worse than math-verify": MATH-500's answers written six ways (as given, 5 as 5.0, a
+   wrong one, `x = A`, `A units`, `=A`). In every section the pairs where raw math-verify, given
+   r1v's extracted answer, calls it equal and r1v does not are listed.
+4. Throughput on whole responses: MATH-500 solutions against their answers (correct), the same
    solutions with the boxed answer changed (wrong), and the MATH-Vision responses. r1v (parse +
    pool, cheap rules in this process, math-verify in workers) beside raw math-verify (parse the
    gold as `$gold$`, parse the response, verify) in one thread, in the same run.
@@ -28,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from r1v_data.grading.numbers import parse_number
 from r1v_data.grading.traces import parse_completion
 from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest
 from r1v_data.grading.verify_pool import VerifierPool
@@ -83,33 +85,41 @@ def mathvision_cases(data: Path, model: str) -> tuple[list[Case], list[dict]]:
 
 # ----------------------------------------------------------------------------- raw math-verify
 def raw_equal(ref: str, text: str | None) -> bool:
-    """math-verify on its own, the reference as given or in $…$ (whichever reads as equal)."""
+    """math-verify on its own, as its README uses it: the reference in $…$, the text as it is."""
     from math_verify import parse, verify
 
-    if not text:
-        return False
-    target = parse(text)
-    return any(verify(parse(gold), target) for gold in (f"${ref}$", ref))
+    return bool(text) and verify(parse(f"${ref}$"), parse(text))
 
 
 # ----------------------------------------------------------------------------- agreement
-def agreement(cases: list[Case], pool: VerifierPool) -> tuple[list[VerifyRequest], list[Verdict], list[bool]]:
-    requests = [c.request() for c in cases]
-    verdicts = pool.verify_many(requests)
-    raw = [raw_equal(c.ref, c.text) for c in cases]
-    return requests, verdicts, raw
-
-
 def share(hits: list[bool]) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+def grade(cases: list[Case], pool: VerifierPool) -> tuple[list[VerifyRequest], list[Verdict], list[bool]]:
+    """r1v's request and verdict for each case, and raw math-verify's verdict on the whole text."""
+    requests = [c.request() for c in cases]
+    return requests, pool.verify_many(requests), [raw_equal(c.ref, c.text) for c in cases]
+
+
+def worse_than_math_verify(where: str, requests: list[VerifyRequest], verdicts: list[Verdict]) -> list[str]:
+    """The pairs raw math-verify, given r1v's extracted answer, calls equal and r1v does not."""
+    return [
+        f"{where} #{i}: answer {req.pred!r} ref {req.ref!r} -> r1v {v.verdict} ({v.detail})"
+        for i, (req, v) in enumerate(zip(requests, verdicts, strict=True))
+        if not v.correct and raw_equal(req.ref or "", req.pred)
+    ]
+
+
+def print_list(title: str, lines: list[str]) -> None:
+    print(f"\n### {title} ({len(lines)})")
+    for line in lines:
+        print(f"  {line}")
+
+
 def corpus_section(path: Path, pool: VerifierPool) -> None:
-    if not path.is_file():
-        print(f"\n## answer-format corpus: {path} not found (skipped)")
-        return
     cases = corpus_cases(path)
-    requests, verdicts, raw = agreement(cases, pool)
+    requests, verdicts, raw = grade(cases, pool)
     ours = [v.correct == c.expected for v, c in zip(verdicts, cases, strict=True)]
     theirs = [r == c.expected for r, c in zip(raw, cases, strict=True)]
     print(f"\n## answer-format corpus: {len(cases)} cases ({path.name}), agreement with the expected verdict")
@@ -117,16 +127,15 @@ def corpus_section(path: Path, pool: VerifierPool) -> None:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, case in enumerate(cases):
         groups[case.group].append(i)
-    for group, idx in sorted(groups.items()):
-        print(
-            f"{group:<22} {len(idx):>4} {share([ours[i] for i in idx]):>7.3f} {share([theirs[i] for i in idx]):>16.3f}"
-        )
-    print(f"{'all':<22} {len(cases):>4} {share(ours):>7.3f} {share(theirs):>16.3f}")
-    for case, req, v, ok in zip(cases, requests, verdicts, ours, strict=True):
-        if not ok:
-            print(
-                f"  r1v disagrees: {case.group}: answer {req.pred!r} ref {req.ref!r} -> {v.verdict} ({v.detail})"
-            )
+    for group, idx in [*sorted(groups.items()), ("all", list(range(len(cases))))]:
+        r1v, mv = share([ours[i] for i in idx]), share([theirs[i] for i in idx])
+        print(f"{group:<22} {len(idx):>4} {r1v:>7.3f} {mv:>16.3f}")
+    print_list("r1v disagrees with the expected verdict", [
+        f"{c.group}: answer {req.pred!r} ref {req.ref!r} -> {v.verdict} ({v.detail})"
+        for c, req, v, ok in zip(cases, requests, verdicts, ours, strict=True) if not ok
+    ])  # fmt: skip
+    print_list("raw math-verify calls r1v's extracted answer equal, r1v does not",
+               worse_than_math_verify("corpus", requests, verdicts))  # fmt: skip
 
 
 def mathvision_section(data: Path, pool: VerifierPool) -> None:
@@ -135,29 +144,57 @@ def mathvision_section(data: Path, pool: VerifierPool) -> None:
     listed, worse = [], []
     for model in MODELS:
         cases, rows = mathvision_cases(data, model)
-        requests, verdicts, raw = agreement(cases, pool)
-        ours = [v.correct for v in verdicts]
-        labels = [c.expected for c in cases]
+        requests, verdicts, raw = grade(cases, pool)
+        ours, labels = [v.correct for v in verdicts], [c.expected for c in cases]
         agree = share([o == lab for o, lab in zip(ours, labels, strict=True)])
         raw_agree = share([r == lab for r, lab in zip(raw, labels, strict=True)])
         print(
             f"{model:<22} {len(cases):>4} {agree:>7.3f} {raw_agree:>16.3f} {share(ours):>8.3f} {share(labels):>9.3f}"
         )
-        for row, req, v, lab in zip(rows, requests, verdicts, labels, strict=True):
-            if v.correct != lab:
-                listed.append((model, row, req, v, lab))
-            if not v.correct and req.pred and raw_equal(req.ref or "", req.pred):
-                worse.append((model, row, req, v))
-    print(f"\n### every disagreement with the labels ({len(listed)})")
-    for model, row, req, v, lab in listed:
-        tail = " ".join(row["response"].split())[-80:]
-        print(f"  {model} id {row['id']}: answer {req.pred!r} ref {req.ref!r} options {len(req.options or ())}"
-              f" -> r1v {v.verdict} ({v.detail}), label {lab}; ...{tail!r}")  # fmt: skip
-    print(f"\n### raw math-verify calls r1v's extracted answer equal, r1v does not ({len(worse)})")
-    for model, row, req, v in worse:
-        print(
-            f"  {model} id {row['id']}: answer {req.pred!r} ref {req.ref!r} -> r1v {v.verdict} ({v.detail})"
+        listed += [
+            f"{model} id {row['id']}: answer {req.pred!r} ref {req.ref!r}{_option_text(req)} -> r1v {v.verdict}"
+            f" ({v.detail}), label {lab}; ...{' '.join(row['response'].split())[-70:]!r}"
+            for row, req, v, lab in zip(rows, requests, verdicts, labels, strict=True) if v.correct != lab
+        ]  # fmt: skip
+        worse += worse_than_math_verify(model, requests, verdicts)
+    print_list("every disagreement with the labels", listed)
+    print_list("raw math-verify calls r1v's extracted answer equal, r1v does not", worse)
+
+
+def _option_text(req: VerifyRequest) -> str:
+    options, ref = req.options or (), req.ref or ""
+    if len(ref) == 1 and "A" <= ref < chr(ord("A") + len(options)):
+        return f" (option {ref}: {options[ord(ref) - ord('A')]!r})"
+    return ""
+
+
+def never_worse_section(data: Path, pool: VerifierPool) -> None:
+    """MATH-500's answers written six ways, each against the answer as given."""
+    golds = [r["answer"] for r in read_jsonl(data / "text_math" / "math500_test.jsonl")]
+    requests = [
+        VerifyRequest(form, gold)
+        for i, gold in enumerate(golds)
+        for form in (
+            gold,
+            equivalent(gold),
+            golds[(i + 7) % len(golds)],
+            f"x = {gold}",
+            f"{gold} units",
+            f"={gold}",
         )
+        if form
+    ]
+    print(f"\n## MATH-500 answers in six forms: {len(requests)} pairs")
+    print_list("raw math-verify calls them equal, r1v does not",
+               worse_than_math_verify("MATH-500", requests, pool.verify_many(requests)))  # fmt: skip
+
+
+def equivalent(gold: str) -> str | None:
+    """Another way to write a plain number: 5 -> 5.0, \\frac{3}{4} -> 3/4."""
+    value = parse_number(gold)
+    if value is None:
+        return None
+    return f"{value.numerator}.0" if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -225,6 +262,7 @@ def main() -> None:
     with VerifierPool(workers=args.workers) as pool:
         corpus_section(args.corpus, pool)
         mathvision_section(args.data, pool)
+        never_worse_section(args.data, pool)
     if not args.skip_throughput:
         throughput(args.data, args.workers)
 

@@ -188,7 +188,10 @@ def _is_value(s: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- letters
-_LETTER_LINE = re.compile(r"(?:(?:option|choice)\s*)?\(?([A-Z])\)?(?:[.:)]\s.*|[.:)])?", re.IGNORECASE)
+# "(B)", "(B) because ...", "B", "B.", "B) 12", "B: 12", "Option B"
+_LETTER_LINE = re.compile(
+    r"(?:(?:option|choice)\s*)?(?:\(([A-Z])\)(?:[.:]?\s.*)?|([A-Z])(?:[.:)]\s.*|[.:)])?)", re.IGNORECASE
+)
 _LETTER_PAREN = re.compile(r"\(([A-Z])\)[.!]?$")
 
 
@@ -202,7 +205,7 @@ def _letter_rule(text: str, problem: Problem) -> str | None:
     match = _LETTER_LINE.fullmatch(last) or _LETTER_PAREN.search(last)
     if match is None:
         return None
-    letter = match.group(1).upper()
+    letter = next(group for group in match.groups() if group).upper()
     return letter if ord(letter) - ord("A") < problem.n_options else None
 
 
@@ -224,6 +227,7 @@ def answer_letter(answer: str, n_options: int) -> str | None:
 _OPTION_PREFIX = re.compile(
     r"^(?:the\s+)?(?:correct\s+)?(?:option|choice|answer)s?\s*(?:is|are)?\s*:?\s*", re.IGNORECASE
 )
+_TEXT_INLINE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")  # "C \\text{ and } D"
 _LABELLED = re.compile(r"\(([A-Z])\)|([A-Z])(?:[.:)]\s|[.:)]$)")
 
 
@@ -237,7 +241,7 @@ def answer_letters(answer: str, n_options: int) -> list[str] | None:
     boxed = find_boxed(s)
     if boxed is not None:
         s = _clean(boxed)
-    s = _OPTION_PREFIX.sub("", s, count=1)
+    s = _OPTION_PREFIX.sub("", _TEXT_INLINE.sub(r"\1", s), count=1)
     letters = option_letters(s, n_options)
     if letters:
         return letters

@@ -27,7 +27,7 @@ _UNIT_TAIL = re.compile(
 _NOT_UNITS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "cot", "sec", "csc", "exp"}
 _PERCENT = re.compile(r"(?:\\%|%|\s*\bper\s*cent\b|\s*\bpercent(?:age)?\b)$", re.IGNORECASE)
 _SYMBOL_UNITS = re.compile(
-    r"(?:(?:\^\s*\{?\\circ\}?|\\circ|°|\\degree)\s*[A-Z]{0,3}|\\(?:text|mathrm)\{[^{}]*\}(?:\^\{?[23]\}?)?)$"
+    r"(?:(?:\^\s*\{?\\circ\}?|\\circ|°|\\degree)\s*[A-Z]{0,3}|\\(?:text|mathrm|mbox)\{[^{}]*\}(?:\^\{?[23]\}?)?)$"
 )
 _VARIABLE = re.compile(
     r"^(?:[A-Za-z]\w{0,15}|\\[A-Za-z]+)\s*(?:_\{?\w{1,8}\}?)?\s*=\s*"
@@ -105,7 +105,15 @@ def _strip_math(text: str) -> str:
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
             s = s[len(left) : -len(right)].strip()
-    for old, new in (("\\left", ""), ("\\right", ""), ("\\,", ""), ("{,}", ","), ("~", " "), ("−", "-")):
+    for old, new in (
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\,", ""),
+        ("{,}", ","),
+        (",\\! ", ","),
+        ("~", " "),
+        ("−", "-"),
+    ):
         s = s.replace(old, new)
     return s
 

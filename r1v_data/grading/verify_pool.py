@@ -37,7 +37,9 @@ def _as_request(item: VerifyRequest | Sequence[Any] | Mapping[str, Any]) -> Veri
 
 # ----------------------------------------------------------------------------- worker side
 def _math(text: str) -> str:
-    # math-verify extracts LaTeX from delimiters; a bare extracted answer gets them added.
+    # math-verify extracts LaTeX from delimiters; a bare extracted answer gets them added. An
+    # answer written "= X" (the end of a derivation) is X: "$=X$" would read as a relation.
+    text = text.strip().removeprefix("=").strip()
     return text if "$" in text or "\\boxed" in text else f"${text}$"
 
 
@@ -80,8 +82,11 @@ def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | N
     mv_log.addHandler(flag)
     mv_log.propagate = False  # keep its per-timeout warnings off the user's terminal
     try:
-        import math_verify  # noqa: F401  (import before "ready": it is not the first task's time)
+        from math_verify import parse, verify
 
+        # Before "ready": sympy imports much of itself on the first simplify, which would count
+        # against the first task's (one-second) inner timeout on a busy machine.
+        verify(parse("$(x+1)^2$"), parse("$x^2+2x+1$"), timeout_seconds=None)
         conn.send(("ready", None))
     except Exception as exc:
         conn.send(("ready", f"cannot import math-verify: {exc}"))
