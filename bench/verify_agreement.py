@@ -10,11 +10,13 @@ problem's options) then the `VerifierPool`. Raw math-verify is math-verify as it
    extraction and verification rule, each with its expected verdict): agreement per rule group.
 2. MATH-Vision testmini outputs of three models (304 each) against their shipped `correct`
    labels; every disagreement is listed, with the option the reference names.
-3. "Never worse than math-verify": MATH-500's answers written six ways (as given, 5 as 5.0, a
-   wrong one, `x = A`, `A units`, `=A`). In every section the pairs where raw math-verify, given
+3. "Never worse than math-verify": MATH-500's answers written six ways (as given, 5 as 5.0, another
+   problem's answer, `x = A`, `A units`, `=A`). In every section the pairs where raw math-verify, given
    r1v's extracted answer, calls it equal and r1v does not are listed.
 4. Throughput on whole responses: MATH-500 solutions against their answers (correct), the same
-   solutions with the boxed answer changed (wrong), and the MATH-Vision responses. r1v (parse +
+   solutions with the boxed answer made wrong as the peer anchor `bench_verify.py` makes wrong
+   answers (n+1, a+1 over b, another problem's answer), both together, and the MATH-Vision
+   responses. r1v (parse +
    pool, cheap rules in this process, math-verify in workers) beside raw math-verify (parse the
    gold as `$gold$`, parse the response, verify) in one thread, in the same run.
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -198,9 +201,16 @@ def equivalent(gold: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- throughput
-def perturb(answer: str) -> str:
-    a = answer.strip()
-    return str(int(a) + 1) if a.lstrip("-").isdigit() else f"{a}+1"
+def wrong_answer(golds: list[str], i: int) -> str:
+    """A wrong answer as the peer anchor (bench_verify.py) makes one: n -> n+1, \\frac{a}{b} ->
+    \\frac{a+1}{b}, else the next answer of another problem that reads differently."""
+    gold = golds[i].strip()
+    if gold.lstrip("-").isdigit():
+        return str(int(gold) + 1)
+    if m := re.fullmatch(r"(-?)\\d?frac\{(\d+)\}\{(\d+)\}", gold):
+        return f"{m.group(1)}\\frac{{{int(m.group(2)) + 1}}}{{{m.group(3)}}}"
+    others = (golds[(i + k * 7) % len(golds)] for k in range(1, len(golds)))
+    return next(o for o in others if o.replace(" ", "") != gold.replace(" ", ""))
 
 
 def with_boxed(solution: str, answer: str) -> str:
@@ -216,11 +226,18 @@ def with_boxed(solution: str, answer: str) -> str:
 
 def throughput_cases(data: Path) -> dict[str, list[Case]]:
     math500 = read_jsonl(data / "text_math" / "math500_test.jsonl")
+    golds = [r["answer"] for r in math500]
     mathv = [c for model in MODELS for c in mathvision_cases(data, model)[0]]
+    right = [Case(r["solution"], r["answer"], [], True) for r in math500]
+    wrong = [
+        Case(with_boxed(r["solution"], wrong_answer(golds, i)), r["answer"], [], False)
+        for i, r in enumerate(math500)
+    ]
     return {
-        "MATH-500 solutions (correct)": [Case(r["solution"], r["answer"], [], True) for r in math500],
-        "MATH-500 solutions, answer changed (wrong)": [
-            Case(with_boxed(r["solution"], perturb(r["answer"])), r["answer"], [], False) for r in math500
+        "MATH-500 solutions (correct)": right,
+        "MATH-500 solutions, answer made wrong": wrong,
+        "MATH-500 solutions, both (long solutions)": [
+            c for pair in zip(right, wrong, strict=True) for c in pair
         ],
         "MATH-Vision responses (3 models)": mathv,
     }
@@ -232,7 +249,7 @@ def throughput(data: Path, workers: int | None) -> None:
     print("\n## throughput on whole responses (parse + verify), r1v beside raw math-verify, same run")
     print(f"{'workload':<44} {'n':>5} {'r1v/s':>8} {'raw mv/s':>9} {'ratio':>6} {'r1v ok':>7} {'raw ok':>7}")
     with VerifierPool(workers=workers) as pool:
-        pool.verify("\\sqrt{2}", "2^{1/2}")  # start the workers (not part of the figures)
+        pool.verify("x^2", "x \\cdot x")  # math-verify's: starts the workers (not part of the figures)
         for name, cases in throughput_cases(data).items():
             t0 = time.perf_counter()
             verdicts = pool.verify_many([c.request() for c in cases])

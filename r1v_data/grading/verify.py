@@ -16,6 +16,10 @@ Cheap rules run in the calling process, in this order; the first that applies de
    the number 2 and calls them equal.
 5. Yes/no and true/false.
 6. Equal normalised strings (case, spaces, `\\text{}`, `\\dfrac`).
+7. Closed-form values (`values.latex_value`: fractions, roots, powers, π): values further apart
+   than 1e-6 (relative) are wrong, values equal to 1e-12 are correct; in between, and for
+   anything with a variable, a set, an interval or text, math-verify decides. math-verify would
+   reach the same verdict on these pairs, at a thousand times the cost.
 
 Everything else (LaTeX expressions, sets, intervals, equations) goes to math-verify in worker
 processes with a hard per-call timeout: see `verify_pool.VerifierPool`.
@@ -31,6 +35,7 @@ from typing import Literal, NamedTuple
 
 from r1v_data.grading.answers import answer_letters
 from r1v_data.grading.numbers import parse_number, parse_quantity, parse_time, same_number, same_time
+from r1v_data.grading.values import latex_value
 
 __all__ = [
     "MAX_ANSWER_CHARS",
@@ -156,6 +161,9 @@ def cheap_verdict(
             return verdict
     if _normalise(pred) == _normalise(ref):
         return Verdict("correct", detail="exact")
+    verdict = _value_verdict(pred, ref)
+    if verdict is not None:
+        return verdict
     if len(pred) > MAX_ANSWER_CHARS:
         return Verdict("wrong", detail=f"a {len(pred)}-character answer is no final answer")
     return None
@@ -175,6 +183,23 @@ def _time_verdict(pred: str, ref: str) -> Verdict | None:
     if pred_time is None:
         return None
     return Verdict("correct" if same_time(pred_time, ref_time) else "wrong", detail="clock time")
+
+
+_DIFFERENT, _SAME = 1e-6, 1e-12  # relative; math-verify rounds floats to 6 decimals
+
+
+def _value_verdict(pred: str, ref: str) -> Verdict | None:
+    ref_value = latex_value(ref)
+    pred_value = latex_value(pred) if ref_value is not None else None
+    if pred_value is None:
+        return None
+    scale = max(1.0, abs(ref_value), abs(pred_value))
+    gap = abs(pred_value - ref_value)
+    if gap > _DIFFERENT * scale:
+        return Verdict("wrong", detail="value")
+    if gap <= _SAME * scale and scale < 1e12:  # beyond, floats no longer tell integers apart
+        return Verdict("correct", detail="value")
+    return None
 
 
 def _boolean_verdict(pred: str, ref: str) -> Verdict | None:
