@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["MAX_CHARS", "latex_value"]
+from r1v_data.grading.numbers import parse_number
+
+__all__ = ["MAX_CHARS", "latex_value", "not_one_number"]
 
 MAX_CHARS = 120
 _TOKEN = re.compile(
@@ -141,3 +143,40 @@ class _Parser:
 
 def _starts_primary(token: str) -> bool:
     return token in ("\\pi", "(", "{", "\\sqrt") or token.endswith("frac")
+
+
+_OUTER = re.compile(r"^\\left\s*[(\[]|^\\\{|^[(\[]|\\right\s*[)\]]$|\\\}$|[)\]]$")
+_MATRIX = re.compile(r"\\begin\{[pbvBV]?matrix\}.*(?:&|\\\\).*\\end\{[pbvBV]?matrix\}", re.DOTALL)
+_WORDS = re.compile(r"(?:\\text\{\s*)?[A-Za-z][A-Za-z ]*[A-Za-z](?:\s*\})?")
+
+
+def not_one_number(text: str) -> str | None:
+    """What `text` is when it can never equal a single number, else None: "several values" (a
+    tuple, an interval or a list of at least two elements whose values are not all the same:
+    `(2, \\infty)`, `3, 5, 7`; math-verify reads `3, 3` as the set {3}, which does equal 3), "a
+    matrix" of two entries or more, or "words" (`\\text{east}`, `Navin`; no digit)."""
+    s = text.strip().strip("$").strip()
+    if not s or len(s) > MAX_CHARS or parse_number(s) is not None:  # "1,234" is one number
+        return None
+    if _MATRIX.search(s):
+        return "a matrix"
+    if _WORDS.fullmatch(s) and len(s.strip()) > 1:
+        return "words"
+    elements = _top_level_elements(_OUTER.sub("", s))
+    if len(elements) < 2:
+        return None
+    values = [latex_value(e) for e in elements]
+    if None not in values and len(set(values)) == 1:
+        return None
+    return "several values"
+
+
+def _top_level_elements(s: str) -> list[str]:
+    """`s` split at the commas outside any bracket."""
+    elements, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
+        if ch == "," and depth == 0:
+            elements.append(s[start:i])
+            start = i + 1
+    return [e.strip() for e in [*elements, s[start:]] if e.strip()]

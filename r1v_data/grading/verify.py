@@ -18,8 +18,10 @@ Cheap rules run in the calling process, in this order; the first that applies de
 6. Equal normalised strings (case, spaces, `\\text{}`, `\\dfrac`).
 7. Closed-form values (`values.latex_value`: fractions, roots, powers, π): values further apart
    than 1e-6 (relative) are wrong, values equal to 1e-12 are correct; in between, and for
-   anything with a variable, a set, an interval or text, math-verify decides. math-verify would
-   reach the same verdict on these pairs, at a thousand times the cost.
+   anything with a variable, a set, an interval or text, math-verify decides. A number against
+   a tuple, an interval, a list of several values, a matrix or words is wrong
+   (`values.not_one_number`). math-verify reaches the same verdicts on these pairs, at a
+   thousand times the cost.
 
 Everything else (LaTeX expressions, sets, intervals, equations) goes to math-verify in worker
 processes with a hard per-call timeout: see `verify_pool.VerifierPool`.
@@ -35,7 +37,7 @@ from typing import Literal, NamedTuple
 
 from r1v_data.grading.answers import answer_letters
 from r1v_data.grading.numbers import parse_number, parse_quantity, parse_time, same_number, same_time
-from r1v_data.grading.values import latex_value
+from r1v_data.grading.values import latex_value, not_one_number
 
 __all__ = [
     "MAX_ANSWER_CHARS",
@@ -189,9 +191,11 @@ _DIFFERENT, _SAME = 1e-6, 1e-12  # relative; math-verify rounds floats to 6 deci
 
 
 def _value_verdict(pred: str, ref: str) -> Verdict | None:
-    ref_value = latex_value(ref)
-    pred_value = latex_value(pred) if ref_value is not None else None
-    if pred_value is None:
+    ref_value, pred_value = latex_value(ref), latex_value(pred)
+    if (ref_value is None) != (pred_value is None):  # one number: is the other never one?
+        other = not_one_number(pred if ref_value is not None else ref)
+        return Verdict("wrong", detail=f"a number against {other}") if other else None
+    if ref_value is None or pred_value is None:
         return None
     scale = max(1.0, abs(ref_value), abs(pred_value))
     gap = abs(pred_value - ref_value)

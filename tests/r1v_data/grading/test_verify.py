@@ -263,3 +263,12 @@ def test_several_letters_need_all_of_them_and_no_other() -> None:
     ]:
         assert cheap_verdict(pred, ref, options=letters).verdict == kind, (pred, ref)
     assert cheap_verdict("C", "C, D", options=letters).detail == "option C, expected C, D"
+
+
+def test_a_number_is_never_a_tuple_a_matrix_or_words() -> None:
+    for pred, ref in [("5", "(2, 4)"), ("0", "(2,\\infty)"), ("720", "1,-2"), ("40", "\\text{east}")]:
+        assert cheap_verdict(pred, ref).detail.startswith("a number against"), (pred, ref)
+    assert cheap_verdict("56", "\\begin{pmatrix} -2 \\\\ -14 \\end{pmatrix}").verdict == "wrong"
+    # math-verify reads these as one number: they are its to judge
+    for pred, ref in [("3", "3, 3"), ("1,234", "2^{10}+210"), ("3", "\\{3\\}"), ("5", "x + y")]:
+        assert cheap_verdict(pred, ref) is None, (pred, ref)
