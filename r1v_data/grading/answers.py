@@ -4,7 +4,7 @@
 wins, and its name is the `answer_source`:
 
 1. `answer_tag`: the last complete `<answer>…</answer>` (or the text after a last `<answer>`
-   that never closed). Inside it rules 2-5 apply again, else the whole content counts:
+   that never closed). Inside it rules 2 and 3 apply again, else the whole content counts:
    `<answer>The answer is 5.</answer>` → `5`; `<answer> 4 </answer>` → `4`.
 2. `boxed`: the last complete `\\boxed{…}` (also `\\fbox`, `\\framebox`), nested braces balanced:
    `so \\boxed{\\frac{a}{b+1}}.` → `\\frac{a}{b+1}`.
@@ -20,7 +20,7 @@ wins, and its name is the `answer_source`:
 4. `choice_letter`, only when the problem has options or is multiple choice: the last line names
    an option: `(B)`, `B.`, `B) 12`, `Option B` → `B`. In a free-form problem a line `A: 18` is
    never the letter "A".
-5. `last_number`: the last number of the text, after markup is removed (`strip_markup`): HTML
+5. `last_number`: the last number of the text, after markup is removed (`markup.strip_markup`): HTML
    tags and entities, Markdown headings, list markers and link targets never supply digits, and
    neither do exponents, subscripts or the digits of a word (`m^2`, `x_1`, `h2`):
    `<h2>Result</h2> There are 7 apples.` → `7`; `The area is 18 m^2` → `18`. A time (`2:35 PM`),
@@ -32,14 +32,14 @@ Every rule reads the text once, left to right: parsing is linear in the length o
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from r1v_data.grading.markup import strip_html, strip_markup
 from r1v_data.text import option_letters
 
-__all__ = ["Problem", "answer_letter", "answer_letters", "find_answer", "find_boxed", "strip_markup"]
+__all__ = ["Problem", "answer_letter", "answer_letters", "find_answer", "find_boxed"]
 
 
 @dataclass(frozen=True)
@@ -252,53 +252,6 @@ def answer_letters(answer: str, n_options: int) -> list[str] | None:
     return [letter] if ord(letter) - ord("A") < n_options else None
 
 
-# ----------------------------------------------------------------------------- markup
-# Only these names: "x<y and y>z" is maths, not a tag.
-_HTML_NAME = re.compile(
-    r"a|abbr|b|big|blockquote|body|br|center|code|del|div|em|font|h[1-6]|head|hr|html|i|img|ins|li|"
-    r"mark|ol|p|pre|s|section|small|span|strong|sub|sup|table|tbody|td|th|thead|title|tr|tt|u|ul",
-    re.IGNORECASE,
-)
-_SUP = re.compile(r"<sup>\s*", re.IGNORECASE)
-_SUB = re.compile(r"<sub>\s*", re.IGNORECASE)
-_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]{0,9})\b[^<>]{0,300}+>")
-_ENTITY = re.compile(r"&(?:#\d{1,7}|#x[0-9a-fA-F]{1,6}|[A-Za-z]{2,10});")
-_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t][^\n]*$", re.MULTILINE)
-_LIST_MARKER = re.compile(r"^([ \t]*)(?:\d{1,3}[.)]|[-*+])[ \t]+(?=\S)", re.MULTILINE)
-_LINK_TARGET = re.compile(r"\]\([^()\[\]\s]{0,300}+\)")  # the "(url)" of "[text](url)"
-_URL = re.compile(r"\bhttps?://\S+")
-_FOOTNOTE = re.compile(r"\[\^\d+\]")
-
-
-def strip_html(text: str) -> str:
-    """The text without HTML tags (`<h2>`, `<b>`) and entities (`&#8217;`); `<sup>2</sup>`
-    becomes `^2` and `<sub>1</sub>` `_1`, so they read as exponent and index."""
-    if "<" in text:
-        text = _TAG.sub(_drop_tag, _SUB.sub("_", _SUP.sub("^", text)))
-    if "&" in text:
-        text = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
-    return text
-
-
-def _drop_tag(tag: re.Match[str]) -> str:
-    return " " if _HTML_NAME.fullmatch(tag.group(1)) else tag.group()
-
-
-def strip_markup(text: str) -> str:
-    """`strip_html`, and the Markdown whose digits are not content: headings (`## Step 2`), list
-    markers (`3. `), link targets, URLs and footnote marks."""
-    text = strip_html(text)
-    if "#" in text:
-        text = _HEADING.sub("", text)
-    if "](" in text:
-        text = _LINK_TARGET.sub("]", text)
-    if "[^" in text:
-        text = _FOOTNOTE.sub("", text)
-    if "://" in text:
-        text = _URL.sub(" ", text)
-    return _LIST_MARKER.sub(r"\1", text)
-
-
 # ----------------------------------------------------------------------------- last number
 # Not after a letter, "_" or "^" (the digits of h2, x_1, m^2), nor inside "^{...}" / "_{...}".
 _NOT_PART = r"(?=[-\\\d])(?<![A-Za-z_^\d])(?<!\^\{)(?<!_\{)"  # first a cheap look at one character
@@ -372,7 +325,7 @@ def find_answer(text: str, problem: Problem = FREE_FORM) -> tuple[str, str] | No
         answer = inner[0] if inner else _clean(content)
         if answer:
             return answer, "answer_tag"
-        text = _without_answer_tags(text)  # an empty answer tag must not shadow the text
+        text = _ANSWER_TAGS.sub(" ", text)  # an empty answer tag must not shadow the text
     return _first_match(_RULES, strip_html(text), problem)
 
 
@@ -382,10 +335,3 @@ def _first_match(rules: Sequence[_Rule], text: str, problem: Problem) -> tuple[s
         if found:
             return found
     return None
-
-
-_TAG_PAIR = re.compile(r"</?answer>", re.IGNORECASE)
-
-
-def _without_answer_tags(text: str) -> str:
-    return _TAG_PAIR.sub(" ", text)

@@ -38,6 +38,7 @@ from typing import Literal, NamedTuple
 from r1v_data.grading.answers import answer_letters
 from r1v_data.grading.numbers import parse_number, parse_quantity, parse_time, same_number, same_time
 from r1v_data.grading.values import latex_value, not_one_number
+from r1v_data.text import LETTERS
 
 __all__ = [
     "MAX_ANSWER_CHARS",
@@ -103,28 +104,19 @@ def _boolean(text: str) -> bool | None:
 
 
 # ----------------------------------------------------------------------------- multiple choice
-def _option_by_text(text: str, options: Sequence[str]) -> str | None:
-    """The letter of the one option whose text equals `text` (numbers compared by value)."""
-    value, norm = parse_number(text), _normalise(text)
-    hits = [
-        chr(ord("A") + i)
-        for i, opt in enumerate(options)
-        if _normalise(opt) == norm or (value is not None and parse_number(opt) == value)
-    ]
-    return hits[0] if len(hits) == 1 else None
-
-
 def _letters(answer: str, options: Sequence[str], n: int) -> frozenset[str] | None:
     """The option letters an answer names: an option's exact text first (an option may read
-    "CD"), then letters, then an option's value ("0.25" for "$\\frac{1}{4}$")."""
-    exact = [chr(ord("A") + i) for i, opt in enumerate(options) if _normalise(opt) == _normalise(answer)]
+    "CD"), then letters, then the one option of the same value ("0.25" for "$\\frac{1}{4}$")."""
+    norm = _normalise(answer)
+    exact = [LETTERS[i] for i, opt in enumerate(options) if _normalise(opt) == norm]
     if len(exact) == 1:
         return frozenset(exact)
     letters = answer_letters(answer, n)
     if letters:
         return frozenset(letters)
-    by_text = _option_by_text(answer, options) if options else None
-    return frozenset(by_text) if by_text else None
+    value = parse_number(answer)
+    same = [LETTERS[i] for i, opt in enumerate(options) if value is not None and parse_number(opt) == value]
+    return frozenset(same) if len(same) == 1 else None
 
 
 def _choice_verdict(pred: str, ref: str, options: Sequence[str]) -> Verdict | None:
