@@ -95,7 +95,7 @@ def _options_from_string(value: str) -> Any:
 
 
 def _split_labelled(value: str) -> list[str] | None:
-    """ "A. 1;B. 2" -> ["1", "2"]: the labels A, B, C... in order, each option up to the next."""
+    """Split "A. 1;B. 2" into ["1", "2"]: the labels A, B, C... in order, each option up to the next."""
     starts, expected = [], 0
     for match in _INLINE_LABEL.finditer(value):
         if (match.group(1) or match.group(2)) == LETTERS[expected]:

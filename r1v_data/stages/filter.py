@@ -115,7 +115,8 @@ class FilterResult:
     run_id: str
     tau: int
     reward: str
-    selection: str  # what the traces were kept by, in words    samples: int = 0
+    selection: str  # what the traces were kept by, in words
+    samples: int = 0
     samples_dropped: Counter[str] = field(default_factory=Counter)  # per rule
     traces: int = 0
     kept: int = 0
