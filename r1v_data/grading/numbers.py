@@ -29,9 +29,8 @@ _PERCENT = re.compile(r"(?:\\%|%|\s*\bper\s*cent\b|\s*\bpercent(?:age)?\b)$", re
 _SYMBOL_UNITS = re.compile(
     r"(?:(?:\^\s*\{?\\circ\}?|\\circ|°|\\degree)\s*[A-Z]{0,3}|\\(?:text|mathrm|mbox)\{[^{}]*\}(?:\^\{?[23]\}?)?)$"
 )
-_VARIABLE = re.compile(
-    r"^(?:[A-Za-z]\w{0,15}|\\[A-Za-z]+)\s*(?:_\{?\w{1,8}\}?)?\s*=\s*"
-)  # "x =", "AB =", "\angle A ="
+# A name before an "=": "x =", "AB =", "x_1 =", "\\theta =", "Area ="
+_VARIABLE = re.compile(r"^(?:[A-Za-z]\w{0,15}|\\[A-Za-z]+)\s*(?:_\{?\w{1,8}\}?)?\s*=\s*")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FRAC = re.compile(r"([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{([+-]?\d+)\}|([+-]?)\\[dt]?frac(\d)(\d)")

@@ -24,7 +24,9 @@ Cheap rules run in the calling process, in this order; the first that applies de
    thousand times the cost.
 
 Everything else (LaTeX expressions, sets, intervals, equations) goes to math-verify in worker
-processes with a hard per-call timeout: see `verify_pool.VerifierPool`.
+processes with a hard per-call timeout: see `verify_pool.VerifierPool`. An answer reaches it as
+one LaTeX expression (in `$…$`, a leading `=` dropped): math-verify given a bare `2k` reads it as
+text and picks out the 2, calling it equal to `2`; r1v does not follow it there.
 """
 
 from __future__ import annotations
