@@ -49,6 +49,9 @@ class IngestConfig(Strict):
     image_timeout_s: float = Field(20.0, gt=0, description="time limit for fetching one remote image, in all")
     limit: int | None = Field(None, gt=0, description="read at most this many rows per source")
     workers: int = Field(4, ge=1, le=64, description="threads decoding images")
+    require_question: bool = Field(
+        False, description="quarantine rows with no text question (by default one with an image is kept)"
+    )
 
 
 class SamplingConfig(Strict):
@@ -121,6 +124,11 @@ class FilterConfig(Strict):
     best_k: int | None = Field(None, ge=1, description="keep at most k traces per sample, best first")
     max_completion_tokens: int | None = Field(None, ge=1)
     keep_truncated: bool = False
+    keep_wrong: bool = Field(
+        False,
+        description="without a reward threshold, also keep traces not verified correct (by default only "
+        "verified-correct traces are kept)",
+    )
     where: str | None = Field(None, description="SQL over the candidate traces; runs read-only")
     dedup: bool = True
     near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
@@ -138,7 +146,17 @@ class FilterConfig(Strict):
             raise ValueError("give --min-score or --iteration, not both")
         if self.iteration is not None and self.iteration > len(self.schedule):
             raise ValueError(f"iteration {self.iteration} is past the schedule {self.schedule}")
+        if self.keep_wrong and (self.min_score is not None or self.iteration is not None):
+            raise ValueError(
+                "give --keep-wrong or a reward threshold (--min-score/--iteration), not both: with a "
+                "threshold the reward level decides which traces are kept"
+            )
         return self
+
+    @property
+    def only_correct(self) -> bool:
+        """No reward threshold and no --keep-wrong: only verified-correct traces are kept."""
+        return self.min_score is None and self.iteration is None and not self.keep_wrong
 
     @property
     def tau(self) -> int:

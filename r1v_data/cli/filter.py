@@ -38,6 +38,14 @@ def filter_(
     keep_truncated: Annotated[
         bool | None, typer.Option(help="Keep traces cut off at the token limit.")
     ] = None,
+    keep_wrong: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-wrong",
+            help="Without --min-score/--iteration, also keep traces that are not verified correct "
+            "(wrong, unverifiable, timed out). By default only verified-correct traces are kept.",
+        ),
+    ] = None,
     where: Annotated[
         str | None,
         typer.Option(
@@ -68,7 +76,8 @@ def filter_(
     flags: dict[str, Any] = {
         "store": store, "min_score": min_score, "iteration": iteration, "errors_from": errors_from,
         "reward": reward, "calibration": calibration, "best_k": best_k,
-        "max_completion_tokens": max_completion_tokens, "keep_truncated": keep_truncated, "where": where,
+        "max_completion_tokens": max_completion_tokens, "keep_truncated": keep_truncated,
+        "keep_wrong": keep_wrong, "where": where,
         "decontaminate": decontaminate or None, "dedup": dedup,
     }  # fmt: skip
     cfg = load_config(FilterConfig, yaml_path=config, section="filter", sets=set_, flags=flags)
@@ -88,6 +97,7 @@ def _render(r: dict[str, Any]) -> None:
         ),
         soft_wrap=True,
     )
+    out.print(escape(f"kept: {r['selection']}"), soft_wrap=True)
     rewards = r["rewards"]
     out.print(
         f"rewards: {rewards.get('scored', 0)} scored now, {rewards.get('failed', 0)} failed (others cached)"

@@ -60,6 +60,14 @@ def ingest(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Read at most N rows per source.")] = None,
     workers: Annotated[int | None, typer.Option(help="Image decoding threads. (default: 4)")] = None,
+    require_question: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-question",
+            help="Quarantine rows with no text question. By default a row whose question is only in "
+            "its image is kept, flagged question_in_image in its extra column.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -81,6 +89,7 @@ def ingest(
         "max_pixels": max_pixels,
         "limit": limit,
         "workers": workers,
+        "require_question": require_question,
         "mapping": parse_map_flags(map_) if map_ else None,
     }
     cfg = load_config(IngestConfig, yaml_path=config, section="ingest", sets=set_, flags=flags)

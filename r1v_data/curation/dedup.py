@@ -6,7 +6,9 @@ kept item, never at a dropped one, so there are no chains A <- B <- C where B is
 near-duplicate is judged against kept items only: if B is close to A and C is close to B but not
 to A, B is dropped and C is kept.
 
-- `exact_duplicates`: same `normalise_text` and the same images (sha256, in order).
+- `exact_duplicates`: same `duplicate_key` (`normalise_text`, and no space beside punctuation) and
+  the same images (sha256, in order). This catches the copies MinHash cannot: a question of
+  fewer words than a shingle has one shingle, and `13?` vs `13 ?` makes it another one.
 - `near_duplicates`: estimated Jaccard of word 5-gram shingles >= threshold (`r1v_data.curation.minhash`;
   17x datasketch's MinHash + MinHashLSH end to end, at higher recall: `bench/dedup.py`).
 - `image_near_duplicates`: phash64 within a Hamming distance, image by image.
@@ -21,6 +23,7 @@ there is nothing to compare, and two image questions with empty text are not the
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
@@ -42,6 +45,7 @@ from r1v_data.curation.minhash import (
 from r1v_data.errors import MissingExtraError
 
 __all__ = [
+    "duplicate_key",
     "embed_texts",
     "embedding_pairs",
     "exact_duplicates",
@@ -80,10 +84,19 @@ def keep_first(
     return out
 
 
+_PUNCTUATION_SPACE = re.compile(r"\s*([^\w\s])\s*")
+
+
+def duplicate_key(text: str) -> str:
+    """The form exact dedup compares: `normalise_text` (case, Unicode, whitespace), then no space
+    beside punctuation, so "What is 6+7 ?" and "what is 6 + 7?" are one question however short."""
+    return _PUNCTUATION_SPACE.sub(r"\1", normalise_text(text))
+
+
 def exact_duplicates(
     texts: Sequence[str], image_keys: Sequence[Sequence[str]] | None = None
 ) -> list[int | None]:
-    """For each item, the index of the first earlier item with the same `normalise_text` and the
+    """For each item, the index of the first earlier item with the same `duplicate_key` and the
     same images (`image_keys[i]`: the sha256 of each image of item i, in order), else None."""
     if image_keys is not None and len(image_keys) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(image_keys)} image key lists")
@@ -92,7 +105,7 @@ def exact_duplicates(
     for i, text in enumerate(texts):
         # a digest, not the text, as the key: the normalised copies of a large corpus would double it
         h = hashlib.blake2b(digest_size=16)
-        parts = [normalise_text(text), *(image_keys[i] if image_keys is not None else ())]
+        parts = [duplicate_key(text), *(image_keys[i] if image_keys is not None else ())]
         for part in parts:
             data = part.encode(errors="surrogatepass")
             h.update(len(data).to_bytes(8, "little"))  # length-prefixed: no two lists hash alike

@@ -53,7 +53,10 @@ def accuracy_rewards(
     Multiple-choice rows need their `options`: an answer may name the option's text."""
     n = len(solutions)
     types, opts = answer_types or [None] * n, options or [None] * n
-    answers = [parse_completion(as_text(c)).answer for c in completions]
+    answers = [
+        parse_completion(as_text(c), options=o, answer_type=t).answer
+        for c, t, o in zip(completions, types, opts, strict=True)
+    ]
     requests = [VerifyRequest(*r) for r in zip(answers, solutions, types, opts, strict=True)]
     return [1.0 if v.correct else 0.0 for v in _verifier().verify_many(requests)]
 

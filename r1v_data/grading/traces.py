@@ -4,32 +4,24 @@ A completion in the R1 format is `<think>…</think>` followed by the answer, ei
 `<answer>…</answer>` (R1-V) or as `\\boxed{…}` (R1V, DeepSeek-R1). Real outputs break the format:
 the opening tag may live in the prompt (R1V starts the assistant turn with `<think>\\n`), the
 closing tag may never come (truncation, loops), the answer may be a phrase, a letter or a bare
-number. `parse_completion` never raises on such text; it reports what it found and how.
+number. `parse_completion` never raises on such text; it reports what it found and how. The
+answer itself is found by the rules of `answers.find_answer`, which know the problem: an option
+letter is an answer only when the problem has options. Parsing is linear in the text's length.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ParsedTrace", "answer_letter", "find_boxed", "is_repetitive", "parse_completion"]
+from r1v_data.grading.answers import Problem, answer_letter, find_answer, find_boxed, has_unclosed_answer
+
+__all__ = ["ParsedTrace", "Problem", "answer_letter", "find_boxed", "is_repetitive", "parse_completion"]
 
 _OPEN = re.compile(r"<think>", re.IGNORECASE)
 _CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
-_BOX = re.compile(r"\\(?:boxed|fbox|framebox)\s*(?:\[[^\]]*\]\s*)?\{")
-# "Answer: X", "the answer is X", "final answer is X", "the answer to (a) is X", "answer should be X".
-_PHRASE = re.compile(
-    r"\banswer\b(?:\s+(?:to|for|of)\b[^.:\n]{0,80}?)?\s*(?:is|should be|would be|will be|:|=)"
-    r"\s*:?[ \t]*(?P<ans>[^\n]*)",
-    re.IGNORECASE,
-)
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
-# A last line that is only an option letter, possibly with its text: "B", "(B)", "B.", "B) 12".
-_LETTER_LINE = re.compile(r"^(?:(?:option|choice)\s*)?\(?([A-J])\)?(?:[.:)]\s.*|[.:)])?$", re.I)
-_LETTER_PAREN = re.compile(r"\(([A-J])\)[.!]?$")
-_WRAPPERS = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{(.*)\}$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -39,8 +31,9 @@ class ParsedTrace:
     Attributes:
         think: the reasoning text (tags removed), or None when there is no think block.
         answer: the final answer as written (LaTeX kept), or None.
-        answer_source: the rule that found the answer: "answer_tag", "boxed", "answer_phrase",
-            "choice_letter" or "last_number"; None when there is no answer.
+        answer_source: the rule that found the answer (see `answers.find_answer`): "answer_tag",
+            "boxed", "answer_phrase", "answer_hashes", "answer_label", "choice_letter" or
+            "last_number"; None when there is no answer.
         think_closed: a think block was opened (in the text or the prefix) and closed.
         has_think: a think block was opened, or a closing tag shows one was opened by the template.
         truncated: the generation stopped on its length limit, or (finish reason unknown) an
@@ -58,7 +51,12 @@ class ParsedTrace:
 
 
 def parse_completion(
-    text: str, finish_reason: str | None = None, *, assistant_prefix: str = ""
+    text: str,
+    finish_reason: str | None = None,
+    *,
+    assistant_prefix: str = "",
+    options: Sequence[str] | None = None,
+    answer_type: str | None = None,
 ) -> ParsedTrace:
     """Split a completion into think and answer and flag truncation and loops.
 
@@ -68,18 +66,20 @@ def parse_completion(
             means truncated; any other known reason means the model stopped on its own.
         assistant_prefix: text the prompt put at the start of the assistant turn. When it opens
             `<think>`, the completion starts inside the think block.
+        options, answer_type: the problem's options and answer type. Without options (and
+            unless the type is "multiple_choice") no option letter is read as an answer:
+            a last line `A: 18` of a free-form solution answers 18, not "A".
     """
     full = assistant_prefix + text
     think, rest, has_think, closed = _split_think(full)
     # With the think closed only the text after it counts; without, the whole text is searched
     # (a truncated trace may still have stated its answer) and the flags say so.
-    found = _find_answer(rest)
+    found = find_answer(rest, Problem(tuple(options or ()), answer_type))
     answer, source = found if found else (None, None)
-    unclosed_answer = len(_ANSWER_OPEN.findall(rest)) > len(_ANSWER_TAG.findall(rest))
     if finish_reason is not None:
         truncated = finish_reason == "length"
     else:
-        truncated = (has_think and not closed) or unclosed_answer
+        truncated = (has_think and not closed) or has_unclosed_answer(rest)
     return ParsedTrace(
         think=think,
         answer=answer,
@@ -117,124 +117,6 @@ def _strip_open(think: str) -> str:
         if think.lstrip().lower().startswith("<think>")
         else think.strip()
     )
-
-
-def _find_answer(text: str) -> tuple[str, str] | None:
-    """Apply the extraction rules in order of trust; return (answer, rule) or None."""
-    tagged = _ANSWER_TAG.findall(text)
-    if tagged:
-        content = tagged[-1]
-    else:
-        opened = list(_ANSWER_OPEN.finditer(text))
-        content = text[opened[-1].end() :] if opened else None  # truncated inside <answer>
-    if content is not None:
-        boxed = find_boxed(content)
-        inner = _clean(boxed if boxed is not None else content)
-        if inner:
-            return inner, "answer_tag"
-    visible = _ANSWER_TAG.sub(" ", text)  # an empty answer tag must not shadow the text
-    for rule, finder in _RULES:
-        found = finder(visible)
-        if found:
-            return found, rule
-    return None
-
-
-def find_boxed(text: str) -> str | None:
-    """Content of the last complete `\\boxed{…}` (or `\\fbox`, `\\framebox`), braces balanced."""
-    for match in reversed(list(_BOX.finditer(text))):
-        depth, i = 1, match.end()
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\":
-                i += 2  # an escaped brace (\{) does not count
-                continue
-            depth += {"{": 1, "}": -1}.get(ch, 0)
-            if depth == 0:
-                return text[match.end() : i]
-            i += 1
-    return None
-
-
-def _boxed_rule(text: str) -> str | None:
-    boxed = find_boxed(text)
-    return _clean(boxed) if boxed is not None else None
-
-
-def _phrase_rule(text: str) -> str | None:
-    for match in reversed(list(_PHRASE.finditer(text))):
-        ans = _clean(_first_sentence(match.group("ans")))
-        if ans:
-            return ans
-    return None
-
-
-def _first_sentence(s: str) -> str:
-    # Cut at a full stop followed by a space ("5. So …") but not inside a decimal ("3.5").
-    cut = re.search(r"\.(?:\s|$)|;", s)
-    return s[: cut.start()] if cut else s
-
-
-def _letter_rule(text: str) -> str | None:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return None
-    last = _unwrap(lines[-1].strip())
-    match = _LETTER_LINE.match(last) or _LETTER_PAREN.search(last)
-    return match.group(1).upper() if match else None
-
-
-def _number_rule(text: str) -> str | None:
-    numbers = _NUMBER.findall(text)
-    return numbers[-1].strip() if numbers else None
-
-
-_RULES = (
-    ("boxed", _boxed_rule),
-    ("answer_phrase", _phrase_rule),
-    ("choice_letter", _letter_rule),
-    ("last_number", _number_rule),
-)
-
-
-def _unwrap(s: str) -> str:
-    """Remove markdown emphasis and math delimiters around a whole answer."""
-    s = s.strip().strip("*_").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
-            s = s[len(left) : -len(right)].strip()
-    return s
-
-
-def _clean(s: str) -> str:
-    s = _unwrap(s)
-    s = s.rstrip(".,;:!").strip()
-    wrapped = _WRAPPERS.match(s)
-    if wrapped:
-        s = wrapped.group(1).strip()
-    return _unwrap(s)
-
-
-def answer_letter(answer: str, n_options: int) -> str | None:
-    """The option letter an answer names ("B", "(B)", "b.", "Option B", "B) 12" → "B").
-
-    Returns None when the answer names no letter, or one beyond the `n_options` choices.
-    A lower-case letter counts only alone ("b", "b.", "(b)"): "a cat" is not option A.
-    """
-    if not answer or n_options <= 0:
-        return None
-    s = _clean(answer)
-    boxed = find_boxed(s)
-    if boxed is not None:
-        s = _clean(boxed)
-    s = re.sub(r"^(?:the\s+)?(?:correct\s+)?(?:option|choice|answer)\s*(?:is\s*)?:?\s*", "", s, flags=re.I)
-    alone = re.fullmatch(r"\(?([A-Za-z])\)?[.:)]?", s)
-    leading = re.match(r"\(?([A-Z])(?:\)|[.:]\s|[.:]?$|\s)", s)
-    match = alone or leading
-    if match is None:
-        return None
-    letter = match.group(1).upper()
-    return letter if ord(letter) - ord("A") < n_options else None
 
 
 # ----------------------------------------------------------------------------- repetition

@@ -1,9 +1,32 @@
 """Check a predicted final answer against a reference answer, with a named, versioned verdict.
 
-Cheap rules run in the calling process: option letters for multiple choice, numbers with a
-tolerance (units, thousands separators and simple fractions understood), yes/no, and equality of
-normalised strings. Everything else (LaTeX expressions, sets, intervals, equations) goes to
-math-verify in worker processes with a hard per-call timeout: see `verify_pool.VerifierPool`.
+Cheap rules run in the calling process, in this order; the first that applies decides:
+
+1. No answer is wrong; no reference is "unverifiable".
+2. Multiple choice (the problem has options, or its answer type says so): the letters the answer
+   names must be exactly the reference's: `(B)`, `b.`, `Option B`, `B) 12`, or the option's own
+   text (`120^\\circ` for option D "$120^{\\circ}$", numbers compared by value) all name B; a
+   reference of several letters (`C, D`, `C\\nD`, `CD`) needs all of them and no other (`C` alone
+   and `C, D, E` are wrong). A reference that names no option is judged by the rules below.
+3. Numbers (`numbers.parse_number`): units, words, thousands separators, a variable name, degrees,
+   fractions and ratios understood, relative tolerance 1e-6; a percentage matches the same figure
+   or its fraction (`45%` = `45` = `0.45`).
+4. Clock times: `2:35 PM` = `2:35 P.M.` = `14:35`; `2:35` matches either half of the day. Here
+   r1v is stricter than math-verify on purpose: math-verify reads `2:35 PM` and `2:50 PM` both as
+   the number 2 and calls them equal.
+5. Yes/no and true/false.
+6. Equal normalised strings (case, spaces, `\\text{}`, `\\dfrac`).
+7. Closed-form values (`values.latex_value`: fractions, roots, powers, π): values further apart
+   than 1e-6 (relative) are wrong, values equal to 1e-12 are correct; in between, and for
+   anything with a variable, a set, an interval or text, math-verify decides. A number against
+   a tuple, an interval, a list of several values, a matrix or words is wrong
+   (`values.not_one_number`). math-verify reaches the same verdicts on these pairs, at a
+   thousand times the cost.
+
+Everything else (LaTeX expressions, sets, intervals, equations) goes to math-verify in worker
+processes with a hard per-call timeout: see `verify_pool.VerifierPool`. An answer reaches it as
+one LaTeX expression (in `$…$`, a leading `=` dropped): math-verify given a bare `2k` reads it as
+text and picks out the 2, calling it equal to `2`; r1v does not follow it there.
 """
 
 from __future__ import annotations
@@ -11,14 +34,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from importlib.metadata import version
 from typing import Literal, NamedTuple
 
-from r1v_data.grading.traces import answer_letter
+from r1v_data.grading.answers import answer_letters
+from r1v_data.grading.numbers import parse_number, parse_quantity, parse_time, same_number, same_time
+from r1v_data.grading.values import latex_value, not_one_number
+from r1v_data.text import LETTERS
 
 __all__ = [
+    "MAX_ANSWER_CHARS",
     "VERIFIER_NAME",
     "Verdict",
     "VerifyRequest",
@@ -28,8 +53,11 @@ __all__ = [
 
 # Bump RULES_VERSION whenever a rule changes what it accepts: verdicts from different rule sets
 # must not be mixed up in a store.
-RULES_VERSION = 1
+RULES_VERSION = 2
 VERIFIER_NAME = f"r1v-verify/{RULES_VERSION}+math-verify-{version('math-verify')}"
+# A final answer longer than this is a paragraph, not an answer: it is compared as a string but
+# never handed to math-verify, whose parse of a long text can take seconds.
+MAX_ANSWER_CHARS = 2000
 
 VerdictKind = Literal["correct", "wrong", "unverifiable", "error", "timeout"]
 
@@ -56,111 +84,58 @@ class VerifyRequest(NamedTuple):
     options: Sequence[str] | None = None
 
 
-# ----------------------------------------------------------------------------- cheap rules
-# Unit words: "cm", "nautical miles", "米"; not one letter ("x", "i"). Words are separated by
-# spaces so the pattern cannot backtrack exponentially on a long run of letters.
-_UNIT_TAIL = re.compile(
-    r"(?:\s*[A-Za-z]{2,}\.?(?:\s+[A-Za-z]{2,}\.?)*|\s*[\u4e00-\u9fff]+)(?:\^?\{?[23]\}?|[²³])?$"
-)
-_NOT_UNITS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan", "cot", "sec", "csc", "exp"}
-_MAX_NUMBER_CHARS = 80  # longer text is no plain number; bounds the regex work too
-_SYMBOL_UNITS = re.compile(
-    r"(?:\^\s*\{?\\circ\}?|\\circ|°|\\%|%|\\(?:text|mathrm)\{[^{}]*\}(?:\^\{?[23]\}?)?)$"
-)
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_FRAC = re.compile(r"([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{([+-]?\d+)\}|([+-]?)\\[dt]?frac(\d)(\d)")
-_SLASH = re.compile(r"([+-]?\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 _TRUE, _FALSE = {"true", "yes"}, {"false", "no"}
-
-
-@lru_cache(maxsize=1 << 16)  # pure; references repeat n times per problem in generate
-def parse_number(text: str) -> Fraction | None:
-    """The exact value of a plain number, with units and decoration removed, else None.
-
-    Understands "1,234.5", "$12", "45°", "45^\\circ", "12\\%", "3 cm", "\\frac{1}{2}", "-3/4".
-    """
-    if len(text) > _MAX_NUMBER_CHARS:
-        return None
-    s = _strip_math(text)
-    for _ in range(3):  # "12 \\text{cm}^2", "45^{\\circ}": peel units until none is left
-        before = s
-        s = _SYMBOL_UNITS.sub("", s).strip()
-        unit = _UNIT_TAIL.search(s)
-        if unit and unit.start() > 0 and not _NOT_UNITS & set(unit.group().lower().split()):
-            s = s[: unit.start()].strip()
-        if s == before:
-            break
-    s = s.lstrip("$").replace("\\$", "").replace("\\!", "").strip()
-    if _THOUSANDS.fullmatch(s):
-        s = s.replace(",", "")
-    if _DECIMAL.fullmatch(s):
-        return Fraction(s)
-    if m := _FRAC.fullmatch(s):
-        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else m.group(4, 5, 6)
-        return _ratio(Fraction(num), Fraction(den), sign == "-")
-    if m := _SLASH.fullmatch(s.lstrip("+-")):
-        return _ratio(Fraction(m.group(1)), Fraction(m.group(2)), s.startswith("-"))
-    return None
-
-
-def _ratio(num: Fraction, den: Fraction, negative: bool) -> Fraction | None:
-    if den == 0:
-        return None
-    return -num / den if negative else num / den
-
-
-def _strip_math(text: str) -> str:
-    s = text.strip().rstrip(".").strip()
-    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
-            s = s[len(left) : -len(right)].strip()
-    return s.replace("\\left", "").replace("\\right", "").replace("\\,", "").replace("~", " ")
-
-
-def _close(a: Fraction, b: Fraction) -> bool:
-    # Relative 1e-6 for ordinary values, absolute 1e-9 so that 0 compares with 1e-12.
-    return abs(a - b) <= max(Fraction(1, 10**9), Fraction(1, 10**6) * max(abs(a), abs(b)))
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 
 def _normalise(text: str) -> str:
-    s = _strip_math(text).lower()
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = text.strip().rstrip(".").strip()
+    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
+            s = s[len(left) : -len(right)]
+    s = _TEXT_WRAPPER.sub(r"\1", s.lower().replace("\\left", "").replace("\\right", ""))
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\,", "")
     return re.sub(r"\s+", "", s).rstrip(".")
 
 
 def _boolean(text: str) -> bool | None:
-    words = re.findall(r"[a-z]+", _normalise(text))
+    words = re.findall(r"[a-z]+", _normalise(text[:200]))
     if not words:
         return None
     return True if words[0] in _TRUE else False if words[0] in _FALSE else None
 
 
-def _option_letter(text: str, options: Sequence[str]) -> str | None:
-    """The letter of the one option whose text equals `text` (numbers compared by value)."""
-    value, norm = parse_number(text), _normalise(text)
-    hits = [
-        chr(ord("A") + i)
-        for i, opt in enumerate(options)
-        if _normalise(opt) == norm or (value is not None and parse_number(opt) == value)
-    ]
-    return hits[0] if len(hits) == 1 else None
+# ----------------------------------------------------------------------------- multiple choice
+def _letters(answer: str, options: Sequence[str], n: int) -> frozenset[str] | None:
+    """The option letters an answer names: an option's exact text first (an option may read
+    "CD"), then letters, then the one option of the same value ("0.25" for "$\\frac{1}{4}$")."""
+    norm = _normalise(answer)
+    exact = [LETTERS[i] for i, opt in enumerate(options) if _normalise(opt) == norm]
+    if len(exact) == 1:
+        return frozenset(exact)
+    letters = answer_letters(answer, n)
+    if letters:
+        return frozenset(letters)
+    value = parse_number(answer)
+    same = [LETTERS[i] for i, opt in enumerate(options) if value is not None and parse_number(opt) == value]
+    return frozenset(same) if len(same) == 1 else None
 
 
 def _choice_verdict(pred: str, ref: str, options: Sequence[str]) -> Verdict | None:
     n = len(options) or 26
-    expected = answer_letter(ref, n) or _option_letter(ref, options)
+    expected = _letters(ref, options, n)
     if expected is None:
         return None  # the reference is not a letter: judge the value instead
-    picked = answer_letter(pred, n) or _option_letter(pred, options)
+    picked = _letters(pred, options, n)
+    want = ", ".join(sorted(expected))
     if picked is None:
-        return Verdict("wrong", detail=f"names no option (expected {expected})")
+        return Verdict("wrong", detail=f"names no option (expected {want})")
     if picked == expected:
         return Verdict("correct", detail="option letter")
-    return Verdict("wrong", detail=f"option {picked}, expected {expected}")
+    return Verdict("wrong", detail=f"option {', '.join(sorted(picked))}, expected {want}")
 
 
+# ----------------------------------------------------------------------------- the rules
 def cheap_verdict(
     pred: str | None,
     ref: str | None,
@@ -176,17 +151,58 @@ def cheap_verdict(
         verdict = _choice_verdict(pred, ref, options or ())
         if verdict is not None:
             return verdict
-    ref_num = parse_number(ref)
-    if ref_num is not None:
-        pred_num = parse_number(pred)
-        if pred_num is not None:
-            ok = _close(pred_num, ref_num)
-            return Verdict("correct" if ok else "wrong", detail="numeric")
-    ref_bool = _boolean(ref)
-    if ref_bool is not None and ref_num is None:
-        pred_bool = _boolean(pred)
-        ok = pred_bool is ref_bool
-        return Verdict("correct" if ok else "wrong", detail="yes/no")
+    for rule in (_numeric_verdict, _time_verdict, _boolean_verdict):
+        verdict = rule(pred, ref)
+        if verdict is not None:
+            return verdict
     if _normalise(pred) == _normalise(ref):
         return Verdict("correct", detail="exact")
+    verdict = _value_verdict(pred, ref)
+    if verdict is not None:
+        return verdict
+    if len(pred) > MAX_ANSWER_CHARS:
+        return Verdict("wrong", detail=f"a {len(pred)}-character answer is no final answer")
     return None
+
+
+def _numeric_verdict(pred: str, ref: str) -> Verdict | None:
+    ref_number = parse_quantity(ref)
+    pred_number = parse_quantity(pred) if ref_number is not None else None
+    if pred_number is None:
+        return None
+    return Verdict("correct" if same_number(pred_number, ref_number) else "wrong", detail="numeric")
+
+
+def _time_verdict(pred: str, ref: str) -> Verdict | None:
+    ref_time = parse_time(ref)
+    pred_time = parse_time(pred) if ref_time is not None else None
+    if pred_time is None:
+        return None
+    return Verdict("correct" if same_time(pred_time, ref_time) else "wrong", detail="clock time")
+
+
+_DIFFERENT, _SAME = 1e-6, 1e-12  # relative; math-verify rounds floats to 6 decimals
+
+
+def _value_verdict(pred: str, ref: str) -> Verdict | None:
+    ref_value, pred_value = latex_value(ref), latex_value(pred)
+    if (ref_value is None) != (pred_value is None):  # one number: is the other never one?
+        other = not_one_number(pred if ref_value is not None else ref)
+        return Verdict("wrong", detail=f"a number against {other}") if other else None
+    if ref_value is None or pred_value is None:
+        return None
+    scale = max(1.0, abs(ref_value), abs(pred_value))
+    gap = abs(pred_value - ref_value)
+    if gap > _DIFFERENT * scale:
+        return Verdict("wrong", detail="value")
+    if gap <= _SAME * scale and scale < 1e12:  # beyond, floats no longer tell integers apart
+        return Verdict("correct", detail="value")
+    return None
+
+
+def _boolean_verdict(pred: str, ref: str) -> Verdict | None:
+    ref_bool = _boolean(ref)
+    if ref_bool is None or parse_number(ref) is not None:
+        return None
+    ok = _boolean(pred) is ref_bool
+    return Verdict("correct" if ok else "wrong", detail="yes/no")

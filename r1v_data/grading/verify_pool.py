@@ -37,7 +37,9 @@ def _as_request(item: VerifyRequest | Sequence[Any] | Mapping[str, Any]) -> Veri
 
 # ----------------------------------------------------------------------------- worker side
 def _math(text: str) -> str:
-    # math-verify extracts LaTeX from delimiters; a bare extracted answer gets them added.
+    # math-verify extracts LaTeX from delimiters; a bare extracted answer gets them added. An
+    # answer written "= X" (the end of a derivation) is X: "$=X$" would read as a relation.
+    text = text.strip().removeprefix("=").strip()
     return text if "$" in text or "\\boxed" in text else f"${text}$"
 
 
@@ -67,6 +69,29 @@ def _math_verify(pred: str, ref: str, inner_timeout: int | None, flag: _TimeoutF
     return ("correct" if ok else "wrong"), "math-verify"
 
 
+# One of each kind of answer math-verify meets. Parsed before a worker says it is ready: sympy
+# imports much of itself on the first simplify, and the LaTeX parser (ANTLR) builds its prediction
+# tables while it parses; cold, the first tasks take several times longer and can run into the
+# one-second inner timeout on a busy machine.
+_WARM_UP = (
+    "(x+1)^2",
+    "\\frac{\\sqrt{3}}{2}",
+    "(1, 2]",
+    "\\{1, 2\\}",
+    "y = 2x + 1",
+    "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "x \\in [0, 1]",
+    "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}",
+)
+
+
+def _warm_up() -> None:
+    from math_verify import parse, verify
+
+    for text in _WARM_UP:
+        verify(parse(f"${text}$"), parse(f"${text} + 1$"), timeout_seconds=None)
+
+
 def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | None) -> None:
     """Serve (index, pred, ref) requests until told to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -80,8 +105,7 @@ def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | N
     mv_log.addHandler(flag)
     mv_log.propagate = False  # keep its per-timeout warnings off the user's terminal
     try:
-        import math_verify  # noqa: F401  (import before "ready": it is not the first task's time)
-
+        _warm_up()
         conn.send(("ready", None))
     except Exception as exc:
         conn.send(("ready", f"cannot import math-verify: {exc}"))

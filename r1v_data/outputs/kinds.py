@@ -6,8 +6,10 @@ the function that builds one row:
   answer), with the sample's images in `images`, as TRL's SFTTrainer reads conversational data;
 - `rl`: one row per kept sample with a reference answer: the prompt, the images and the
   `solution` the GRPO accuracy reward verifies against;
-- `preference`: per kept sample, the best kept trace (chosen) against the lowest-rewarded
-  candidate trace with a lower reward (rejected), for DPO/MPO.
+- `preference`: per kept sample, the best kept trace verified correct (chosen) against the
+  lowest-rewarded candidate trace with a lower reward (rejected), for DPO/MPO. A chosen trace is
+  never a wrong one, whatever the filter kept (`filter --keep-wrong`, `--min-score 0`): a sample
+  with no correct kept trace makes no pair.
 
 The dataset card reads the same queries, so it lives beside them (in `outputs/`) and not in the
 stage that runs them.
@@ -50,18 +52,23 @@ SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
 WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL"""
 
 
-# chosen: the best kept trace of a sample; rejected: its lowest-rewarded candidate below that
+# chosen: the best kept trace of a sample that is verified correct; rejected: its lowest-rewarded
+# candidate below that
 PREFERENCE_QUERY = f"""
 WITH cand AS (
-    SELECT d.sample_id, d.request_id, d.kept, r.value AS reward FROM decisions d
+    SELECT d.sample_id, d.request_id, d.kept AND v.verdict = 'correct' AS choosable, r.value AS reward
+    FROM decisions d
     JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
           WHERE name = 'reward' AND version = $version GROUP BY request_id) r USING (request_id)
+    JOIN (SELECT request_id, arg_max(verdict, created_at) AS verdict FROM traces
+          WHERE error IS NULL GROUP BY request_id) v USING (request_id)
     WHERE d.run_id = $run AND d.request_id IS NOT NULL
 ), pairs AS (
     SELECT sample_id,
-           arg_max(request_id, reward) FILTER (WHERE kept) AS chosen_id, max(reward) FILTER (WHERE kept) AS chosen_score,
+           arg_max(request_id, reward) FILTER (WHERE choosable) AS chosen_id,
+           max(reward) FILTER (WHERE choosable) AS chosen_score,
            arg_min(request_id, reward) AS rejected_id, min(reward) AS rejected_score
-    FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE kept)
+    FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE choosable)
 )
 SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
        c.text AS chosen_text, r.text AS rejected_text

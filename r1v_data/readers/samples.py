@@ -29,6 +29,7 @@ class RowPlan:
     image_base: Path  # relative image paths resolve here
     image_root: Path  # ... and may not leave this folder
     limits: ImageLimits
+    require_question: bool = False  # quarantine rows whose question is only in their image
 
 
 @dataclass
@@ -73,12 +74,14 @@ def prepare(record: Record, plan: RowPlan) -> Prepared:
 def _sample(row: dict[str, Any], plan: RowPlan) -> dict[str, Any]:
     if plan.preset.transform:
         row = plan.preset.transform(row)
-    sample = _fields(row, plan.mapping)
+    refs = _image_refs(row, plan.mapping.get("images", ()))
+    # An empty question is the image's to ask, unless there is no image or --require-question.
+    why_not = "and no image" if not refs else "--require-question" if plan.require_question else None
+    sample = _fields(row, plan.mapping, why_not)
     try:  # JSON escapes can smuggle in lone surrogates, which no UTF-8 file can hold
         json.dumps(sample, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BadRow("invalid utf-8", f"text holds an unencodable character: {exc.reason}") from exc
-    refs = _image_refs(row, plan.mapping.get("images", ()))
     sample["images"] = [load_image(ref, plan.image_base, plan.limits, plan.image_root) for ref in refs]
     sample["sample_id"] = text.sample_id(sample["question"], [im["sha256"] for im in sample["images"]])
     try:  # validate here, per row, so one bad value is one quarantined row, not a failed part
@@ -88,12 +91,8 @@ def _sample(row: dict[str, Any], plan: RowPlan) -> dict[str, Any]:
     return sample
 
 
-def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    question = _pick(row, m.get("question", ()))
-    if isinstance(question, int | float) and not isinstance(question, bool):
-        question = str(question)
-    if not isinstance(question, str) or not question.strip():
-        raise BadRow("missing question", f"no question text in column(s) {list(m.get('question', ()))}")
+def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]], why_not: str | None) -> dict[str, Any]:
+    question = _question(row, m.get("question", ()), why_not)
     try:
         options = text.parse_options(_pick(row, m.get("options", ())))
     except ValueError as exc:
@@ -114,9 +113,11 @@ def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]]) -> dict[str, Any
     difficulty = text.parse_difficulty(raw_difficulty)
     if raw_difficulty is not None and difficulty is None:
         extra["difficulty_raw"] = jsonable(raw_difficulty)  # kept, not lost
+    if not question:
+        extra[QUESTION_IN_IMAGE] = True
     return {
         "source_id": _str_or_none(_pick(row, m.get("source_id", ()))),
-        "question": text.render_question(text.normalise_placeholders(question.strip()), options),
+        "question": text.render_question(text.normalise_placeholders(question), options),
         "options": options,
         "answer": letter or answer,
         "answer_type": text.answer_type(letter or answer, is_choice=letter is not None),
@@ -126,6 +127,26 @@ def _fields(row: dict[str, Any], m: dict[str, tuple[str, ...]]) -> dict[str, Any
         "caption": _str_or_none(_pick(row, m.get("caption", ()))),
         "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None,
     }
+
+
+# The flag in `extra` of a sample whose text question is empty: the question is in its image (a
+# VQA row such as "read the problem in the picture"), which ingest accepts unless told
+# --require-question.
+QUESTION_IN_IMAGE = "question_in_image"
+
+
+def _question(row: dict[str, Any], columns: tuple[str, ...], why_not: str | None) -> str:
+    """The question text; "" for a row whose question is only in its image (`why_not` is None)."""
+    value = _pick(row, columns)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if why_not is None and (value is None or isinstance(value, str)):
+        return ""
+    raise BadRow(
+        "missing question", f"no question text in column(s) {list(columns)} ({why_not or 'not text'})"
+    )
 
 
 def _pick(row: dict[str, Any], columns: tuple[str, ...]) -> Any:

@@ -185,9 +185,21 @@ def _json_rows(doc: Any, records_key: str | None, spec: str) -> tuple[list[Any],
         return doc[lists[0]], lists[0]
     if len(lists) > 1:
         raise SourceError(f"source {spec!r}: several keys hold rows ({', '.join(lists)}); pass --records-key")
-    if doc and all(isinstance(v, dict) for v in doc.values()):  # {id: record}
-        return [{"id": k, **v} for k, v in doc.items()], None
+    if _keyed_by_id(doc):
+        # Metadata entries beside the records ({"version": "1.0", ...}) become bad records, not lost ones.
+        return [{"id": k, **v} if isinstance(v, dict) else v for k, v in doc.items()], None
     return [doc], None  # a single record
+
+
+def _keyed_by_id(doc: dict[str, Any]) -> bool:
+    """{id: record}, as MathVista and MMMU's answer files are written: every value an object, or
+    three in four of them at least two objects with a field in common (a single record with an
+    image dict and a metadata dict is not one)."""
+    records = [v for v in doc.values() if isinstance(v, dict)]
+    if not records or len(records) == len(doc):
+        return bool(records)
+    shared = set.intersection(*(set(r) for r in records))
+    return len(records) >= 2 and 4 * len(records) >= 3 * len(doc) and bool(shared)
 
 
 # ---- Parquet ---------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ after the sample rules. In order, the first rule that applies decides a trace:
    copy of the candidate columns: no file or network access);
 3. it was cut off at the token limit (unless `keep_truncated`), or is longer than
    `max_completion_tokens`;
-4. its reward level is below tau, unless it is a correct trace of a sample in the error set
+4. with no reward threshold (no `min_score`, no `iteration`), it is not verified correct, unless
+   `keep_wrong`: a plain `filter` never lets a wrong answer into the training data;
+5. its reward level is below tau, unless it is a correct trace of a sample in the error set
    E_{t-1} (the samples whose latest trace from `errors_from` is not correct): those are kept
    whatever their reward, and a wrong trace is never kept for being in E;
-5. best-k: at most k traces per sample, best reward first, then correct, then shorter.
+6. best-k: at most k traces per sample, best reward first, then correct, then shorter.
 
 Every candidate trace and every sample gets a decision row (kept or not, the rule in `stage`, the
 reason); the latest filter run's rows are the current selection. Failed requests and refusals
@@ -78,6 +80,7 @@ WITH c AS (
         WHEN NOT where_ok THEN 'where'
         WHEN truncated AND NOT $keep_truncated THEN 'truncation'
         WHEN tokens > $max_tokens THEN 'length'
+        WHEN $only_correct AND verdict IS DISTINCT FROM 'correct' THEN 'verdict'
         WHEN reward IS NULL THEN 'reward'
         WHEN reward < $tau AND NOT (in_errors AND verdict = 'correct') THEN 'reward'
     END AS rule FROM c
@@ -95,6 +98,9 @@ SELECT sample_id, request_id,
          WHEN rule = 'truncation' THEN 'truncated: cut off at the token limit'
          WHEN rule = 'length' THEN format('too long: {{}}{{}} completion tokens > {{}}',
                                           CASE WHEN completion_tokens IS NULL THEN '~' ELSE '' END, tokens, $max_tokens)
+         WHEN rule = 'verdict' THEN format('not verified correct ({{}}): with no --min-score/--iteration only '
+                                           || 'correct traces are kept (--keep-wrong keeps the others)',
+                                           coalesce(verdict, 'no verdict'))
          WHEN rule = 'reward' AND reward IS NULL THEN 'reward missing: the scorer failed on this trace'
          WHEN rule = 'reward' THEN format('reward below threshold: {{}} < tau {{}}', reward::INT, $tau)
          WHEN rank > $best_k THEN format('best-k: rank {{}} of its sample > k = {{}}', rank, $best_k)
@@ -109,6 +115,7 @@ class FilterResult:
     run_id: str
     tau: int
     reward: str
+    selection: str  # what the traces were kept by, in words
     samples: int = 0
     samples_dropped: Counter[str] = field(default_factory=Counter)  # per rule
     traces: int = 0
@@ -129,8 +136,9 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
         check_where(store, cfg, reward)  # a malformed --where is refused before anything is written
         benchmarks = _benchmarks(cfg)
         errors = _error_set(store, cfg)
+        _require_traces(store, cfg)
         run_id = store.begin_run("filter")
-        result = FilterResult(run_id, cfg.tau, reward.version, error_set=len(errors))
+        result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=len(errors))
         start, status = time.perf_counter(), "failed"
         try:
             with store.writer("scores", run_id, flush_rows=65536) as scores:
@@ -153,6 +161,27 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                         "benchmarks": [b.describe() for b in benchmarks], "counts": result.as_dict()}  # fmt: skip
             store.finish_run(run_id, status, result.as_dict(), manifest)
     return result
+
+
+def _selection(cfg: FilterConfig) -> str:
+    if cfg.only_correct:
+        return "verified-correct traces only (no --min-score/--iteration; --keep-wrong keeps the others)"
+    if cfg.keep_wrong:
+        return "every trace, wrong ones included (--keep-wrong)"
+    return f"reward level >= tau {cfg.tau}"
+
+
+def _require_traces(store: Store, cfg: FilterConfig) -> None:
+    """Filtering nothing is a mistake to report, not an empty selection to write."""
+    sql = f"SELECT count(*) FILTER (WHERE {candidate_traces()}), count(*) FROM traces"
+    completed, total = store.query(sql, params={"errors": cfg.errors_from})[1][0]
+    if completed:
+        return
+    have = f"only {total} failed or refused requests" if total else "no traces"
+    raise ConfigError(
+        f"{cfg.store} has {have} to filter: make traces first with `r1v-data generate` or "
+        "`r1v-data import-traces`"
+    )
 
 
 def _benchmarks(cfg: FilterConfig) -> list[Any]:
@@ -232,7 +261,7 @@ def _decide(candidates: pa.Table, drops: list[SampleDrop], errors: list[str], cf
     con = sandbox.connect(tables)
     params = {"keep_truncated": cfg.keep_truncated, "max_tokens": cfg.max_completion_tokens or 2**62,
               "tau": cfg.tau, "best_k": cfg.best_k or 2**62, "where_text": cfg.where or "",
-              "errors": cfg.errors_from or ""}  # fmt: skip
+              "errors": cfg.errors_from or "", "only_correct": cfg.only_correct}  # fmt: skip
     try:
         return con.sql(_DECIDE.format(where=cfg.where or "true"), params=params).to_arrow_table()
     except duckdb.Error as exc:  # checked on no rows first: here only a failure on the data (a bad cast)

@@ -87,7 +87,13 @@ def trace_row(
         result.failed[reason_key(res.error)] += 1
         row.update(error=res.error or "no text returned", verdict="error")
         return row
-    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=job.prefix)
+    parsed = parse_completion(
+        res.text,
+        res.finish_reason,
+        assistant_prefix=job.prefix,
+        options=job.sample.get("options"),
+        answer_type=job.sample.get("answer_type"),
+    )
     verdict = verifier.verify(
         parsed.answer,
         job.sample.get("answer"),

@@ -170,7 +170,9 @@ def _import_one(
     done.add(rid)
     finish = row.get("finish_reason")
     finish = str(finish) if finish is not None else None
-    parsed = parse_completion(completion, finish)
+    parsed = parse_completion(
+        completion, finish, options=sample["options"], answer_type=sample["answer_type"]
+    )
     verdict = verifier.verify(parsed.answer, sample["answer"], sample["answer_type"], sample["options"])
     result.verdicts[verdict.verdict] += 1
     label = _shipped_label(row)

@@ -132,7 +132,7 @@ def _plan(spec: str, cfg: IngestConfig) -> Plan:
     preset, mapping = resolve(cfg.preset, cfg.mapping, columns, first)
     root = (cfg.image_root or source.base_dir).absolute()
     limits = ImageLimits(cfg.max_pixels, cfg.max_image_bytes, cfg.allow_remote_images, cfg.image_timeout_s)
-    return Plan(source, RowPlan(preset, mapping, root / preset.image_dir, root, limits))
+    return Plan(source, RowPlan(preset, mapping, root / preset.image_dir, root, limits, cfg.require_question))
 
 
 def _disambiguate_names(plans: list[Plan]) -> None:

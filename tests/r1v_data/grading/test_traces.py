@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA as SHARED
 
 from r1v_data.grading.traces import answer_letter, is_repetitive, parse_completion
 from r1v_data.grading.verify import parse_number
 
-SHARED = (
-    Path(os.environ["R1V_SHARED"]) / "data"
-    if os.environ.get("R1V_SHARED")
-    else Path(__file__).resolve().parents[3] / "shared" / "data"
-)
 LOGS = SHARED / "traces" / "r1v_eval_logs"
 GEO_GRPO = "geoqa_test_qwen2vl_7b_grpo_2epochs_legacy.json"
 GEO_INSTRUCT = "geoqa_test_qwen2vl_7b_instruct_legacy.json"
@@ -105,8 +100,6 @@ def test_extraction_rules_in_order() -> None:
         "unbalanced \\boxed{3 so the answer is 3.": ("3", "answer_phrase"),
         "Answer: $\\sqrt{2}$.\nThanks": ("\\sqrt{2}", "answer_phrase"),
         "The final answer is **12**. Done.": ("12", "answer_phrase"),
-        "Comparing the pictures...\n(B)": ("B", "choice_letter"),
-        "so we pick\nC. 12 cm": ("C", "choice_letter"),
         "there are 3 cats and 4 dogs": ("4", "last_number"),
         "a total of 1,234 apples": ("1,234", "last_number"),
         "no idea": (None, None),
@@ -114,6 +107,12 @@ def test_extraction_rules_in_order() -> None:
     for text, expected in cases.items():
         p = parse_completion(text)
         assert (p.answer, p.answer_source) == expected, text
+    # An option letter is an answer only when the problem has options.
+    letters = {"Comparing the pictures...\n(B)": ("B", None), "so we pick\nC. 12 cm": ("C", "12")}
+    for text, (with_options, free_form) in letters.items():
+        assert parse_completion(text, options=["1", "2", "3"]).answer == with_options, text
+        assert parse_completion(text, answer_type="multiple_choice").answer == with_options, text
+        assert parse_completion(text).answer == free_form, text
 
 
 def test_answer_letter() -> None:
@@ -174,7 +173,8 @@ def test_mathvision_answers_mostly_equal_the_shipped_model_answer(model: str) ->
     rows = [r for r in rows if "theansweris" not in r["model_answer"] and r["model_answer"][:2] != "bf"]
     agree = 0
     for r in rows:
-        p, n = parse_completion(r["response"]), len(problems[r["id"]]["options"])
+        options = problems[r["id"]]["options"]
+        p, n = parse_completion(r["response"], options=options), len(options)
         ours, theirs = p.answer or "", str(r["model_answer"])
         letter = answer_letter(ours, n) if n else None
         same_letter = letter is not None and letter == answer_letter(theirs, n)

@@ -87,7 +87,9 @@ EXPECTED = {
 
 def test_every_bad_row_is_quarantined_with_reason_and_location(bad_source: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    proc = run_cli("ingest", bad_source, "--store", store, "--preset", "vqa", "--map", "options=options")
+    # --require-question: rows 6 and 7 (an image, no question) are quarantined as before
+    flags = ("--preset", "vqa", "--map", "options=options", "--require-question")
+    proc = run_cli("ingest", bad_source, "--store", store, *flags)
     assert proc.returncode == 0
     assert "quarantined by reason:" in proc.stdout and "image outside source folder: 3" in proc.stdout
     con = Store.open(store).connect()
@@ -107,7 +109,7 @@ def test_every_bad_row_is_quarantined_with_reason_and_location(bad_source: Path,
         for im in ims
     )
 
-    again = ingest_json(bad_source, "--store", store, "--preset", "vqa", "--map", "options=options")
+    again = ingest_json(bad_source, "--store", store, *flags)
     assert (again["added"], again["unchanged"], again["quarantined"]) == (0, 3, 14)
     assert stats_json(store)["quarantined"] == 14  # re-ingesting records no second copy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ingest_json, run_cli, stats_json
+from conftest import ingest_json, mathv_with_outputs, run_cli, stats_json
 from PIL import Image
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 from tiny_models import build_tiny_llama, build_tiny_reward_model
@@ -102,7 +102,8 @@ def test_correct_traces_of_the_error_set_are_kept_whatever_their_reward(geo: Pat
 
 def test_best_k_and_where(geo: Path) -> None:
     levels = _levels(geo)
-    r = _filter(geo, "--no-dedup", "--keep-truncated", "--best-k", "1")
+    # --keep-wrong: best-k and --where over every trace, not only the verified-correct ones
+    r = _filter(geo, "--no-dedup", "--keep-truncated", "--keep-wrong", "--best-k", "1")
     assert (r["kept"], r["dropped"]) == (754, {"best-k": 754})
     by_sample: dict[str, list[dict[str, Any]]] = {}
     for d in _decisions(geo, r["run_id"]):
@@ -111,7 +112,14 @@ def test_best_k_and_where(geo: Path) -> None:
         kept, dropped = sorted(pair, key=lambda d: not d["kept"])
         assert levels[kept["request_id"]] >= levels[dropped["request_id"]]
         assert dropped["reason"] == "best-k: rank 2 of its sample > k = 1"
-    r = _filter(geo, "--no-dedup", "--keep-truncated", "--where", f"teacher = '{GRPO}' AND reward >= 4")
+    r = _filter(
+        geo,
+        "--no-dedup",
+        "--keep-truncated",
+        "--keep-wrong",
+        "--where",
+        f"teacher = '{GRPO}' AND reward >= 4",
+    )
     grpo_good = sum(1 for t in _rows(geo, "SELECT request_id FROM traces WHERE teacher = ?", [GRPO])
                     if levels[t["request_id"]] >= 4)  # fmt: skip
     assert (r["kept"], r["dropped"]) == (grpo_good, {"where": 1508 - grpo_good})
@@ -173,8 +181,7 @@ def test_duplicates_and_contamination_on_mathvision(tmp_path: Path, shared: Path
     planted += [{"question": q, "answer": "1"} for q in copies + [g["question"] for g in gsm8k[:20]]]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in planted))
 
-    store = tmp_path / "store"
-    ingest_json(mv / "testmini.jsonl", "--store", store)
+    store = mathv_with_outputs(tmp_path / "store", shared)  # a filter needs traces to select from
     ingest_json(tmp_path / "train.jsonl", "--store", store, "--preset", "native")
     r = _filter(store, "--decontaminate", shared / "text_math" / "math500_test.jsonl")
     ids = {s["question"]: s["sample_id"] for s in _rows(store, "SELECT sample_id, question FROM samples")}
@@ -217,9 +224,16 @@ def test_semantic_dedup_drops_paraphrases_only_when_asked(tmp_path: Path) -> Non
     )
     store = tmp_path / "store"
     ingest_json(tmp_path / "q.jsonl", "--store", store, "--preset", "native")
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"question": q, "response": "\\boxed{1}"}) + "\n" for q in rows)
+    )
+    # a filter needs traces to select from
+    run_cli("import-traces", tmp_path / "t.jsonl", "--store", store, "--teacher", "t")
     assert _filter(store)["samples_dropped"] == {}  # not a near duplicate by 5-gram Jaccard
     r = _filter(store, "--set", "semantic_threshold=0.9")
-    drops = _rows(store, "SELECT * FROM decisions WHERE run_id = ? AND NOT kept", [r["run_id"]])
+    drops = _rows(
+        store, "SELECT * FROM decisions WHERE run_id = ? AND request_id IS NULL AND NOT kept", [r["run_id"]]
+    )
     paraphrase = _rows(store, "SELECT sample_id FROM samples WHERE question = ?", [rows[1]])[0]["sample_id"]
     assert [(d["sample_id"], d["stage"]) for d in drops] == [(paraphrase, "dedup")]
     assert "(semantic: cosine 0.9" in drops[0]["reason"]
@@ -294,7 +308,7 @@ def test_judge_rewards_through_filter(generated: Path) -> None:
 def test_length_rule_estimates_tokens_when_an_import_has_no_count(geo: Path) -> None:
     traces = _rows(geo, "SELECT completion_tokens, length(text) AS chars FROM traces")
     assert all(t["completion_tokens"] is None for t in traces)  # the R1-V logs carry no token counts
-    r = _filter(geo, "--no-dedup", "--keep-truncated", "--max-completion-tokens", "100")
+    r = _filter(geo, "--no-dedup", "--keep-truncated", "--keep-wrong", "--max-completion-tokens", "100")
     assert (
         r["dropped"] == {"length": sum(t["chars"] // 4 > 100 for t in traces)} and r["dropped"]["length"] > 0
     )
