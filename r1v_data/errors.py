@@ -5,6 +5,11 @@ keeps its traceback.
 """
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 class R1VError(Exception):
     """Base of every error r1v raises on purpose."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -68,3 +69,22 @@ def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
     if filter_args:
         run_cli("filter", "--store", store, *filter_args)
     return store
+
+
+def answer_key(store: Path, path: Path) -> Path:
+    """A store's problems and reference answers, written to `path` as the solving test teacher
+    (`servers.fake_openai.solver`) reads them: each problem told apart by its question and a
+    piece of its first image (several problems share a question)."""
+    from r1v_data.store import Store
+
+    sql = "SELECT question, answer, images FROM samples WHERE answer IS NOT NULL"
+    key = [{"question": q, "answer": a, "image": _middle(images[0]["bytes"]) if images else ""}
+           for q, a, images in Store.open(store).query(sql)[1]]  # fmt: skip
+    path.write_text(json.dumps(key))
+    return path
+
+
+def _middle(image: bytes) -> str:
+    """A piece of an image's base64 that tells it from the others (its ends are format boilerplate)."""
+    b64 = base64.b64encode(image).decode()
+    return b64[len(b64) // 2 : len(b64) // 2 + 64]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import BIN, run_cli
+from conftest import BIN, answer_key, run_cli
 from servers.fake_openai import FakeOpenAIProcess
 
 from r1v_data.store import Store
@@ -89,17 +89,9 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("teacher")
     store = folder / "store"
     run_cli("ingest", "builtin:sample", "--store", store)
-    sql = "SELECT question, answer, images FROM samples WHERE answer IS NOT NULL"
-    key = [{"question": q, "answer": a, "image": _middle(imgs[0]["bytes"]) if imgs else ""}
-           for q, a, imgs in Store.open(store).query(sql)[1]]  # fmt: skip
-    (folder / "key.json").write_text(json.dumps(key))
-    with FakeOpenAIProcess(latency_s=0.01, answers=folder / "key.json", solve_rate=0.35) as srv:
+    key = answer_key(store, folder / "key.json")
+    with FakeOpenAIProcess(latency_s=0.01, answers=key, solve_rate=0.35) as srv:
         yield srv
-
-
-def _middle(image: bytes) -> str:
-    b64 = base64.b64encode(image).decode()
-    return b64[len(b64) // 2 : len(b64) // 2 + 64]
 
 
 @pytest.fixture(scope="module")

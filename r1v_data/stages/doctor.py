@@ -14,7 +14,7 @@ from typing import Any
 
 from r1v_data.errors import StoreError
 from r1v_data.store import Store
-from r1v_data.store.repair import Problem, diagnose, repair
+from r1v_data.store.repair import UNREADABLE_INFO, Problem, diagnose, repair
 
 
 @dataclass
@@ -34,6 +34,10 @@ def run_doctor(store: Path, fix: bool = False) -> DoctorResult:
     if not (root / "store.json").is_file():
         raise StoreError(f"{root} is not an r1v store (no store.json)")
     result = DoctorResult(str(root), diagnose(root))
+    if fix and any(p.kind == UNREADABLE_INFO for p in result.problems):
+        raise StoreError(
+            f"cannot repair {root}: its store.json is damaged; restore it from a copy of the store"
+        )
     if fix:
         with Store.open(root, write=True, tidy=False):  # the lock: no writer may run meanwhile
             result.repaired = repair(root, result.problems)

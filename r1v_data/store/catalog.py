@@ -19,9 +19,10 @@ from typing import Any
 
 import duckdb
 
-from r1v_data.errors import DamagedStoreError, StoreError
+from r1v_data.errors import DamagedStoreError, StoreError, first_line
 from r1v_data.store import schema
 from r1v_data.store.registry import REGISTRY_DDL, part_files
+from r1v_data.store.sandbox import sql_str
 
 CATALOG = "r1v.duckdb"
 RUNS = "runs"
@@ -38,8 +39,14 @@ CREATE TABLE IF NOT EXISTS manifests (run_id VARCHAR PRIMARY KEY, manifest JSON)
 class Snapshot:
     """What a reader takes from the catalog: the runs this store ran and the parts it checked."""
 
+    root: Path
     runs: set[str] = field(default_factory=set)
     registered: dict[str, int] = field(default_factory=dict)  # TABLE/NAME -> bytes
+
+    def knows(self, run_id: str) -> bool:
+        """A run of this store: in the catalog, or on record in `runs/` (a run that began after the
+        catalog was read, or while a writer held it). Files are looked at only for such runs."""
+        return run_id in self.runs or (self.root / RUNS / f"{run_id}.json").is_file()
 
 
 def connect_catalog(path: Path, wait_s: float = 15.0) -> duckdb.DuckDBPyConnection:
@@ -61,7 +68,7 @@ def connect_catalog(path: Path, wait_s: float = 15.0) -> duckdb.DuckDBPyConnecti
 def load_into(con: duckdb.DuckDBPyConnection, root: Path) -> Snapshot:
     """Copy the catalog's runs and manifests into `con` (in memory: an attached reader would block
     the next writer for as long as it lives) and return the snapshot of runs and parts."""
-    snap = Snapshot(runs={r["run_id"] for r in read_run_files(root)})
+    snap = Snapshot(root)
     catalog = root / CATALOG
     if not catalog.exists():
         refuse_lost_catalog(root)
@@ -78,6 +85,18 @@ def load_into(con: duckdb.DuckDBPyConnection, root: Path) -> Snapshot:
     finally:
         con.execute("DETACH catalog")
     return snap
+
+
+def prepare(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """A catalog opened for writing: paths relative to the store, every table there."""
+    con.execute(f"SET file_search_path = '{sql_str(root)}'")
+    con.execute(DDL)
+
+
+def temporary_files(root: Path) -> list[Path]:
+    """Files of writes that never finished (only the lock holder may take them for dead)."""
+    folders = [root, root / RUNS, *(root / t for t in schema.STORE_TABLES)]
+    return [p for f in folders if f.is_dir() for p in sorted(f.glob(".*.tmp"))]
 
 
 def write_run_file(root: Path, record: dict[str, Any]) -> None:
@@ -116,7 +135,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _attach_read_only(con: duckdb.DuckDBPyConnection, catalog: Path) -> bool:
-    path = str(catalog).replace("'", "''")
+    path = sql_str(catalog)
     for attempt in range(10):  # the writer holds the file only for a moment
         try:
             con.execute(f"ATTACH '{path}' AS catalog (READ_ONLY)")
@@ -143,8 +162,7 @@ def refuse_lost_catalog(root: Path) -> None:
 
 
 def _damaged_catalog(path: Path, exc: BaseException) -> DamagedStoreError:
-    first = (str(exc).strip().splitlines() or ["unreadable"])[0][:200]
     return DamagedStoreError(
-        f"the catalog {path} cannot be read ({first}); rebuild it with "
+        f"the catalog {path} cannot be read ({first_line(exc, 200)}); rebuild it with "
         f"`r1v-data doctor --store {path.parent} --repair`"
     )

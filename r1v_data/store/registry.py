@@ -14,13 +14,14 @@ part (its recorded name differs from its file name), or comes from a run this st
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from r1v_data.errors import DamagedStoreError
+from r1v_data.errors import DamagedStoreError, first_line
 from r1v_data.store import schema
 
 META_PART = b"r1v.part"
@@ -59,7 +60,7 @@ def read_part_info(path: Path, table: str) -> PartInfo:
     try:
         meta = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as exc:
-        raise _damaged(path, f"is truncated or not Parquet ({_first_line(exc)})") from None
+        raise _damaged(path, f"is truncated or not Parquet ({first_line(exc, 200)})") from None
     kv = meta.metadata or {}
     owner = kv.get(schema.META_NAME, b"").decode()
     if owner != table:
@@ -74,16 +75,16 @@ def read_part_info(path: Path, table: str) -> PartInfo:
 
 
 def scan(
-    root: Path, registered: dict[str, int], runs: set[str]
+    root: Path, registered: dict[str, int], knows: Callable[[str], bool]
 ) -> tuple[dict[str, list[Path]], list[PartInfo]]:
     """Every table's parts, and those of them the registry does not hold (or holds at another
-    size), each checked and required to come from one of `runs`."""
+    size), each checked and required to come from a run this store `knows`."""
     tables, new = {}, []
     for table in schema.STORE_TABLES:
         tables[table] = part_files(root / table)
         for path in tables[table]:
             if registered.get(f"{table}/{path.name}") != path.stat().st_size:
-                new.append(_checked(path, table, runs))
+                new.append(_checked(path, table, knows))
     return tables, new
 
 
@@ -92,9 +93,9 @@ def glob_literal(path: Path) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in str(path))
 
 
-def _checked(path: Path, table: str, runs: set[str]) -> PartInfo:
+def _checked(path: Path, table: str, knows: Callable[[str], bool]) -> PartInfo:
     info = read_part_info(path, table)
-    if info.run_id is not None and info.run_id not in runs:
+    if info.run_id is not None and not knows(info.run_id):
         raise _damaged(
             path, f"comes from run {info.run_id}, which this store never ran (another store's part?)"
         )
@@ -104,7 +105,3 @@ def _checked(path: Path, table: str, runs: set[str]) -> PartInfo:
 def _damaged(path: Path, why: str) -> DamagedStoreError:
     store = path.parent.parent
     return DamagedStoreError(f"{path} {why}; see `r1v-data doctor --store {store}` (--repair sets it aside)")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -16,10 +16,12 @@ from typing import Any
 
 import duckdb
 
-from r1v_data.errors import DamagedStoreError
+from r1v_data.errors import DamagedStoreError, StoreError
 from r1v_data.store import catalog, registry, schema
-from r1v_data.store.layout import SCHEMA_PART, ensure_table_dir
+from r1v_data.store.layout import SCHEMA_PART, ensure_table_dir, read_info
 from r1v_data.store.parts import utcnow
+
+UNREADABLE_INFO = "unreadable store.json"
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,13 @@ class Problem:
 
 def diagnose(root: Path) -> list[Problem]:
     """Every problem of the store at `root`, without changing anything."""
-    runs, problems = _known_runs(root)
+    problems = _info_problems(root)
+    runs, more = _known_runs(root)
+    problems += more
     for table in schema.STORE_TABLES:
         problems += _table_problems(root, table, runs)
     problems += [Problem("temporary file", str(p), "left by a write that never finished", "delete it")
-                 for p in _temporary_files(root)]  # fmt: skip
+                 for p in catalog.temporary_files(root)]  # fmt: skip
     return problems
 
 
@@ -51,6 +55,15 @@ def repair(root: Path, problems: list[Problem]) -> list[str]:
 
 
 # ---- diagnosis ----------------------------------------------------------------------------------
+def _info_problems(root: Path) -> list[Problem]:
+    try:
+        read_info(root)
+    except StoreError as exc:
+        return [Problem(UNREADABLE_INFO, str(root / "store.json"), str(exc).split("; ")[0].removeprefix(f"{root}/"),
+                        "none: restore it from a copy of the store (which schema versions wrote it is unknown)")]  # fmt: skip
+    return []
+
+
 def _known_runs(root: Path) -> tuple[set[str] | None, list[Problem]]:
     """The runs of this store, or None when the catalog that knows them is lost (then a part's run
     cannot be judged, and its run comes back as `recovered`); and the problems met on the way."""
@@ -94,11 +107,6 @@ def _table_problems(root: Path, table: str, runs: set[str] | None) -> list[Probl
     return problems
 
 
-def _temporary_files(root: Path) -> list[Path]:
-    folders = [root, root / catalog.RUNS, *(root / t for t in schema.STORE_TABLES)]
-    return [p for f in folders if f.is_dir() for p in sorted(f.glob(".*.tmp"))]
-
-
 def _bad_run_files(root: Path) -> list[Path]:
     folder = root / catalog.RUNS
     good = {f"{r['run_id']}.json" for r in catalog.read_run_files(root)}
@@ -134,8 +142,7 @@ def _rebuild_catalog(root: Path) -> str:
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
-        con.execute(f"SET file_search_path = '{str(root).replace(chr(39), chr(39) * 2)}'")
-        con.execute(catalog.DDL)
+        catalog.prepare(con, root)
         runs = _restore_runs(con, root, old)
         parts = _register_all(con, root)
         catalog.refresh_views(con)

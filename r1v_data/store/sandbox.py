@@ -20,16 +20,21 @@ from contextlib import contextmanager
 import duckdb
 import pyarrow as pa
 
-from r1v_data.errors import QueryError
+from r1v_data.errors import QueryError, first_line
 
 _FORBIDDEN = (";", "--", "/*")
 EXPRESSION_TIMEOUT_S = 60.0
 MEMORY_LIMIT = "2GB"
 
 
+def sql_str(value: object) -> str:
+    """`value` as the body of a SQL string literal."""
+    return str(value).replace("'", "''")
+
+
 def connect(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
     """A connection that sees only these tables: no files, no network, no extensions."""
-    con = duckdb.connect(config={"autoload_known_extensions": False, "autoinstall_known_extensions": False})
+    con = duckdb.connect()
     for name, table in tables.items():
         con.register(name, table)
     lock_down(con, [])
@@ -43,7 +48,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: Sequence[str]) -> None:
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.execute("SET threads = 2")
     if readable:
-        listed = ", ".join("'" + p.replace("'", "''") + "'" for p in readable)
+        listed = ", ".join(f"'{sql_str(p)}'" for p in readable)
         con.execute(f"SET allowed_paths = [{listed}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -54,7 +59,7 @@ def check_statement(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {_first_line(exc)}") from None
+        raise QueryError(f"query failed: {first_line(exc)}") from None
     if len(statements) != 1:
         raise QueryError(f"give one SELECT statement, not {len(statements)}")
     kind = statements[0].type
@@ -75,7 +80,7 @@ def fetch_limited(
         except duckdb.InterruptException:
             raise
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {_first_line(exc)}") from None
+            raise QueryError(f"query failed: {first_line(exc)}") from None
     return rel.columns, rows[:limit], len(rows) > limit
 
 
@@ -119,11 +124,7 @@ def _run(table: pa.Table, sql: str, where: str, what: str) -> list[tuple[object,
             return con.sql(sql).fetchall()
     except duckdb.Error as exc:
         raise QueryError(
-            f"--where {where!r} is not a valid expression over {what}: {_first_line(exc)}"
+            f"--where {where!r} is not a valid expression over {what}: {first_line(exc)}"
         ) from None
     finally:
         con.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from r1v_data import __version__
-from r1v_data.errors import QueryError, StoreError, StoreLockedError
+from r1v_data.errors import QueryError, StoreError, StoreLockedError, first_line
 from r1v_data.redact import redact, redact_value
 from r1v_data.store import catalog, registry, sandbox, schema
 from r1v_data.store.layout import (
@@ -164,16 +164,20 @@ class Store:
         """An in-memory DuckDB connection with one view per table over the store's checked parts
         and the catalog's `runs` and `manifests` tables. A damaged part or a lost catalog raises
         DamagedStoreError naming it."""
+        return self._connect()[0]
+
+    def _connect(self) -> tuple[duckdb.DuckDBPyConnection, list[Path]]:
+        """`connect()`, and the part files its views read."""
         con = duckdb.connect()
         try:
             snap = catalog.load_into(con, self.root)
-            tables, _ = registry.scan(self.root, snap.registered, snap.runs)
+            tables, _ = registry.scan(self.root, snap.registered, snap.knows)
             for name, files in tables.items():
                 con.execute(f"CREATE VIEW {name} AS {_scan_sql(con, name, files)}")
         except BaseException:
             con.close()
             raise
-        return con
+        return con, [p for files in tables.values() for p in files]
 
     def user_query(
         self, sql: str, limit: int, timeout_s: float
@@ -181,9 +185,8 @@ class Store:
         """A user's SELECT over the store, in the sandbox: read-only, no other file, no network, at
         most `limit` rows (and whether more were cut) within `timeout_s` seconds."""
         sandbox.check_statement(sql)
-        con = self.connect()
+        con, parts = self._connect()
         try:
-            parts = [p for t in schema.STORE_TABLES for p in self.parts(t)]
             # DuckDB checks the path as the view names it (glob-escaped) and as it opens it
             sandbox.lock_down(con, [*map(str, parts), *map(registry.glob_literal, parts)])
             return sandbox.fetch_limited(con, sql, limit, timeout_s)
@@ -203,7 +206,7 @@ class Store:
                 rel = rel.limit(limit)
             return rel.columns, rel.fetchall()
         except duckdb.Error as exc:
-            raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
+            raise QueryError(f"query failed: {first_line(exc)}") from None
         finally:
             con.close()
 
@@ -283,8 +286,7 @@ class Store:
         self._require_writable()
         con = catalog.connect_catalog(self.root / catalog.CATALOG)
         try:
-            con.execute(f"SET file_search_path = '{_sql_str(self.root)}'")
-            con.execute(catalog.DDL)
+            catalog.prepare(con, self.root)
             yield con
         finally:
             con.close()
@@ -325,8 +327,7 @@ class Store:
         """Check the parts the registry does not hold yet and add them (the lock holder only)."""
         registered = dict(con.sql("SELECT path, bytes FROM parts").fetchall())
         runs = {r[0] for r in con.sql("SELECT run_id FROM runs").fetchall()}
-        runs |= {r["run_id"] for r in catalog.read_run_files(self.root)}
-        _, new = registry.scan(self.root, registered, runs)
+        _, new = registry.scan(self.root, registered, catalog.Snapshot(self.root, runs).knows)
         for info in new:
             con.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?)",
                         [info.path, info.bytes, info.rows, info.run_id])  # fmt: skip
@@ -343,20 +344,15 @@ class Store:
         for record in catalog.read_run_files(self.root):
             if record.get("status") == "running":
                 catalog.write_run_file(self.root, {**record, "status": "interrupted"})
-        for folder in [*schema.STORE_TABLES, catalog.RUNS]:
-            for tmp in (self.root / folder).glob(".*.tmp") if (self.root / folder).is_dir() else ():
-                tmp.unlink(missing_ok=True)
-
-
-def _sql_str(value: object) -> str:
-    return str(value).replace("'", "''")
+        for tmp in catalog.temporary_files(self.root):
+            tmp.unlink(missing_ok=True)
 
 
 def _scan_sql(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> str:
     if not files:  # even the schema part is gone: the table is empty, with its columns
         con.register(f"_empty_{name}", schema.load(name).arrow.empty_table())
         return f"SELECT * FROM _empty_{name}"
-    paths = ", ".join(f"'{_sql_str(registry.glob_literal(f))}'" for f in files)
+    paths = ", ".join(f"'{sandbox.sql_str(registry.glob_literal(f))}'" for f in files)
     return f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
 
 

@@ -158,3 +158,14 @@ def test_two_first_ingests_at_once_meet_the_lock_not_a_non_store(tmp_path: Path)
     for code, err in results:
         assert code == 0 or ("is being written by" in err and "Traceback" not in err), err
     assert stats_json(target)["samples"] == 38
+
+
+@pytest.mark.parametrize("garbage", ["{", '{"format": "one"}', "[]"])
+def test_a_damaged_store_json_is_named_by_doctor_and_repair_stops_in_one_line(store: Path, garbage: str) -> None:
+    (store / "store.json").write_text(garbage)
+    assert "store.json" in _refused(store, "stats")
+    code, report = _doctor(store)
+    assert code == 1 and [p["kind"] for p in report["problems"]] == ["unreadable store.json"]
+    proc = run_cli("doctor", "--store", store, "--repair", check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("error:") and "store.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
