@@ -61,10 +61,28 @@ class SamplingConfig(Strict):
     seed: int | None = Field(0, description="base seed; request seed = seed + 1000*(round-1) + index")
 
 
-class DRLCConfig(Strict):
-    """AL-CoTD's dynamic repetition-penalty controller (DESIGN §1.2); the paper gives no values."""
+# Measured with the builtin teacher (README, "Choosing the penalty"): above about 1.2 a small
+# model can no longer reuse the words of its own question (transformers and vLLM penalise every
+# token already seen, prompt included) and its chains turn to word salad.
+DEFAULT_PENALTY_RANGE = (1.0, 1.2)
 
-    alpha: float = Field(math.log(2.0), ge=0.0, description="ln 2 makes P span exactly [1, 2]")
+
+class DRLCConfig(Strict):
+    """AL-CoTD's dynamic repetition-penalty controller (DESIGN §1.2); the paper gives no values.
+
+    P = PMIN * exp(alpha * (1 - score)) with alpha = ln(PMAX / PMIN), so the hardest sample gets
+    PMIN and the easiest PMAX; with PMIN = 1 this is the paper's formula. Giving `alpha` instead
+    uses the paper's formula as written, min(2, exp(alpha * (1 - score))).
+    """
+
+    penalty_range: tuple[float, float] | None = Field(
+        None,
+        description="[PMIN, PMAX]: the penalties of the hardest and the easiest sample (default "
+        f"{list(DEFAULT_PENALTY_RANGE)}; `r1v-data calibrate` fits one for a teacher)",
+    )
+    alpha: float | None = Field(
+        None, ge=0.0, description="the paper's alpha (P from 1 to min(2, e^alpha)); or give penalty_range"
+    )
     beta: float = Field(1.0, ge=0.0, description="weight of the text score S_t")
     gamma: float = Field(1.0, ge=0.0, description="weight of the integration score S_I")
     max_tokens_range: tuple[int, int] | None = Field(
@@ -74,11 +92,29 @@ class DRLCConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _ordered_range(self) -> DRLCConfig:
+    def _ordered_ranges(self) -> DRLCConfig:
         low_high = self.max_tokens_range
         if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
             raise ValueError("max_tokens_range must be [LOW, HIGH] with 1 <= LOW <= HIGH")
+        if self.penalty_range is not None and self.alpha is not None:
+            raise ValueError("give penalty_range or alpha, not both (alpha = ln(PMAX / PMIN))")
+        pmin, pmax = self.penalty_range or DEFAULT_PENALTY_RANGE
+        if not 1.0 <= pmin <= pmax <= 2.0:
+            raise ValueError("penalty_range must be [PMIN, PMAX] with 1 <= PMIN <= PMAX <= 2")
         return self
+
+    @property
+    def floor(self) -> float:
+        """PMIN, the hardest sample's penalty."""
+        return 1.0 if self.alpha is not None else (self.penalty_range or DEFAULT_PENALTY_RANGE)[0]
+
+    @property
+    def slope(self) -> float:
+        """alpha: given, or derived from the penalty range."""
+        if self.alpha is not None:
+            return self.alpha
+        pmin, pmax = self.penalty_range or DEFAULT_PENALTY_RANGE
+        return math.log(pmax / pmin)
 
 
 class ScoreConfig(Strict):

@@ -153,8 +153,8 @@ def _describe_controls(controls: dict[str, Control] | None, cfg: GenerateConfig)
     if not controls:
         return {}
     ps = [c.penalty for c in controls.values()]
-    return {**cfg.drlc.model_dump(mode="json"), "penalty_min": min(ps), "penalty_max": max(ps),
-            "penalty_mean": round(sum(ps) / len(ps), 4)}  # fmt: skip
+    return {**cfg.drlc.model_dump(mode="json"), "alpha": cfg.drlc.slope, "floor": cfg.drlc.floor,
+            "penalty_min": min(ps), "penalty_max": max(ps), "penalty_mean": round(sum(ps) / len(ps), 4)}  # fmt: skip
 
 
 def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
