@@ -233,6 +233,37 @@ class GenerateConfig(Strict):
     drlc: DRLCConfig = Field(default_factory=DRLCConfig)
 
 
+class CalibrateConfig(Strict):
+    """`r1v-data calibrate`: a teacher at fixed penalties on a sample spread over DRLC's order."""
+
+    store: Path
+    teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
+    teacher_options: dict[str, Any] = Field(default_factory=dict)
+    sample: int = Field(12, ge=3, description="problems, evenly spread from easiest to hardest")
+    penalties: list[float] = Field(default_factory=lambda: [1.0, 1.1, 1.2, 1.35, 1.5], min_length=2)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=512))
+    where: str | None = Field(None, description="SQL filter over the samples table")
+    image_policy: Literal["caption", "refuse"] = "caption"
+    shorten: float = Field(
+        0.3, gt=0.0, lt=1.0, description="target: this share fewer tokens on the easiest third"
+    )
+    max_accuracy_loss: float = Field(
+        0.0, ge=0.0, le=1.0, description="... losing at most this accuracy there"
+    )
+    max_formed_loss: float = Field(
+        0.1, ge=0.0, le=1.0, description="... and at most this share of well-formed traces"
+    )
+    drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="beta and gamma order the samples")
+    out: Path | None = Field(None, description="write the fitted drlc settings here (YAML)")
+
+    @field_validator("penalties")
+    @classmethod
+    def _sorted_penalties(cls, value: list[float]) -> list[float]:
+        if not all(1.0 <= p <= 2.0 for p in value):
+            raise ValueError("penalties must lie in [1, 2]")
+        return sorted(set(value))
+
+
 class ImportTracesConfig(Strict):
     store: Path
     files: list[Path] = Field(min_length=1)

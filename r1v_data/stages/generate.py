@@ -27,7 +27,7 @@ from r1v_data.backends.prompts import (
     build_revision_prompt,
 )
 from r1v_data.config import GenerateConfig
-from r1v_data.errors import ConfigError
+from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.grading.verify import VERIFIER_NAME
 from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
@@ -102,6 +102,10 @@ def run_generate(
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            saved = sum(result.verdicts.values()) + sum(result.failed.values()) + result.refused
+            raise Interrupted(f"generate run {run_id} saved {saved} traces") from exc
         finally:
             result.seconds = time.perf_counter() - start
             manifest = {

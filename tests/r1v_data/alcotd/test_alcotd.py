@@ -173,7 +173,9 @@ def test_the_penalty_range_is_given_directly_or_by_the_papers_alpha(sample_store
     both = run_cli("score", "--store", sample_store, "--set", "drlc.alpha=0.5", "--set",
                    "drlc.penalty_range=[1,1.2]", check=False)  # fmt: skip
     assert both.returncode == 1 and "give penalty_range or alpha, not both" in both.stderr
-    upside_down = run_cli("score", "--store", sample_store, "--set", "drlc.penalty_range=[1.3,1.1]", check=False)
+    upside_down = run_cli(
+        "score", "--store", sample_store, "--set", "drlc.penalty_range=[1.3,1.1]", check=False
+    )
     assert upside_down.returncode == 1 and "1 <= PMIN <= PMAX <= 2" in upside_down.stderr
 
 

@@ -3,7 +3,6 @@ local server, resume after SIGKILL, self-distillation rounds and image policies.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ingest_json, run_cli
+from conftest import BIN, answer_key, ingest_json, run_cli
 from servers.fake_openai import FakeOpenAIProcess
 from tiny_models import VLM_IMAGE_TOKENS, build_tiny_llama, build_tiny_vlm
 
@@ -320,21 +319,6 @@ def test_refusals_are_recorded_once_and_skipped_after(sample_store: Path, tiny_m
     assert len(_traces(sample_store)) == 2
 
 
-def _answer_key(store: Path, path: Path) -> Path:
-    """The store's problems and reference answers as the solving test teacher reads them."""
-    sql = "SELECT question, answer, images FROM samples WHERE answer IS NOT NULL"
-    key = [{"question": q, "answer": a, "image": _middle(images[0]["bytes"]) if images else ""}
-           for q, a, images in Store.open(store).query(sql)[1]]  # fmt: skip
-    path.write_text(json.dumps(key))
-    return path
-
-
-def _middle(image: bytes) -> str:
-    """A piece of an image's base64 that tells it from the others (its ends are format boilerplate)."""
-    b64 = base64.b64encode(image).decode()
-    return b64[len(b64) // 2 : len(b64) // 2 + 64]
-
-
 def _request_ids(store: Path) -> set[str]:
     return {t["request_id"] for t in _traces(store, "SELECT request_id FROM traces WHERE error IS NULL")}
 
@@ -345,7 +329,7 @@ def test_a_resumed_round_sends_what_an_uninterrupted_round_sends(tmp_path: Path,
     so round 1 with `--n 4`, then round 2 with `--n 1`, is exactly such a stop."""
     whole = tmp_path / "whole"
     ingest_json("builtin:sample", "--store", whole)
-    answers = _answer_key(sample_store, tmp_path / "answers.json")
+    answers = answer_key(sample_store, tmp_path / "answers.json")
     with FakeOpenAIProcess(answers=answers, solve_rate=0.3) as srv:
         teacher = ("--teacher", f"openai:{srv.url}#m")
         _generate(whole, *teacher, "--rounds", "2", "--n", "4")
