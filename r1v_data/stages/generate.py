@@ -209,6 +209,7 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
                 counts["sent"] + counts["skipped"] + counts["refused"], total, run.result.completion_tokens
             )
 
+    report()  # the round's total from the start
     for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
         run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))

@@ -185,6 +185,8 @@ def _ingest_source(
     if cfg.limit:
         records = islice(records, cfg.limit)
         total = min(total, cfg.limit) if total is not None else None
+    if progress:
+        progress(plan.source.name, 0, total)
     for prep in _prepared_in_order(records, plan.rows, pool, window=WINDOW * cfg.workers):
         _store_one(prep, plan.source, known, writers, run_id, counts)
         if progress and counts.read % WINDOW == 0:

@@ -133,6 +133,8 @@ def _score_all(
         judged = ((s, {n: v for n, v in estimate(s).items() if n in JUDGED[scorer]}) for s in samples)
     else:
         judged = _judged(backend, scorer, samples, cfg, result)
+    if progress:
+        progress(0, len(todo))  # the total from the start
     for count, (sample, values) in enumerate(judged, 1):
         rows = _properties(sample, scorer, values)
         (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1
