@@ -54,3 +54,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, saved: str):
         super().__init__(saved)
         self.saved = saved
+
+
+class NetworkError(R1VError):
+    """A service r1v needs (the Hugging Face Hub) cannot be reached."""

@@ -40,7 +40,9 @@ console = _console(stderr=True)
 out = _console()
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (created if missing).")]
-ExistingStoreOpt = Annotated[Path, typer.Option("--store", "-s", help="An existing store directory.")]
+ExistingStoreOpt = Annotated[
+    Path, typer.Option("--store", "-s", help="An existing store directory (`r1v-data ingest` makes one).")
+]
 OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
