@@ -15,9 +15,21 @@ from r1v_data.cli.app import app, console
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
+def quiet_third_parties() -> None:
+    """r1v-data's output is r1v's own: no weight-loading bars from transformers (huggingface_hub's
+    switch turns them off) and no DeepSpeed accelerator warning (r1v-data never trains; r1v-train
+    keeps it). Set before either library is imported."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+
 def main() -> None:
     from r1v_data.errors import R1VError
 
+    quiet_third_parties()
     try:
         app()
     except R1VError as exc:

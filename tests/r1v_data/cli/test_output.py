@@ -6,11 +6,19 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import BIN, ingest_json
 from servers.fake_openai import FakeOpenAIProcess
+from tiny_models import build_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def _piped(*args: Any, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +54,24 @@ def test_tables_are_not_cut_at_80_columns_when_piped(tmp_path: Path) -> None:
     assert "…" not in table
     score = _piped("score", "--store", store).stdout
     assert re.search(r"DRLC penalty .*min [\d.]+, median [\d.]+, mean [\d.]+, max [\d.]+", score)
+
+
+def test_no_third_party_noise_in_r1v_data_output(tmp_path: Path, tiny_model: Path) -> None:
+    """No weight-loading bar from transformers, and DeepSpeed (installed with the train extra) keeps
+    its accelerator warning to itself in any process r1v-data runs."""
+    store = tmp_path / "store"
+    ingest_json("builtin:sample", "--store", store)
+    proc = _piped(
+        "generate", "--store", store, "--teacher", f"hf:{tiny_model}", "--limit", "1", "--max-tokens", "2"
+    )
+    assert "Loading" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr
+    pytest.importorskip("deepspeed")
+    probe = "from r1v_data.cli.main import quiet_third_parties as q; {}; import deepspeed.accelerator as a; a.get_accelerator()"
+    loud = subprocess.run(
+        [sys.executable, "-c", probe.format("pass")], capture_output=True, text=True, check=True
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", probe.format("q()")], capture_output=True, text=True, check=True
+    )
+    assert "Setting accelerator" in loud.stdout + loud.stderr  # what r1v-data would otherwise show
+    assert "Setting accelerator" not in quiet.stdout + quiet.stderr
