@@ -61,10 +61,10 @@ class SamplingConfig(Strict):
     seed: int | None = Field(0, description="base seed; request seed = seed + 1000*(round-1) + index")
 
 
-# Measured with the builtin teacher (README, "Choosing the penalty"): above about 1.2 a small
+# Measured with the builtin teacher (README, "Choosing the penalty"): from 1.2 up a small
 # model can no longer reuse the words of its own question (transformers and vLLM penalise every
 # token already seen, prompt included) and its chains turn to word salad.
-DEFAULT_PENALTY_RANGE = (1.0, 1.2)
+DEFAULT_PENALTY_RANGE = (1.0, 1.1)
 
 
 class DRLCConfig(Strict):

@@ -141,6 +141,6 @@ def fit(cells: Sequence[Cell], target: Target) -> Fit:
 def _shortened(c: Cell, base: Cell) -> str:
     cut = 1 - c.tokens / base.tokens if base.tokens else 0.0
     return (
-        f"at {c.penalty} the easiest third is {cut:.0%} shorter ({base.tokens:g} -> {c.tokens:g} tokens), "
+        f"at {c.penalty} the easiest third is {cut:.0%} shorter ({base.tokens:.0f} -> {c.tokens:.0f} tokens), "
         f"accuracy {base.accuracy:.0%} -> {c.accuracy:.0%}, well-formed {base.formed:.0%} -> {c.formed:.0%}"
     )
