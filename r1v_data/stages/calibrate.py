@@ -74,6 +74,7 @@ class _Job:
     penalty: float
     group: str
     sample: dict[str, Any]
+    prefix: str  # what the completion continues, when the backend prefilled it
 
 
 def run_calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> CalibrateResult:
@@ -141,7 +142,7 @@ def _sweep(
     if progress:
         progress(0, total, 0)
     for done, res in enumerate(backend.generate(requests), 1):
-        outcome = _outcome(res, jobs.pop(res.request_id), backend, verifier, result)
+        outcome = _outcome(res, jobs.pop(res.request_id), verifier, result)
         if outcome is not None:
             yield outcome
         if progress:
@@ -165,20 +166,18 @@ def _requests(
         for penalty in cfg.penalties:
             sampling = Sampling(**{**base, "repetition_penalty": penalty, "seed": seed})
             rid = text.stable_hash("calibrate", sample["sample_id"], backend.identity, sampling.as_dict())
-            jobs[rid] = _Job(penalty, groups[sample["sample_id"]], sample)
+            prefix = prompt.assistant_prefix if backend.prefills else ""
+            jobs[rid] = _Job(penalty, groups[sample["sample_id"]], sample, prefix)
             yield GenRequest(rid, prompt.messages, sampling, prompt.assistant_prefix)
 
 
-def _outcome(
-    res: GenResult, job: _Job, backend: Backend, verifier: VerifierPool, result: CalibrateResult
-) -> Outcome | None:
+def _outcome(res: GenResult, job: _Job, verifier: VerifierPool, result: CalibrateResult) -> Outcome | None:
     result.completion_tokens += res.completion_tokens or 0
     if res.error is not None or res.text is None:
         result.failed += 1
         return None
     result.completions += 1
-    prefix = "<think>\n" if backend.prefills else ""
-    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=prefix)
+    parsed = parse_completion(res.text, res.finish_reason, assistant_prefix=job.prefix)
     s = job.sample
     verdict = verifier.verify(parsed.answer, s["answer"], s["answer_type"], s["options"])
     formed = parsed.think_closed and parsed.answer_source in _FORMED
