@@ -25,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+PIPED_WIDTH = 1000  # columns for output that is not a terminal: wide enough that nothing is cut
 
 
 def _console(stderr: bool = False) -> Console:
@@ -35,7 +36,6 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=PIPED_WIDTH) if wide else probe
 
 
-PIPED_WIDTH = 1000
 console = _console(stderr=True)
 out = _console()
 
