@@ -35,10 +35,13 @@ class HFBackend:
         batch_size: int = 8,
         device: str | None = None,
         dtype: str = "float32",
+        threads: int | None = None,
     ):
         import torch
         from transformers import AutoConfig
 
+        if threads:  # on a CPU shared with other work, one thread beats two that wait on each other
+            torch.set_num_threads(threads)
         if looks_like_path(model) and not os.path.exists(os.path.expanduser(model)):
             raise BackendError(f"hf:{model}: no model folder at {model} (a Hub model is named ORG/NAME)")
         self.spec = spec or f"hf:{model}"
