@@ -20,6 +20,7 @@ import yaml
 from r1v_data import __version__, text
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.calibration import (
+    GROUPS,
     Cell,
     Fit,
     Outcome,
@@ -79,11 +80,15 @@ class _Job:
 
 def run_calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> CalibrateResult:
     with Store.open(cfg.store, write=True) as store:
-        groups = _choose(store, cfg)
-        samples = list(
-            store.stream(f"SELECT {_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)", list(groups))
-        )
+        scored = _scored(store, cfg)  # before a model is loaded: an unscored store is refused at once
         backend = make_backend(cfg.teacher, **cfg.teacher_options)
+        try:
+            groups = _choose(store, cfg, scored, backend.supports_images)
+        except BaseException:
+            backend.close()
+            raise
+        sql = f"SELECT {_COLUMNS} FROM samples SEMI JOIN wanted USING (sample_id)"
+        samples = list(store.stream(sql, list(groups)))
         run_id = store.begin_run("calibrate")
         result = CalibrateResult(run_id, backend.identity, len(samples), cfg.penalties)
         start, status = time.perf_counter(), "failed"
@@ -91,8 +96,11 @@ def run_calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Cal
             with VerifierPool(timeout_s=5.0) as verifier:
                 outcomes = list(_sweep(backend, verifier, cfg, samples, groups, result, progress))
             result.cells = summarise(outcomes)
-            if not result.cells:
-                raise ConfigError(f"calibrate: {cfg.teacher} answered none of the requests; see its errors")
+            if not any(c.group == GROUPS[0] for c in result.cells):
+                raise ConfigError(
+                    f"calibrate: {cfg.teacher} answered nothing in the easiest third ({result.failed} requests "
+                    "failed); see its errors, or give a larger --sample"
+                )
             result.fit = fit(result.cells, Target(cfg.shorten, cfg.max_accuracy_loss, cfg.max_formed_loss))
             result.out = _write_settings(cfg, result) if cfg.out else None
             status = "ok"
@@ -110,16 +118,28 @@ def run_calibrate(cfg: CalibrateConfig, progress: Progress | None = None) -> Cal
     return result
 
 
-def _choose(store: Store, cfg: CalibrateConfig) -> dict[str, str]:
-    """`cfg.sample` scored samples with a reference answer, evenly spread over DRLC's order from
-    easiest to hardest, and each one's difficulty third."""
-    where = f"answer IS NOT NULL AND ({cfg.where})" if cfg.where else "answer IS NOT NULL"
-    scored = drlc.read_scores(store)
-    ids = [i for i in store.sample_ids(where) if i in scored]
+def _scored(store: Store, cfg: CalibrateConfig) -> set[str]:
+    scored = set(drlc.read_scores(store))
+    if len(scored) < 3:
+        raise ConfigError(
+            f"calibrate needs 3 or more samples with QDAM/VTIA scores, found {len(scored)}; run "
+            f"`r1v-data score --store {cfg.store}` first"
+        )
+    return scored
+
+
+def _choose(store: Store, cfg: CalibrateConfig, scored: set[str], sees_images: bool) -> dict[str, str]:
+    """`cfg.sample` scored samples with a reference answer that the teacher can read (a text-only
+    one reads captions, not images), evenly spread over DRLC's order from easiest to hardest, and
+    each one's difficulty third."""
+    where = ["answer IS NOT NULL", *([f"({cfg.where})"] if cfg.where else [])]
+    if not sees_images:
+        where.append("(n_images = 0 OR caption <> '')" if cfg.image_policy == "caption" else "n_images = 0")
+    ids = [i for i in store.sample_ids(" AND ".join(where)) if i in scored]
     if len(ids) < 3:
         raise ConfigError(
-            f"calibrate needs 3 or more samples with QDAM/VTIA scores and a reference answer, found "
-            f"{len(ids)}; run `r1v-data score --store {cfg.store}` first"
+            f"calibrate needs 3 or more scored samples with a reference answer that {cfg.teacher} can "
+            f"read, found {len(ids)} (a text-only teacher reads captions, not images)"
         )
     controls, _ = drlc.controls(store, ids, cfg.drlc)
     ranked = sorted(ids, key=lambda i: (controls[i].score, i))  # easiest (lowest score) first

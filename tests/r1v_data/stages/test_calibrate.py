@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import answer_key, ingest_json, run_cli
+from conftest import REPO, answer_key, ingest_json, run_cli
 from servers.fake_openai import FakeOpenAIProcess
+from tiny_models import build_tiny_llama
 
 from r1v_data.store import Store
 
@@ -69,3 +70,17 @@ def test_calibrate_needs_scores_first(tmp_path: Path) -> None:
     proc = run_cli("calibrate", "--store", store, "--teacher", "openai:http://127.0.0.1:9/v1#m", check=False)
     assert proc.returncode == 1 and "run `r1v-data score --store" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_text_only_teacher_is_calibrated_on_what_it_can_read(tmp_path: Path) -> None:
+    """MATH-Vision's problems have images and no caption: a text-only teacher cannot read them, so
+    the sample is drawn from the captioned ones (once it held them and crashed on an empty third)."""
+    store = tmp_path / "store"
+    ingest_json("builtin:sample", "--store", store)
+    ingest_json(REPO / "r1v_data" / "sample_data" / "mathv" / "testmini.jsonl", "--store", store)
+    run_cli("score", "--store", store)
+    model = build_tiny_llama(tmp_path / "tiny")
+    result = json.loads(run_cli("calibrate", "--store", store, "--teacher", f"hf:{model}", "--sample", "6",
+                                "--penalties", "1.0,1.3", "--max-tokens", "4", "--json").stdout)  # fmt: skip
+    assert (result["samples"], result["completions"], result["failed"]) == (6, 12, 0)
+    assert {c["group"] for c in result["cells"]} == {"easiest third", "middle third", "hardest third", "all"}
