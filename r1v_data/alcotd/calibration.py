@@ -135,7 +135,11 @@ def fit(cells: Sequence[Cell], target: Target) -> Fit:
     if not kept:
         return Fit((low, low), False, f"every penalty above {low} cost the easiest third accuracy or form")
     best = min(kept, key=lambda c: c.tokens)
-    return Fit((low, best.penalty), False, "target not reached; " + _shortened(best, base))
+    return Fit(
+        (low, best.penalty),
+        False,
+        "the most it shortened keeping accuracy and form: " + _shortened(best, base),
+    )
 
 
 def _shortened(c: Cell, base: Cell) -> str:
