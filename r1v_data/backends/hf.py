@@ -43,7 +43,9 @@ class HFBackend:
         if threads:  # on a CPU shared with other work, one thread beats two that wait on each other
             torch.set_num_threads(threads)
         if looks_like_path(model) and not os.path.exists(os.path.expanduser(model)):
-            raise BackendError(f"hf:{model}: no model folder at {model} (a Hub model is named ORG/NAME)")
+            raise BackendError(
+                f"cannot load hf:{model}: no model folder at {model} (a Hub model is named ORG/NAME)"
+            )
         self.spec = spec or f"hf:{model}"
         # the model, not how its path was typed: ./m and /abs/m are the same teacher
         self.identity = spec or model_identity("hf", model)
