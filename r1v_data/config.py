@@ -65,10 +65,28 @@ class SamplingConfig(Strict):
     seed: int | None = Field(0, description="base seed; request seed = seed + 1000*(round-1) + index")
 
 
-class DRLCConfig(Strict):
-    """AL-CoTD's dynamic repetition-penalty controller (DESIGN §1.2); the paper gives no values."""
+# Measured with the builtin teacher (README, "Choosing the penalty"): from 1.2 up a small
+# model can no longer reuse the words of its own question (transformers and vLLM penalise every
+# token already seen, prompt included) and its chains turn to word salad.
+DEFAULT_PENALTY_RANGE = (1.0, 1.1)
 
-    alpha: float = Field(math.log(2.0), ge=0.0, description="ln 2 makes P span exactly [1, 2]")
+
+class DRLCConfig(Strict):
+    """AL-CoTD's dynamic repetition-penalty controller (DESIGN §1.2); the paper gives no values.
+
+    P = PMIN * exp(alpha * (1 - score)) with alpha = ln(PMAX / PMIN), so the hardest sample gets
+    PMIN and the easiest PMAX; with PMIN = 1 this is the paper's formula. Giving `alpha` instead
+    uses the paper's formula as written, min(2, exp(alpha * (1 - score))).
+    """
+
+    penalty_range: tuple[float, float] | None = Field(
+        None,
+        description="[PMIN, PMAX]: the penalties of the hardest and the easiest sample (default "
+        f"{list(DEFAULT_PENALTY_RANGE)}; `r1v-data calibrate` fits one for a teacher)",
+    )
+    alpha: float | None = Field(
+        None, ge=0.0, description="the paper's alpha (P from 1 to min(2, e^alpha)); or give penalty_range"
+    )
     beta: float = Field(1.0, ge=0.0, description="weight of the text score S_t")
     gamma: float = Field(1.0, ge=0.0, description="weight of the integration score S_I")
     max_tokens_range: tuple[int, int] | None = Field(
@@ -78,11 +96,29 @@ class DRLCConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _ordered_range(self) -> DRLCConfig:
+    def _ordered_ranges(self) -> DRLCConfig:
         low_high = self.max_tokens_range
         if low_high is not None and not 1 <= low_high[0] <= low_high[1]:
             raise ValueError("max_tokens_range must be [LOW, HIGH] with 1 <= LOW <= HIGH")
+        if self.penalty_range is not None and self.alpha is not None:
+            raise ValueError("give penalty_range or alpha, not both (alpha = ln(PMAX / PMIN))")
+        pmin, pmax = self.penalty_range or DEFAULT_PENALTY_RANGE
+        if not 1.0 <= pmin <= pmax <= 2.0:
+            raise ValueError("penalty_range must be [PMIN, PMAX] with 1 <= PMIN <= PMAX <= 2")
         return self
+
+    @property
+    def floor(self) -> float:
+        """PMIN, the hardest sample's penalty."""
+        return 1.0 if self.alpha is not None else (self.penalty_range or DEFAULT_PENALTY_RANGE)[0]
+
+    @property
+    def slope(self) -> float:
+        """alpha: given, or derived from the penalty range."""
+        if self.alpha is not None:
+            return self.alpha
+        pmin, pmax = self.penalty_range or DEFAULT_PENALTY_RANGE
+        return math.log(pmax / pmin)
 
 
 class ScoreConfig(Strict):
@@ -214,6 +250,37 @@ class GenerateConfig(Strict):
         False, description="per-sample repetition penalty from the QDAM/VTIA scores (run score first)"
     )
     drlc: DRLCConfig = Field(default_factory=DRLCConfig)
+
+
+class CalibrateConfig(Strict):
+    """`r1v-data calibrate`: a teacher at fixed penalties on a sample spread over DRLC's order."""
+
+    store: Path
+    teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
+    teacher_options: dict[str, Any] = Field(default_factory=dict)
+    sample: int = Field(12, ge=3, description="problems, evenly spread from easiest to hardest")
+    penalties: list[float] = Field(default_factory=lambda: [1.0, 1.1, 1.2, 1.35, 1.5], min_length=2)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=512))
+    where: str | None = Field(None, description="SQL filter over the samples table")
+    image_policy: Literal["caption", "refuse"] = "caption"
+    shorten: float = Field(
+        0.3, gt=0.0, lt=1.0, description="target: this share fewer tokens on the easiest third"
+    )
+    max_accuracy_loss: float = Field(
+        0.0, ge=0.0, le=1.0, description="... losing at most this accuracy there"
+    )
+    max_formed_loss: float = Field(
+        0.1, ge=0.0, le=1.0, description="... and at most this share of well-formed traces"
+    )
+    drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="beta and gamma order the samples")
+    out: Path | None = Field(None, description="write the fitted drlc settings here (YAML)")
+
+    @field_validator("penalties")
+    @classmethod
+    def _sorted_penalties(cls, value: list[float]) -> list[float]:
+        if not all(1.0 <= p <= 2.0 for p in value):
+            raise ValueError("penalties must lie in [1, 2]")
+        return sorted(set(value))
 
 
 class ImportTracesConfig(Strict):

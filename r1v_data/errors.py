@@ -49,3 +49,17 @@ class MissingExtraError(R1VError):
         super().__init__(
             f"{module} is not installed; install the '{extra}' extra: pip install 'r1v[{extra}]'"
         )
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a stage after it recorded its run as `interrupted`; `saved` says what it had
+    written (the CLI prints it with how to resume). A KeyboardInterrupt still, so code that stops
+    on Ctrl-C stops on it."""
+
+    def __init__(self, saved: str):
+        super().__init__(saved)
+        self.saved = saved
+
+
+class NetworkError(R1VError):
+    """A service r1v needs (the Hugging Face Hub) cannot be reached."""

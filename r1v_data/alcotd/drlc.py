@@ -6,8 +6,10 @@ combined into the teacher's per-sample repetition penalty
     P = min(2, exp(alpha * (1 - (Sv + beta*St + gamma*SI) / (1 + beta + gamma))))
 
 so hard, image-integrated questions (high scores) get P near 1 and long chains, and easy ones
-get a higher penalty and short chains. The paper gives no alpha, beta, gamma; the defaults here
-make P span exactly [1, 2] (alpha = ln 2) and weigh the three scores equally.
+get a higher penalty and short chains. The paper gives no alpha, beta, gamma. r1v also takes the
+range directly: P = PMIN * exp(alpha * (1 - score)) with alpha = ln(PMAX / PMIN) (`floor` = PMIN),
+which is the paper's formula when PMIN = 1; the configured default range is the one measured to
+keep a small teacher coherent (`r1v_data.config.DEFAULT_PENALTY_RANGE`, `r1v-data calibrate`).
 """
 
 from __future__ import annotations
@@ -45,12 +47,21 @@ def combined(s_v: float, s_t: float, s_i: float, *, beta: float = 1.0, gamma: fl
 
 
 def penalty(
-    s_v: float, s_t: float, s_i: float, *, alpha: float = DEFAULT_ALPHA, beta: float = 1.0, gamma: float = 1.0
+    s_v: float,
+    s_t: float,
+    s_i: float,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    floor: float = 1.0,
 ) -> float:
-    """P for normalised scores in [0, 1] (missing scores should be passed as NEUTRAL)."""
+    """P for normalised scores in [0, 1] (missing scores should be passed as NEUTRAL); `floor` is
+    the hardest sample's penalty (1 in the paper)."""
     if alpha < 0:
         raise ValueError("alpha must be non-negative")
-    return min(MAX_PENALTY, math.exp(alpha * (1.0 - combined(s_v, s_t, s_i, beta=beta, gamma=gamma))))
+    score = combined(s_v, s_t, s_i, beta=beta, gamma=gamma)
+    return min(MAX_PENALTY, floor * math.exp(alpha * (1.0 - score)))
 
 
 def token_budget(score: float, low: int, high: int) -> int:
@@ -121,7 +132,7 @@ def controls(store: Store, ids: list[str], cfg: DRLCConfig) -> tuple[dict[str, C
     for sample_id in ids:
         s_v, s_t, s_i = normalised.get(sample_id, neutral)
         score = combined(s_v, s_t, s_i, beta=cfg.beta, gamma=cfg.gamma)
-        p = penalty(s_v, s_t, s_i, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma)
+        p = penalty(s_v, s_t, s_i, alpha=cfg.slope, beta=cfg.beta, gamma=cfg.gamma, floor=cfg.floor)
         budget = token_budget(score, *cfg.max_tokens_range) if cfg.max_tokens_range else None
         out[sample_id] = Control(round(p, 4), score, budget)  # rounded: P is part of request ids
     return out, sum(1 for i in ids if i not in found)

@@ -67,5 +67,5 @@ def _convert(gguf: Path, out: Path) -> None:
 
 
 class BuiltinBackend(HFBackend):
-    def __init__(self, *, batch_size: int = 8):
-        super().__init__(str(builtin_model_dir()), spec=SPEC, batch_size=batch_size)
+    def __init__(self, *, batch_size: int = 8, threads: int | None = None):
+        super().__init__(str(builtin_model_dir()), spec=SPEC, batch_size=batch_size, threads=threads)

@@ -9,6 +9,7 @@ questions as captions or refusals.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import groupby, islice
@@ -17,6 +18,7 @@ from typing import Any
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
 from r1v_data.backends.prompts import plain_completion_text
 from r1v_data.config import model_identity
+from r1v_data.readers.hub import looks_like_path
 
 PLAIN_STOP = "\nQuestion:"  # a base model's next question ends its answer
 
@@ -33,10 +35,17 @@ class HFBackend:
         batch_size: int = 8,
         device: str | None = None,
         dtype: str = "float32",
+        threads: int | None = None,
     ):
         import torch
         from transformers import AutoConfig
 
+        if threads:  # on a CPU shared with other work, one thread beats two that wait on each other
+            torch.set_num_threads(threads)
+        if looks_like_path(model) and not os.path.exists(os.path.expanduser(model)):
+            raise BackendError(
+                f"cannot load hf:{model}: no model folder at {model} (a Hub model is named ORG/NAME)"
+            )
         self.spec = spec or f"hf:{model}"
         # the model, not how its path was typed: ./m and /abs/m are the same teacher
         self.identity = spec or model_identity("hf", model)

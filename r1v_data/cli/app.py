@@ -9,6 +9,7 @@ instant.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,11 +25,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+PIPED_WIDTH = 1000  # columns for output that is not a terminal: wide enough that nothing is cut
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal's own width; piped or logged output is not cut at rich's default 80 columns
+    (COLUMNS still wins where it is set)."""
+    probe = Console(stderr=stderr)
+    wide = not probe.is_terminal and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=PIPED_WIDTH) if wide else probe
+
+
+console = _console(stderr=True)
+out = _console()
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (created if missing).")]
-ExistingStoreOpt = Annotated[Path, typer.Option("--store", "-s", help="An existing store directory.")]
+ExistingStoreOpt = Annotated[
+    Path, typer.Option("--store", "-s", help="An existing store directory (`r1v-data ingest` makes one).")
+]
 OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store directory.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -66,6 +80,11 @@ def counts(counts: dict[str, int]) -> str:
 
 
 def progress() -> Any:
+    """A progress bar on a terminal; elsewhere (logs, CI) a plain line every few seconds."""
+    if not console.is_terminal:
+        from r1v_data.cli.progress import LogProgress, every_seconds
+
+        return LogProgress(console, every_seconds())
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -82,5 +101,4 @@ def progress() -> Any:
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=not console.is_terminal,
     )

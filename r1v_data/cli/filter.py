@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, StoreOpt, app, console, emit, out
+from r1v_data.cli.app import (
+    ConfigOpt,
+    ExistingStoreOpt,
+    JsonOpt,
+    OptStoreOpt,
+    SetOpt,
+    app,
+    console,
+    emit,
+    out,
+)
 
 
 @app.command("filter")
@@ -116,7 +126,7 @@ def _render(r: dict[str, Any]) -> None:
 @app.command()
 def explain(
     sample_id: Annotated[str, typer.Argument(help="A sample id, or a unique prefix of one (6+ characters).")],
-    store: StoreOpt,
+    store: ExistingStoreOpt,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a sample's whole history: provenance, scores, traces and verdicts, filter decisions."""

@@ -9,6 +9,7 @@ features (images as `Image`), so `load_dataset` decodes the images.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,33 @@ def find_shards(mix_out: Path, kind: str) -> list[Path]:
 
     shards = sorted((Path(mix_out) / kind / "data").glob("train-*.parquet"))
     if not shards:
-        raise ConfigError(
-            f"{mix_out} has no {kind} shards ({kind}/data/train-*.parquet): "
-            f"run `r1v-data mix` with --kind {kind} first"
-        )
+        raise ConfigError(_why_no_shards(Path(mix_out), kind))
     return shards
+
+
+# why mix wrote no row of a kind, when it wrote the kind: what the filter run it read left
+_EMPTY_BECAUSE = {
+    "sft": "kept no traces",
+    "rl": "kept no sample with a reference answer",
+    "preference": "kept no trace with a lower-rewarded candidate of its sample to reject",
+}
+
+
+def _why_no_shards(mix_out: Path, kind: str) -> str:
+    """Not "run mix" when mix ran and the filter is why the kind is empty."""
+    try:
+        manifest = json.loads((mix_out / "manifest.json").read_text())
+        rows = manifest["counts"]["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        rows = {}
+    if rows.get(kind) != 0:
+        return f"{mix_out} has no {kind} shards ({kind}/data/train-*.parquet): run `r1v-data mix` with --kind {kind} first"
+    store, run = manifest.get("store"), manifest.get("filter_run")
+    return (
+        f"{mix_out} has no {kind} rows: the filter run {run} it was mixed from {_EMPTY_BECAUSE.get(kind, 'kept nothing')}; "
+        f"`r1v-data stats --store {store}` shows what was dropped and why (dropped_by_rule): lower "
+        "--min-score, or generate more traces, then filter and mix again"
+    )
 
 
 class ShardWriter:

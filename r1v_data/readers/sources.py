@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from r1v_data.errors import SourceError
+from r1v_data.readers.hub import looks_like_path, require_hub
 
 BUNDLED_SAMPLE = "builtin:sample"
 HUB_PREFIXES = ("hf://", "hf:")
@@ -71,7 +72,8 @@ def open_source(spec: str, *, split: str | None = None, records_key: str | None 
         return _open_hub(spec, split)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise SourceError(f"source {spec!r} does not exist (for a Hugging Face Hub dataset write hf:{spec})")
+        hint = "" if looks_like_path(spec) else f" (for a Hugging Face Hub dataset write hf:{spec})"
+        raise SourceError(f"source {spec!r} does not exist{hint}")
     if path.is_dir():
         return _open_dir(path, spec, split, records_key)
     suffix = path.suffix.lower()
@@ -276,6 +278,7 @@ def _open_hub(spec: str, split: str | None) -> Source:
     import datasets
 
     name = spec.split(":", 1)[1].lstrip("/")
+    require_hub(f"source {spec!r}")
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:  # offline, unknown name, gated: all end here

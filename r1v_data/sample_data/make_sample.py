@@ -213,14 +213,31 @@ FAMILIES: list[tuple[str, Callable[..., tuple[dict[str, Any], list[Image.Image]]
 ]
 
 
+def _draw_new(
+    rng: random.Random,
+    fn: Callable[..., tuple[dict[str, Any], list[Image.Image]]],
+    level: int,
+    drawn: set[tuple[str, str]],
+) -> tuple[dict[str, Any], list[Image.Image]]:
+    """A problem not drawn before: the caption states everything the image shows, so the same
+    question and caption would be the same problem twice (a small family repeats by chance)."""
+    while True:
+        record, images = fn(rng, level)
+        key = (record["question"], record["caption"])
+        if key not in drawn:
+            drawn.add(key)
+            return record, images
+
+
 def build(out: Path = HERE, seed: int = 20250407) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     jobs = [(prefix, fn, level) for prefix, fn, per in FAMILIES for level in (1, 2, 3) for _ in range(per)]
     jobs += [("pair", counting_pair, 2)] * 2
+    drawn: set[tuple[str, str]] = set()
     for i, (prefix, fn, level) in enumerate(jobs):
-        record, images = fn(rng, level)
+        record, images = _draw_new(rng, fn, level, drawn)
         paths = []
         for j, im in enumerate(images):
             path = f"images/{prefix}_{i:03d}_{j}.png"

@@ -42,7 +42,7 @@ from r1v_data.curation.sample_checks import (
     find_duplicates,
     load_candidates,
 )
-from r1v_data.errors import ConfigError, QueryError
+from r1v_data.errors import ConfigError, Interrupted, QueryError
 from r1v_data.grading.reward_scoring import Reward, candidate_traces, parse_reward, score_rewards
 from r1v_data.store import Store, sandbox, utcnow
 
@@ -154,6 +154,9 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
             decisions = _decide(_candidates(store, cfg, reward), drops, errors, cfg)
             _write_decisions(store, run_id, decisions, drops, result)
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"  # decisions are written in one step: none of this run's are kept
+            raise Interrupted(f"filter run {run_id} kept its cached rewards; no decisions") from exc
         finally:
             result.seconds = time.perf_counter() - start
             manifest = {"command": "filter", "r1v_version": __version__, "run_id": run_id,

@@ -27,7 +27,7 @@ from r1v_data.backends.prompts import (
     build_revision_prompt,
 )
 from r1v_data.config import GenerateConfig
-from r1v_data.errors import ConfigError
+from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.grading.verify import VERIFIER_NAME
 from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
@@ -102,6 +102,10 @@ def run_generate(
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            saved = sum(result.verdicts.values()) + sum(result.failed.values()) + result.refused
+            raise Interrupted(f"generate run {run_id} saved {saved} traces") from exc
         finally:
             result.seconds = time.perf_counter() - start
             manifest = {
@@ -153,8 +157,8 @@ def _describe_controls(controls: dict[str, Control] | None, cfg: GenerateConfig)
     if not controls:
         return {}
     ps = [c.penalty for c in controls.values()]
-    return {**cfg.drlc.model_dump(mode="json"), "penalty_min": min(ps), "penalty_max": max(ps),
-            "penalty_mean": round(sum(ps) / len(ps), 4)}  # fmt: skip
+    return {**cfg.drlc.model_dump(mode="json"), "alpha": cfg.drlc.slope, "floor": cfg.drlc.floor,
+            "penalty_min": min(ps), "penalty_max": max(ps), "penalty_mean": round(sum(ps) / len(ps), 4)}  # fmt: skip
 
 
 def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
@@ -205,6 +209,7 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
                 counts["sent"] + counts["skipped"] + counts["refused"], total, run.result.completion_tokens
             )
 
+    report()  # the round's total from the start
     for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
         run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))

@@ -14,7 +14,7 @@ from typing import Any
 
 from r1v_data import __version__, text
 from r1v_data.config import ImportTracesConfig
-from r1v_data.errors import ConfigError
+from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.grading.traces import parse_completion
 from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.readers.samples import quarantine_row
@@ -122,6 +122,9 @@ def run_import_traces(cfg: ImportTracesConfig) -> ImportResult:
                             result,
                         )
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            raise Interrupted(f"import-traces run {run_id} saved {result.imported} traces") from exc
         finally:
             manifest = {
                 "command": "import-traces",

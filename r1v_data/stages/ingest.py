@@ -18,7 +18,7 @@ from typing import Any
 
 from r1v_data import __version__
 from r1v_data.config import IngestConfig
-from r1v_data.errors import ConfigError
+from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.readers.images import ImageLimits
 from r1v_data.readers.presets import resolve
 from r1v_data.readers.samples import Prepared, RowPlan, prepare, quarantine_row
@@ -118,6 +118,10 @@ def run_ingest(cfg: IngestConfig, progress: Progress | None = None) -> IngestRes
                     results.append(counts)
                     _ingest_source(plan, cfg, pool, known, writers, run_id, counts, progress)
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            added = IngestResult(run_id, store.root, results).total("added")
+            raise Interrupted(f"ingest run {run_id} saved {added} new samples") from exc
         finally:
             result = IngestResult(run_id, store.root, results)
             store.finish_run(run_id, status, result.as_dict(), _manifest(cfg, plans, result))
@@ -181,6 +185,8 @@ def _ingest_source(
     if cfg.limit:
         records = islice(records, cfg.limit)
         total = min(total, cfg.limit) if total is not None else None
+    if progress:
+        progress(plan.source.name, 0, total)
     for prep in _prepared_in_order(records, plan.rows, pool, window=WINDOW * cfg.workers):
         _store_one(prep, plan.source, known, writers, run_id, counts)
         if progress and counts.read % WINDOW == 0:

@@ -47,6 +47,7 @@ from r1v_data.outputs.publishable import (
     is_shard_path,
     plan_upload,
 )
+from r1v_data.readers.hub import require_hub
 
 REPO_TYPE = "dataset"
 # transient: the same request may well succeed a moment later
@@ -142,6 +143,7 @@ def publish(
     token = get_token()
     if not token:
         raise ConfigError("no Hugging Face token: set HF_TOKEN to a write token or run `hf auth login`")
+    require_hub(f"publish to {repo_id}")  # seconds, not the retries' minutes, when there is no network
     _Uploader(result, plan, token, retries, backoff_base_s, backoff_max_s).run()
     result.seconds = time.perf_counter() - start
     return result

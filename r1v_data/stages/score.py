@@ -29,6 +29,7 @@ from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
 from r1v_data.backends import Backend, Message, make_backend
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
+from r1v_data.errors import Interrupted
 from r1v_data.grading import judge
 from r1v_data.store import PartWriter, Store, score_row
 
@@ -96,6 +97,11 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
             result.agreement = agreement(store, ids)
             result.preview = penalty_preview(store, ids, cfg)
             status = "ok"
+        except KeyboardInterrupt as exc:
+            status = "interrupted"
+            raise Interrupted(
+                f"score run {run_id} saved {sum(result.scored.values())} samples' scores"
+            ) from exc
         finally:
             result.seconds = time.perf_counter() - start
             manifest = {"command": "score", "r1v_version": __version__, "run_id": run_id,
@@ -127,6 +133,8 @@ def _score_all(
         judged = ((s, {n: v for n, v in estimate(s).items() if n in JUDGED[scorer]}) for s in samples)
     else:
         judged = _judged(backend, scorer, samples, cfg, result)
+    if progress:
+        progress(0, len(todo))  # the total from the start
     for count, (sample, values) in enumerate(judged, 1):
         rows = _properties(sample, scorer, values)
         (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1

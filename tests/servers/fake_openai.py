@@ -19,6 +19,9 @@ Replies are deterministic (unless `reply(body)` is given: a judge stand-in): the
 `<think>\\nDigest D. ...\\n</think>\\n\\nThe answer is \\boxed{N}.` (without the leading `<think>\\n`
 when the request asks to continue a final assistant message, as vLLM does). A `max_tokens`
 below the reply's word count truncates it with finish_reason "length". Token counts are words.
+With `penalty_breaks=P` the server plays a small model under a repetition penalty r (the request's
+`repetition_penalty`): its padding words shrink to pad_words / r^4, and above P the reply loses its
+form (no `</think>`, no boxed answer), as a small model's chain turns to word salad.
 
 Faults are scheduled per request: `faults` maps a marker (a substring of the request's text) to
 the outcomes of its first attempts, in order; later attempts succeed. The key "*" applies to
@@ -43,6 +46,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,7 +110,9 @@ def reply_text(d: str, continues: bool, pad_words: int = 0, answer: str | None =
     return ("" if continues else "<think>\n") + think + f"The answer is \\boxed{{{n}}}."
 
 
-def solver(key: Sequence[Mapping[str, str]], rate: float) -> Callable[[dict[str, Any]], str]:
+def solver(
+    key: Sequence[Mapping[str, str]], rate: float, pad_words: int = 0
+) -> Callable[[dict[str, Any]], str]:
     """A teacher right on a fraction `rate` of requests, the same ones every time. `key` holds
     problems as `{"question", "image", "answer"}` (`image`: a piece of the image's base64, as
     several problems share a question); a request that holds a problem's question and image gets
@@ -119,9 +125,19 @@ def solver(key: Sequence[Mapping[str, str]], rate: float) -> Callable[[dict[str,
         text, images = request_text(body), json.dumps(body.get("messages"))
         found = (p["answer"] for p in key if p["question"] in text and p.get("image", "") in images)
         answer = next(found, None) if roll < rate else None
-        return reply_text(d, bool(body.get("continue_final_message")), answer=answer)
+        return reply_text(d, bool(body.get("continue_final_message")), pad_words, answer=answer)
 
     return reply
+
+
+def penalised(text: str, penalty: float, breaks: float) -> str:
+    """A repetition penalty's effect on a small model, in miniature: fewer padding words (`wN`),
+    and past `breaks` a chain that never closes its think nor gives its boxed answer."""
+    words = text.split(" ")
+    pads = [i for i, w in enumerate(words) if re.fullmatch(r"w\d+", w)]
+    keep = set(pads[: round(len(pads) / penalty**4)])
+    text = " ".join(w for i, w in enumerate(words) if i not in pads or i in keep)
+    return text.split("\n</think>")[0] if penalty > breaks else text
 
 
 class FakeOpenAI(ThreadedServer):
@@ -139,8 +155,10 @@ class FakeOpenAI(ThreadedServer):
         port: int = 0,
         model: str = "fake-model",
         reply: Callable[[dict[str, Any]], str] | None = None,
+        penalty_breaks: float | None = None,
     ):
         self.latency_s = latency_s
+        self.penalty_breaks = penalty_breaks
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.pad_words = pad_words
         self.record = record
@@ -277,6 +295,8 @@ def _completion(
 ) -> web.Response:
     continues = bool(body.get("continue_final_message"))
     text = state.reply(body) if state.reply else reply_text(d, continues, state.pad_words)
+    if state.penalty_breaks is not None:
+        text = penalised(text, float(body.get("repetition_penalty") or 1.0), state.penalty_breaks)
     words = text.split(" ")
     finish = "stop"
     max_tokens = body.get("max_tokens")
@@ -327,6 +347,7 @@ class FakeOpenAIProcess:
         python: str | None = None,
         answers: Path | None = None,
         solve_rate: float = 0.0,
+        penalty_breaks: float | None = None,
     ):
         self.args = [
             python or sys.executable,
@@ -338,6 +359,7 @@ class FakeOpenAIProcess:
             "--faults",
             json.dumps(dict(faults or {})),
             *(("--answers", str(answers), "--solve-rate", str(solve_rate)) if answers else ()),
+            *(("--penalty-breaks", str(penalty_breaks)) if penalty_breaks is not None else ()),
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -388,6 +410,7 @@ def main() -> None:
         "--answers", type=Path, help="JSON [{question, image, answer}] for a teacher that solves some"
     )
     ap.add_argument("--solve-rate", type=float, default=0.0)
+    ap.add_argument("--penalty-breaks", type=float, help="play a small model under a repetition penalty")
     a = ap.parse_args()
     srv = FakeOpenAI(
         latency_s=a.latency_ms / 1000,
@@ -395,7 +418,8 @@ def main() -> None:
         pad_words=a.pad_words,
         record=False,
         port=a.port,
-        reply=solver(json.loads(a.answers.read_text()), a.solve_rate) if a.answers else None,
+        reply=solver(json.loads(a.answers.read_text()), a.solve_rate, a.pad_words) if a.answers else None,
+        penalty_breaks=a.penalty_breaks,
     )
 
     async def serve() -> None:

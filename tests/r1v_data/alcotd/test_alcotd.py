@@ -4,6 +4,7 @@ penalty over MATH-Vision levels, and `generate --adaptive-length`."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from conftest import ingest_json, run_cli
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 
 from r1v_data.alcotd.estimators import cues, estimate, integration, question_quality
+from r1v_data.config import DEFAULT_PENALTY_RANGE
 from r1v_data.grading.judge import integer_fields, json_object
 from r1v_data.store import Store
 
@@ -43,7 +45,8 @@ def test_local_scores_on_mathvision_give_hard_problems_lower_penalties(tmp_path:
     assert first["scored"] == {"qdam": 304, "vtia": 304} and first["judge_calls"] == 0
     preview = first["preview"]
     p = preview["penalty"]
-    assert 1.0 <= p["min"] < 1.25 and 1.75 < p["max"] <= 2.0  # spread over [1, 2]
+    low, high = DEFAULT_PENALTY_RANGE  # spread over the default range
+    assert low <= p["min"] < low + 0.25 * (high - low) and high - 0.25 * (high - low) < p["max"] <= high
     by_level = {row["level"]: row for row in preview["by_level"]}
     assert set(by_level) == {1, 2, 3, 4, 5}
 
@@ -51,7 +54,7 @@ def test_local_scores_on_mathvision_give_hard_problems_lower_penalties(tmp_path:
         rows = [by_level[lv] for lv in levels]
         return sum(r["mean_penalty"] * r["n"] for r in rows) / sum(r["n"] for r in rows)
 
-    assert mean_over((4, 5)) < mean_over((1, 2)) - 0.05  # hard problems get longer chains
+    assert mean_over((4, 5)) < mean_over((1, 2)) - 0.05 * (high - low)  # hard problems: longer chains
     assert first["agreement"]["local_vs_levels"]["difficulty"]["rho"] > 0.2
     names = {r["name"] for r in _rows(store, "SELECT DISTINCT name FROM scores")}
     assert names == {"image_clarity", "image_necessity", "question_quality", "difficulty",
@@ -155,6 +158,25 @@ def test_adaptive_length_sets_each_samples_penalty_and_budget(sample_store: Path
     ordered = sorted(zip(budgets, penalties, strict=True))
     assert ordered[0][1] == max(penalties) and ordered[-1][1] == min(penalties)
     assert result["adaptive"]["penalty_min"] == min(penalties)
+
+
+def test_the_penalty_range_is_given_directly_or_by_the_papers_alpha(sample_store: Path) -> None:
+    """`drlc.penalty_range: [PMIN, PMAX]`: the hardest sample gets PMIN, the easiest PMAX (alpha =
+    ln(PMAX / PMIN)); `drlc.alpha` alone is the paper's formula, from 1 up to min(2, e^alpha)."""
+    ranged = _score(sample_store, "--set", "drlc.penalty_range=[1.05,1.4]")["preview"]["penalty"]
+    paper = _score(sample_store, "--set", "drlc.alpha=0.6931")["preview"]["penalty"]
+    assert 1.05 <= ranged["min"] < ranged["max"] <= 1.4 and 1.0 <= paper["min"] < paper["max"] <= 2.0
+    for end in ("min", "max"):  # both place a sample at the same point of their range: 1 - score
+        assert math.log(ranged[end] / 1.05) / math.log(1.4 / 1.05) == pytest.approx(
+            math.log(paper[end]) / 0.6931, abs=2e-3
+        )
+    both = run_cli("score", "--store", sample_store, "--set", "drlc.alpha=0.5", "--set",
+                   "drlc.penalty_range=[1,1.2]", check=False)  # fmt: skip
+    assert both.returncode == 1 and "give penalty_range or alpha, not both" in both.stderr
+    upside_down = run_cli(
+        "score", "--store", sample_store, "--set", "drlc.penalty_range=[1.3,1.1]", check=False
+    )
+    assert upside_down.returncode == 1 and "1 <= PMIN <= PMAX <= 2" in upside_down.stderr
 
 
 def test_judge_json_parsing_is_strict_about_values_and_lenient_about_wrapping() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
+from r1v_data.alcotd.calibration import GROUPS, Cell, Target, fit, question_reuse, spread, thirds
 from r1v_data.alcotd.clarity import image_measures, sample_clarity
 from r1v_data.alcotd.drlc import MAX_PENALTY, NEUTRAL, min_max, penalties, penalty
 
@@ -60,3 +61,22 @@ def test_a_huge_question_is_read_only_as_far_as_its_cues_can_tell() -> None:
     head = ("Find the area of triangle ABC in the image, given AB = 3 and BC = 4. " * 400)[:MAX_CHARS]
     huge = head + "x" * 50_000_000
     assert estimate({"question": huge, "images": []}) == estimate({"question": head, "images": []})
+
+
+def test_calibration_spreads_groups_and_fits() -> None:
+    ranked = [f"s{i}" for i in range(10)]
+    assert spread(ranked, 4) == ["s0", "s3", "s6", "s9"] and spread(ranked, 20) == ranked
+    groups = thirds(["a", "b", "c", "d", "e", "f"])
+    assert [groups[k] for k in "abcdef"] == [GROUPS[0]] * 2 + [GROUPS[1]] * 2 + [GROUPS[2]] * 2
+    assert question_reuse("How many circles are there?", "I count the circles: three") == pytest.approx(1 / 3)
+
+    def easy(penalty: float, tokens: float, accuracy: float, formed: float = 1.0) -> Cell:
+        return Cell(penalty, GROUPS[0], 3, tokens, accuracy, formed, 0.5)
+
+    target = Target(shorten=0.3)
+    assert fit([easy(1.0, 100, 0.6), easy(1.2, 80, 0.6), easy(1.4, 60, 0.6)], target).penalty_range == (
+        1.0,
+        1.4,
+    )
+    costly = fit([easy(1.0, 100, 0.6), easy(1.2, 50, 0.3), easy(1.4, 40, 0.6, formed=0.5)], target)
+    assert costly.penalty_range == (1.0, 1.0) and not costly.met and "accuracy or form" in costly.why

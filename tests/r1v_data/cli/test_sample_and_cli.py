@@ -25,6 +25,14 @@ def test_bundled_sample_regenerates_identically(tmp_path: Path) -> None:
             assert (tmp_path / image).read_bytes() == (bundled_sample_dir() / image).read_bytes()
 
 
+def test_bundled_sample_has_no_duplicate_problems() -> None:
+    """The caption states all an image shows: one question with one caption is one problem (the
+    seeded draw once made tri-032 and tri-034 the same right triangle)."""
+    rows = [json.loads(line) for line in (bundled_sample_dir() / "sample.jsonl").read_text().splitlines()]
+    problems = {(r["question"], r["caption"]) for r in rows}
+    assert len(problems) == len(rows) == 38
+
+
 def test_quickstart_ingest_and_stats(tmp_path: Path) -> None:
     store = tmp_path / "store"
     result = ingest_json("builtin:sample", "--store", store)
