@@ -53,24 +53,6 @@ def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
 
 
-def answer_key(store: Path, path: Path) -> Path:
-    """The store's problems and reference answers as the solving test teacher reads them
-    (`servers.fake_openai.solver`): a problem is its question and a piece of its first image."""
-    import base64
-
-    from r1v_data.store import Store
-
-    def middle(image: bytes) -> str:  # the ends of an image's base64 are format boilerplate
-        b64 = base64.b64encode(image).decode()
-        return b64[len(b64) // 2 : len(b64) // 2 + 64]
-
-    sql = "SELECT question, answer, images FROM samples WHERE answer IS NOT NULL"
-    key = [{"question": q, "answer": a, "image": middle(images[0]["bytes"]) if images else ""}
-           for q, a, images in Store.open(store).query(sql)[1]]  # fmt: skip
-    path.write_text(json.dumps(key))
-    return path
-
-
 def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
     """MATH-Vision testmini (real images) with the three models' real outputs imported as
     traces; filtered when `filter_args` are given (e.g. "--min-score", "3")."""

@@ -91,6 +91,6 @@ def test_ctrl_c_while_filter_asks_a_judge_records_the_run_and_keeps_no_decisions
     assert proc.returncode == 130 and "Traceback" not in err, err
     said = re.search(r"interrupted: filter run (\S+) kept its cached rewards; no decisions", err)
     assert said, err
-    con = Store.open(store)
-    assert con.query("SELECT status FROM runs WHERE run_id = ?", params=[said.group(1)])[1] == [("interrupted",)]
-    assert con.query("SELECT count(*) FROM decisions WHERE run_id = ?", params=[said.group(1)])[1] == [(0,)]
+    con, run = Store.open(store), [said.group(1)]
+    assert con.query("SELECT status FROM runs WHERE run_id = ?", params=run)[1] == [("interrupted",)]
+    assert con.query("SELECT count(*) FROM decisions WHERE run_id = ?", params=run)[1] == [(0,)]

@@ -161,7 +161,9 @@ def test_two_first_ingests_at_once_meet_the_lock_not_a_non_store(tmp_path: Path)
 
 
 @pytest.mark.parametrize("garbage", ["{", '{"format": "one"}', "[]"])
-def test_a_damaged_store_json_is_named_by_doctor_and_repair_stops_in_one_line(store: Path, garbage: str) -> None:
+def test_a_damaged_store_json_is_named_by_doctor_and_repair_stops_in_one_line(
+    store: Path, garbage: str
+) -> None:
     (store / "store.json").write_text(garbage)
     assert "store.json" in _refused(store, "stats")
     code, report = _doctor(store)
