@@ -15,6 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from r1v_data.grading.answers import Problem, answer_letter, find_answer, find_boxed, has_unclosed_answer
 
 __all__ = ["ParsedTrace", "Problem", "answer_letter", "find_boxed", "is_repetitive", "parse_completion"]
@@ -129,18 +132,22 @@ _TAIL_BYTES = 1500
 _MAX_PERIOD = 400
 _MIN_SPAN = 120
 _MIN_AGREEMENT = 0.85
+_PERIODS = np.arange(1, _MAX_PERIOD + 1)
+_SPANS = np.maximum(2 * _PERIODS, _MIN_SPAN)
+# _IN_SPAN[p - 1, k]: position k (counted back from the end) is inside period p's span
+_IN_SPAN = np.arange(_SPANS[-1])[None, :] < _SPANS[:, None]
 
 
 def is_repetitive(text: str) -> bool:
     """True when the end of `text` is (nearly) one block repeated three or more times."""
     tail = " ".join(text[-2 * _TAIL_BYTES :].split()).encode()[-_TAIL_BYTES:]
-    n = len(tail)
-    for period in range(1, _MAX_PERIOD + 1):
-        span = max(2 * period, _MIN_SPAN)
-        if span + period > n:
-            break
-        # Byte-wise equality of two slices in C: XOR as big integers, count the zero bytes.
-        diff = int.from_bytes(tail[n - span :]) ^ int.from_bytes(tail[n - span - period : n - period])
-        if diff.to_bytes(span).count(0) >= _MIN_AGREEMENT * span:
-            return True
-    return False
+    backwards = np.frombuffer(tail[::-1], dtype=np.uint8)
+    periods = int(np.count_nonzero(len(tail) >= _SPANS + _PERIODS))  # those with room for span + period
+    if periods == 0:
+        return False
+    span = int(_SPANS[periods - 1])
+    # All periods at once: row p - 1 holds the bytes p further back, compared with the last `span`.
+    earlier = sliding_window_view(backwards, span)[1 : periods + 1]
+    agree = (earlier == backwards[:span]) & _IN_SPAN[:periods, :span]
+    counts = agree.view(np.uint8).sum(axis=1, dtype=np.int32)
+    return bool((counts >= _MIN_AGREEMENT * _SPANS[:periods]).any())

@@ -4,7 +4,9 @@
 `latex_value` reads numbers, `+ - * /`, `\\cdot`, `\\times`, `\\div`, `^`, `\\frac` (`\\dfrac`,
 `\\tfrac`, `\\frac12`), `\\sqrt` (`\\sqrt[3]{x}`), `\\pi`, brackets and implicit products (`2\\pi`),
 and nothing else: a variable, a comma, a unit, a percent or degree sign makes it return None, and
-the pair goes to math-verify. It is a recursive-descent parser over at most `MAX_CHARS`
+the pair goes to math-verify. `varies` reads the same with single-letter variables (`2k+2`,
+`\\frac{11+9a}{20}`) and says whether the expression takes two values: one that does can never
+equal a number. It is a recursive-descent parser over at most `MAX_CHARS`
 characters, so it is bounded, and a power too large for a float is None, never a hang.
 """
 
@@ -15,34 +17,73 @@ import re
 
 from r1v_data.grading.numbers import parse_number
 
-__all__ = ["MAX_CHARS", "latex_value", "not_one_number"]
+__all__ = ["MAX_CHARS", "latex_value", "not_one_number", "variables_in", "varies"]
 
 MAX_CHARS = 120
 _TOKEN = re.compile(
     r"\s+|\\[,;! ]|\\left|\\right"  # spacing, sizing: skipped
     r"|(\d+(?:\.\d+)?|\.\d+)"  # 1: a number
     r"|(\\(?:d|t)?frac|\\sqrt|\\pi|\\cdot|\\times|\\div|[-+*/^(){}\[\]])"  # 2: an operator or command
+    r"|([A-Za-z])(?![A-Za-z])"  # 3: a one-letter name (a word or a command never gets here)
 )
-_SKIPPED = (None, None)
+_SKIPPED = (None, None, None)
+# e and i are constants to math-verify, not variables
+_NOT_VARIABLES = frozenset("eEiI")
 
 
 class _NotAValue(Exception):
     """The text is not a closed-form number this parser reads."""
 
 
-def latex_value(text: str) -> float | None:
-    """The value of `text` as a finite real number, or None when it is not one this reads."""
+def latex_value(text: str, variables: dict[str, float] | None = None) -> float | None:
+    """The value of `text` as a finite real number (its variables given those values), or None
+    when it is not one this reads."""
     s = text.strip().strip("$").strip()
     if not s or len(s) > MAX_CHARS:
         return None
     try:
-        parser = _Parser(_tokens(s))
+        parser = _Parser(_tokens(s), variables or {})
         value = parser.expression()
         if parser.peek() is not None:
             return None
     except (_NotAValue, ArithmeticError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def varies(text: str) -> bool:
+    """True when `text` is an expression in one-letter variables that takes two different values
+    (`2k+2`, `x^8+1`), so that it never equals a number. False for what reads no variable, for
+    `x - x` or `a^0` (constant), and for a number and one letter (`5 m`: math-verify reads a unit)."""
+    s = text.strip().strip("$").strip()
+    if len(s) > MAX_CHARS or not (names := variables_in(s)):
+        return False
+    if re.fullmatch(r"-?[\d.]+\s*[A-Za-z]", s):
+        return False
+    points = [
+        {name: start * (1 + j / math.e) + j / math.pi for j, name in enumerate(names)}
+        for start in _ODD_STARTS
+    ]
+    values = [latex_value(s, point) for point in points]
+    if None in values:
+        return False
+    return abs(values[0] - values[1]) > 1e-6 * max(1.0, abs(values[0]), abs(values[1]))
+
+
+# Two points where nothing an answer writes is likely to take one value by chance; a constant that
+# only seems to vary would need rounding errors of 1e-6 of its size (not seen in answers).
+_ODD_STARTS = (math.sqrt(2), math.pi / 3)
+
+
+def variables_in(text: str) -> list[str]:
+    """The one-letter variables of an expression this reads (`2k+2`: k); none for `5\\,\\text{cm}`."""
+    s = text.strip().strip("$").strip()
+    try:
+        tokens = _tokens(s)
+    except _NotAValue:
+        return []
+    names = {t for t in tokens if t.isalpha() and len(t) == 1}
+    return sorted(names) if names and not names & _NOT_VARIABLES else []
 
 
 def _tokens(s: str) -> list[str]:
@@ -58,8 +99,8 @@ def _tokens(s: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str]):
-        self.tokens, self.at = tokens, 0
+    def __init__(self, tokens: list[str], variables: dict[str, float]):
+        self.tokens, self.at, self.variables = tokens, 0, variables
 
     def peek(self) -> str | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -109,6 +150,8 @@ class _Parser:
             return float(token)
         if token == "\\pi":
             return math.pi
+        if token in self.variables:
+            return self.variables[token]
         if token in ("(", "{", "["):
             value = self.expression()
             self.take({"(": ")", "{": "}", "[": "]"}[token])
@@ -142,7 +185,11 @@ class _Parser:
 
 
 def _starts_primary(token: str) -> bool:
-    return token in ("\\pi", "(", "{", "\\sqrt") or token.endswith("frac")
+    return (
+        token in ("\\pi", "(", "{", "\\sqrt")
+        or token.endswith("frac")
+        or (len(token) == 1 and token.isalpha())
+    )
 
 
 _OUTER = re.compile(r"^\\left\s*[(\[]|^\\\{|^[(\[]|\\right\s*[)\]]$|\\\}$|[)\]]$")

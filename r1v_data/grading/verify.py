@@ -20,8 +20,10 @@ Cheap rules run in the calling process, in this order; the first that applies de
    than 1e-6 (relative) are wrong, values equal to 1e-12 are correct; in between, and for
    anything with a variable, a set, an interval or text, math-verify decides. A number against
    a tuple, an interval, a list of several values, a matrix or words is wrong
-   (`values.not_one_number`). math-verify reaches the same verdicts on these pairs, at a
-   thousand times the cost.
+   (`values.not_one_number`), and so is a number against an expression in one-letter variables
+   that takes two values (`4` against `2k+2`, `values.varies`; `x - x`, `a^0` and `5 m`, which
+   math-verify reads as a unit, go to math-verify). math-verify reaches the same verdicts on
+   these pairs, at a thousand times the cost.
 
 Everything else (LaTeX expressions, sets, intervals, equations) goes to math-verify in worker
 processes with a hard per-call timeout: see `verify_pool.VerifierPool`. An answer reaches it as
@@ -39,7 +41,7 @@ from typing import Literal, NamedTuple
 
 from r1v_data.grading.answers import answer_letters
 from r1v_data.grading.numbers import parse_number, parse_quantity, parse_time, same_number, same_time
-from r1v_data.grading.values import latex_value, not_one_number
+from r1v_data.grading.values import latex_value, not_one_number, variables_in, varies
 from r1v_data.text import LETTERS
 
 __all__ = [
@@ -186,11 +188,8 @@ _DIFFERENT, _SAME = 1e-6, 1e-12  # relative; math-verify rounds floats to 6 deci
 
 def _value_verdict(pred: str, ref: str) -> Verdict | None:
     ref_value, pred_value = latex_value(ref), latex_value(pred)
-    if (ref_value is None) != (pred_value is None):  # one number: is the other never one?
-        other = not_one_number(pred if ref_value is not None else ref)
-        return Verdict("wrong", detail=f"a number against {other}") if other else None
     if ref_value is None or pred_value is None:
-        return None
+        return _number_against_other(pred, ref)
     scale = max(1.0, abs(ref_value), abs(pred_value))
     gap = abs(pred_value - ref_value)
     if gap > _DIFFERENT * scale:
@@ -198,6 +197,38 @@ def _value_verdict(pred: str, ref: str) -> Verdict | None:
     if gap <= _SAME * scale and scale < 1e12:  # beyond, floats no longer tell integers apart
         return Verdict("correct", detail="value")
     return None
+
+
+def _number_against_other(pred: str, ref: str) -> Verdict | None:
+    """Pairs where one side at least is no closed form: `\\sqrt{51}` against `90^\\circ` (a number
+    whatever the reading, as math-verify reads degrees), or a number against what never is one."""
+    readings = [_readings(side) for side in (pred, ref)]
+    if all(readings):
+        apart = all(
+            abs(a - b) > _DIFFERENT * max(1.0, abs(a), abs(b)) for a in readings[0] for b in readings[1]
+        )
+        return Verdict("wrong", detail="value") if apart else None
+    if not any(readings):
+        return None
+    other = ref if readings[0] else pred
+    if what := not_one_number(other):
+        return Verdict("wrong", detail=f"a number against {what}")
+    if varies(other):
+        return Verdict("wrong", detail="a number against an expression in a variable")
+    return None
+
+
+def _readings(text: str) -> list[float]:
+    """The values a side may mean: its closed form, or its quantity (a percentage also over 100);
+    none when it is no number. "3x" is none, though parse_quantity reads 3 and a unit: it may
+    equal "x + 2x"."""
+    if (value := latex_value(text)) is not None:
+        return [value]
+    quantity = parse_quantity(text) if not variables_in(text) else None
+    if quantity is None or abs(quantity.value) > 1e300:  # beyond, no float holds it
+        return []
+    value = float(quantity.value)
+    return [value, value / 100] if quantity.percent else [value]
 
 
 def _boolean_verdict(pred: str, ref: str) -> Verdict | None:

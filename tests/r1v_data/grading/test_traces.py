@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -219,3 +220,46 @@ def test_repetition_edge_cases() -> None:
     assert not is_repetitive("0. " * 20)  # too short to call a loop
     assert is_repetitive("Let me think. " + "So x = 2 + 2 = 4. " * 12)
     assert is_repetitive("Therefore 天 " * 60)  # any script
+
+
+def _repetitive_by_definition(text: str) -> bool:
+    """The rule as written: some period p whose last max(2p, 120) bytes agree with the bytes p
+    earlier at >= 85% of positions, one period at a time."""
+    tail = " ".join(text[-3000:].split()).encode()[-1500:]
+    for period in range(1, 401):
+        span = max(2 * period, 120)
+        if span + period > len(tail):
+            return False
+        same = sum(a == b for a, b in zip(tail[-span:], tail[-span - period : -period], strict=True))
+        if same >= 0.85 * span:
+            return True
+    return False
+
+
+def test_the_vectorised_repetition_check_is_the_rule_as_written() -> None:
+    """Every period length and tail length, loops with drifts near the 85% line, and prose."""
+    rng = random.Random(7)
+    prose = [r["solution"] for r in _jsonl(SHARED / "text_math" / "math500_test.jsonl")[:150]]
+    texts = []
+    for _ in range(300):
+        block = "".join(rng.choice("abcdefgh xyz=+1234.") for _ in range(rng.randint(1, 420)))
+        loop = list(block * (3000 // len(block) + 3))
+        for i in rng.sample(range(len(loop)), k=int(len(loop) * rng.choice([0, 0.05, 0.12, 0.15, 0.2]))):
+            loop[i] = rng.choice("QRSTUVW")
+        texts.append(rng.choice(prose)[: rng.randint(0, 800)] + "".join(loop)[: rng.randint(50, 3000)])
+    flagged = [is_repetitive(t) for t in texts + prose]
+    assert flagged == [_repetitive_by_definition(t) for t in texts + prose]
+    assert 50 < sum(flagged) < len(texts)  # both sides of the line are exercised
+
+
+@pytest.mark.parametrize(("changed", "loop"), [(18, True), (19, False)])
+def test_a_loop_is_one_at_85_percent_agreement_exactly(changed: int, loop: bool) -> None:
+    """Period 60 over the last 180 characters: 102 of 120 agreeing is 85% (a loop), 101 is not."""
+    rng = random.Random(changed)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    head, block = rng.choices(alphabet, k=600), rng.choices(alphabet, k=60)
+    tail = block * 3
+    for i in rng.sample(range(120, 180), k=changed):  # the last 60: each changes one comparison
+        tail[i] = next(c for c in alphabet if c != tail[i])
+    text = "".join(head + tail)
+    assert is_repetitive(text) is loop and _repetitive_by_definition(text) is loop

@@ -270,5 +270,40 @@ def test_a_number_is_never_a_tuple_a_matrix_or_words() -> None:
         assert cheap_verdict(pred, ref).detail.startswith("a number against"), (pred, ref)
     assert cheap_verdict("56", "\\begin{pmatrix} -2 \\\\ -14 \\end{pmatrix}").verdict == "wrong"
     # math-verify reads these as one number: they are its to judge
-    for pred, ref in [("3", "3, 3"), ("1,234", "2^{10}+210"), ("3", "\\{3\\}"), ("5", "x + y")]:
+    for pred, ref in [("3", "3, 3"), ("1,234", "2^{10}+210"), ("3", "\\{3\\}")]:
         assert cheap_verdict(pred, ref) is None, (pred, ref)
+
+
+NUMBER_AGAINST_EXPRESSION = [  # (pred, ref, what r1v decides without math-verify: None for nothing)
+    ("4", "2k+2", "wrong"),
+    ("5", "x + y", "wrong"),
+    ("3\\sqrt{13}", "p - q", "wrong"),
+    ("8", "x^8 + x^7 + x^6 + x^5 + x^4 + x^3 + x^2 + x + 1", "wrong"),
+    ("x^5 - x^4 + x^3 - x^2 + x - 1", "1.25", "wrong"),
+    ("\\frac{11+9a}{20}", "4", "wrong"),
+    ("2p - q", "0", "wrong"),
+    ("\\sqrt{51}", "90^\\circ", "wrong"),
+    ("90^\\circ", "(3, \\frac{\\pi}{2})", "wrong"),
+    ("45\\%", "\\frac{9}{20}", "correct"),  # a percentage is also its fraction
+    ("90^\\circ", "90", "correct"),
+    ("0", "x - x", None),  # constant expressions are math-verify's
+    ("1", "a^0", None),
+    ("1", "\\frac{x}{x}", None),
+    ("5", "5 m", None),  # math-verify reads a unit
+    ("3x", "x + 2x", None),
+    ("5", "6 - 5i", None),  # i is no variable
+    ("-1", "i^2", None),
+    ("1", "\\sin^2 x + \\cos^2 x", None),
+]
+
+
+@pytest.mark.parametrize(("pred", "ref", "decided"), NUMBER_AGAINST_EXPRESSION)
+def test_a_number_against_an_expression_in_a_variable_is_wrong_as_math_verify_says(
+    pred: str, ref: str, decided: str | None
+) -> None:
+    from math_verify import parse, verify
+
+    verdict = cheap_verdict(pred, ref)
+    assert (verdict and verdict.verdict) == decided
+    if decided is not None:  # never worse than math-verify: it reaches the same verdict
+        assert verify(parse(f"${ref}$"), parse(f"${pred}$")) is (decided == "correct")
