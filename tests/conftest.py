@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +59,19 @@ def stats_json(store: Path) -> dict[str, Any]:
 
 def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
     """MATH-Vision testmini (real images) with the three models' real outputs imported as
-    traces; filtered when `filter_args` are given (e.g. "--min-score", "3")."""
-    mv = shared / "mathv_testmini"
+    traces; filtered when `filter_args` are given (e.g. "--min-score", "3"). The imported store is
+    built once per test session and copied: a dozen tests start from it."""
+    shutil.copytree(_mathv_imported(shared), store)
+    if filter_args:
+        run_cli("filter", "--store", store, *filter_args)
+    return store
+
+
+@functools.cache
+def _mathv_imported(shared: Path) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="r1v-mathv-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    store, mv = root / "store", shared / "mathv_testmini"
     ingest_json(mv / "testmini.jsonl", "--store", store)
     run_cli(
         "import-traces",
@@ -66,8 +81,6 @@ def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
         "--source",
         "testmini",
     )
-    if filter_args:
-        run_cli("filter", "--store", store, *filter_args)
     return store
 
 

@@ -27,8 +27,9 @@ from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
 from r1v_data.grading import judge
 from r1v_data.grading.rewards import RULE_SCORER, RULE_VERSION, rule_score
+from r1v_data.grading.rule_sql import needs_parsing, rule_levels
 from r1v_data.redact import redact
-from r1v_data.store import PartWriter, Store, add_score
+from r1v_data.store import PartWriter, Store, add_score, utcnow
 
 JUDGE_SCORER, JUDGE_RUBRIC = "judge", "reward-rubric/1"
 _JUDGE_PROMPT = """Rate this solution to a problem on an integer scale from 0 to 5:
@@ -119,6 +120,8 @@ def score_rewards(
     if store.query(f"SELECT count(*) FROM ({sql})", params=params)[1][0][0]:  # load nothing for no work
         todo = store.stream(sql, None, params, batch=4096)
         if reward.scorer == RULE_SCORER:
+            counts["scored"] = _rule_levels_in_duckdb(store, writer, sql, params)
+            todo = store.stream(needs_parsing(sql), None, params, batch=4096)  # flags missing: parse
             rows: Scored = ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
         elif reward.scorer == JUDGE_SCORER:
             rows = _judged(reward, todo, options, judge_max_tokens)
@@ -135,6 +138,20 @@ def score_rewards(
 
 
 Scored = Iterator[tuple[dict[str, Any], float | None, str]]
+
+
+def _rule_levels_in_duckdb(store: Store, writer: PartWriter, todo: str, params: dict[str, Any]) -> int:
+    """The rule's levels of every trace of `todo` whose flags are set, computed and written as
+    Arrow (no Python row per trace); returns how many."""
+    sql = f"""SELECT sample_id, request_id, $scorer AS scorer, $version AS version, $name AS name, value,
+                     detail, $run_id AS run_id, $created_at AS created_at FROM ({rule_levels(todo)})"""
+    scored = 0
+    for batch in store.batches(
+        sql, None, {**params, "run_id": writer.run_id, "created_at": utcnow()}, 1 << 20
+    ):
+        writer.add_table(batch)
+        scored += batch.num_rows
+    return scored
 
 
 def _judged(

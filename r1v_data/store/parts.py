@@ -105,6 +105,13 @@ class PartWriter:
         ):
             self.flush()
 
+    def add_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Rows already in Arrow (computed by DuckDB): one part of their own, after what is buffered."""
+        self.flush()
+        self._seq += 1
+        rows = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+        self.store.write_part(self.table_name, rows, self.run_id, self._seq)
+
     def flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._rows:

@@ -221,14 +221,25 @@ class Store:
         """Rows of `sql`, a batch at a time (memory stays bounded), where the query may join the
         temporary table `wanted(sample_id)` holding `ids` (when given). `memory_limit` caps
         DuckDB's buffers, which otherwise keep what a long scan read."""
+        for part in self.batches(sql, ids, params, batch, memory_limit):
+            yield from part.to_pylist()
+
+    def batches(
+        self,
+        sql: str,
+        ids: list[str] | None = None,
+        params: list[Any] | dict[str, Any] | None = None,
+        batch: int = 65536,
+        memory_limit: str | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """`stream`'s rows as Arrow record batches, for work that never needs Python rows."""
         con = self.connect()
         try:
             if memory_limit:
                 con.execute(f"SET memory_limit = '{memory_limit}'")
             if ids is not None:
                 con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS sample_id", [ids])
-            for part in con.sql(sql, params=params).to_arrow_reader(batch):
-                yield from part.to_pylist()
+            yield from con.sql(sql, params=params).to_arrow_reader(batch)
         finally:
             con.close()
 

@@ -1,0 +1,75 @@
+"""The rule rubric of `rewards.rule_score` as one DuckDB query: the same level and the same detail
+for every stored trace whose flags are set, at DuckDB's speed instead of ~8 µs a trace in Python.
+
+`rule_levels(traces)` wraps a query whose rows carry the trace columns `rule_score` reads
+(`request_id, sample_id, error, text, think, answer, think_closed, truncated, repetition, verdict,
+completion_tokens, sampling`). Rows with a flag missing (`think_closed`, `truncated` or
+`repetition` NULL: a hand-written import), and rows with an error, are not scored here: `rule_score` parses their text, so
+`needs_parsing(traces)` selects them for it. `tests/r1v_data/grading/test_rule_sql.py` holds the two
+to the same output on real stores and on rows built to reach every branch and edge.
+"""
+
+from __future__ import annotations
+
+from r1v_data.grading.rewards import LONG_FRACTION, MIN_THINK_CHARS
+
+__all__ = ["needs_parsing", "rule_levels"]
+
+# What Python's str.strip() removes: RE2's \s, the Unicode separators, and the C0/C1 spaces
+# str.isspace() also counts.
+_SPACE = r"[\s\p{Z}\x{1c}-\x{1f}\x{85}]"
+# Rows scored here: flags set, and no error (a candidate trace never has one; an error's detail
+# is Python's whitespace-collapsed text, left to `rule_score`).
+_FLAGS_SET = (
+    "think_closed IS NOT NULL AND truncated IS NOT NULL AND repetition IS NOT NULL"
+    f" AND regexp_matches(coalesce(error, ''), '^{_SPACE}*$')"
+)
+
+
+def needs_parsing(traces: str) -> str:
+    """The rows of `traces` that `rule_levels` leaves to `rule_score`."""
+    return f"SELECT * FROM ({traces}) WHERE NOT ({_FLAGS_SET})"
+
+
+def rule_levels(traces: str) -> str:
+    """(request_id, sample_id, value, detail) of every row of `traces` with its flags set."""
+    return f"""
+WITH t AS (
+    SELECT request_id, sample_id, verdict, completion_tokens AS tokens,
+           regexp_matches(coalesce(text, ''), '^{_SPACE}*$') AS empty_text,
+           regexp_matches(coalesce(answer, ''), '^{_SPACE}*$') AS no_answer,
+           length(regexp_replace(coalesce(think, ''), '^{_SPACE}+|{_SPACE}+$', '', 'g')) AS think_chars,
+           list_filter([CASE WHEN NOT think_closed THEN CASE WHEN think IS NULL THEN 'no think'
+                                                             ELSE 'think unclosed' END END,
+                        CASE WHEN truncated THEN 'truncated' END,
+                        CASE WHEN repetition THEN 'repetitive' END], lambda x: x IS NOT NULL) AS issues,
+           sampling.max_tokens AS budget
+    FROM ({traces}) WHERE {_FLAGS_SET}
+), noted AS (
+    SELECT *, CASE WHEN tokens IS NULL THEN NULL
+                   WHEN budget IS NULL OR budget <= 0 THEN tokens || ' tokens'
+                   ELSE tokens || '/' || budget || ' tokens' END AS length_note,
+              CASE WHEN tokens IS NOT NULL AND budget > 0 THEN tokens / budget END AS used
+    FROM t
+), leveled AS (
+    SELECT *, list_concat(CASE WHEN len(issues) = 0 THEN ['think closed'] ELSE issues END,
+                          list_filter([length_note], lambda x: x IS NOT NULL)) AS notes,
+              list_filter([CASE WHEN think_chars < {MIN_THINK_CHARS} THEN 'short think (' || think_chars || ' chars)' END,
+                           CASE WHEN used >= {LONG_FRACTION} THEN printf('near the budget (%.0f%%)', used * 100) END],
+                          lambda x: x IS NOT NULL) AS minor
+    FROM noted
+)
+SELECT request_id, sample_id,
+       CASE WHEN empty_text OR no_answer THEN 0
+            WHEN verdict IS DISTINCT FROM 'correct' THEN CASE WHEN len(issues) > 0 THEN 1 ELSE 2 END
+            WHEN len(issues) > 0 THEN 3
+            WHEN len(minor) > 0 THEN 4
+            ELSE 5 END::DOUBLE AS value,
+       CASE WHEN empty_text THEN 'empty completion'
+            WHEN no_answer THEN 'no answer'
+            WHEN verdict IS DISTINCT FROM 'correct' THEN array_to_string(list_prepend(
+                CASE WHEN verdict = 'wrong' THEN 'wrong'
+                     ELSE 'unverified (' || coalesce(nullif(verdict, ''), 'no verdict') || ')' END, notes), ', ')
+            WHEN len(issues) > 0 THEN array_to_string(list_prepend('correct', notes), ', ')
+            ELSE array_to_string(list_concat(['correct'], notes, minor), ', ') END AS detail
+FROM leveled"""
