@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, ingest_json, run_cli
+from servers.fake_openai import FakeOpenAIProcess
 
 
 @pytest.mark.parametrize("command", ["stats", "sql", "explain", "doctor", "calibrate"])
@@ -46,7 +47,9 @@ def test_an_unreachable_hub_is_said_at_once(tmp_path: Path) -> None:
 def test_an_empty_kind_is_explained_by_the_filter_that_emptied_it(tmp_path: Path) -> None:
     store, out = tmp_path / "store", tmp_path / "mix"
     ingest_json("builtin:sample", "--store", store)
-    run_cli("filter", "--store", store, "--min-score", "3")  # no traces at all: nothing to keep
+    with FakeOpenAIProcess() as teacher:  # its answers are all wrong: the filter keeps nothing
+        run_cli("generate", "--store", store, "--teacher", f"openai:{teacher.url}#m")
+    run_cli("filter", "--store", store, "--min-score", "3")
     run_cli("mix", "--store", store, "--out", out)
     for args in (("export", out, "--dest", tmp_path / "lf"), ("preflight", out, "--model", tmp_path)):
         proc = run_cli(*args, check=False)
