@@ -9,11 +9,13 @@ sections (`funnel`, `traces`, `scores`, `mixture`, `gallery`, `pipeline`), `svg`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from r1v_data import __version__
+from r1v_data.errors import ConfigError
 from r1v_data.outputs.report.data import Context, prepare
 from r1v_data.outputs.report.funnel import dedup, funnel
 from r1v_data.outputs.report.gallery import gallery
@@ -24,6 +26,7 @@ from r1v_data.outputs.report.scores import scores
 from r1v_data.outputs.report.traces import lengths, teachers, verdicts
 from r1v_data.store import Store
 
+REPORT_NAME = "report.html"  # in a mix folder, beside README.md
 MEMORY_LIMIT = "1GB"  # the temporary tables spill to disk beyond it
 
 # (anchor, title, what draws it); every section is drawn whatever the store holds
@@ -73,3 +76,20 @@ def render_pipeline(workdir: Path) -> str:
     return page(
         f"r1v report: {workdir.name}", f"pipeline workdir {workdir}; made by r1v {__version__}", parts
     )
+
+
+def write_html(out: Path, html: str) -> int:
+    """Write `html` to `out` through a temporary file beside it, renamed when whole (a crash never
+    leaves half a report); the size in bytes."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name, e.g. {out / REPORT_NAME}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+    data = html.encode("utf-8")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(data)
