@@ -1,6 +1,6 @@
 """The gallery: N examples, one trace per sample (its kept trace when it has one), with a thumbnail
 of the image, the question, the trace with its think folded and its answer shown, the verdict and
-the scores. Examples are picked in DuckDB by a hash (stable, spread over the store); only theirs
+the scores. Examples are picked in DuckDB by a hash (stable, spread over the store); only their
 texts and images are read. The page filters them by verdict and subject."""
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ THINK_CHARS = 4000  # of a think shown; the rest is cut (the page stays small at
 ANSWER_CHARS = 600
 
 _PICK = """
-SELECT request_id, sample_id, verdict, subject, difficulty, kept, think_tokens FROM r_traces WHERE error IS NULL
+WITH chosen AS (SELECT DISTINCT sample_id FROM r_traces WHERE error IS NULL ORDER BY hash(sample_id) LIMIT $n)
+SELECT request_id, sample_id, verdict, subject, difficulty, kept, think_tokens
+FROM r_traces SEMI JOIN chosen USING (sample_id) WHERE error IS NULL
 QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY kept DESC, hash(request_id)) = 1
-ORDER BY hash(sample_id) LIMIT $n"""
+ORDER BY hash(sample_id)"""
 
 
 def gallery(ctx: Context) -> list[str]:
