@@ -56,7 +56,9 @@ def child(store: Path, out: Path, examples: int) -> None:
 
     start = time.perf_counter()
     r = run_report(ReportConfig(store=store, out=out, examples=examples))
-    print(json.dumps({"bytes": r.bytes, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps({"bytes": r.bytes, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()})
+    )
 
 
 def ceiling(store: Path) -> None:

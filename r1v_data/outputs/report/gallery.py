@@ -35,10 +35,10 @@ def gallery(ctx: Context) -> list[str]:
     ids = [r[1] for r in picked]
     samples = lookup(ctx, "samples", "sample_id", ids, "question, answer, images[1].bytes")
     traces = lookup(ctx, "traces", "request_id", [r[0] for r in picked],
-                    f"left(coalesce(think, text), {THINK_CHARS + 1}), left(answer, {ANSWER_CHARS}), teacher")  # fmt: skip
+                    f"left(coalesce(think, text), {THINK_CHARS + 1}), left(answer, {ANSWER_CHARS}), teacher, think IS NULL")  # fmt: skip
     scores = _scores(ctx, ids, [r[0] for r in picked])
     cards = [
-        _card(r, samples.get(r[1], ("", None, None)), traces.get(r[0], ("", None, "")), scores)
+        _card(r, samples.get(r[1], ("", None, None)), traces.get(r[0], ("", None, "", True)), scores)
         for r in picked
     ]
     return [_filters(picked), *cards]
@@ -85,7 +85,7 @@ def _card(
 ) -> str:
     request_id, sample_id, verdict, subject, difficulty, kept, tokens = pick
     question, reference, image = sample
-    think, answer, teacher = trace
+    think, answer, teacher, whole = trace  # whole: no think was parsed out, the completion is shown
     thumb = first_thumbnail(image)
     marks = {**scores.get(sample_id, {}), **scores.get(request_id, {})}
     tags = [f'<span class="tag {esc(verdict)}">{esc(verdict)}</span>', f'<span class="tag">{esc(subject)}</span>',
@@ -97,7 +97,7 @@ def _card(
         + (f'<img src="{thumb}" alt="the problem\'s image">' if thumb else "")
         + '<div class="body">' + "".join(tags)
         + f'<span class="muted">{esc(_marks(marks))}</span><pre>{esc(question)}</pre>'
-        + f"<details><summary>think (~{tokens:,} tokens)</summary><pre>{esc((think or '')[:THINK_CHARS])}{cut}</pre></details>"
+        + f"<details><summary>{'trace' if whole else 'think'} (~{tokens:,} tokens)</summary><pre>{esc((think or '')[:THINK_CHARS])}{cut}</pre></details>"
         + f"<div><b>answer</b> {esc(answer)} <span class='muted'>reference: {esc(reference)}</span></div></div></div>"
     )  # fmt: skip
 

@@ -34,7 +34,7 @@ def _short(s: str, n: int = 30) -> str:
 
 
 def _number(v: float) -> str:
-    return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:,.3g}"
+    return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 10 else f"{v:,.3g}"
 
 
 def bars(items: Sequence[tuple[str, float]], title: str, unit: str = "") -> str:
