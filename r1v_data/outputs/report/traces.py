@@ -7,41 +7,48 @@ from r1v_data.outputs.report import svg
 from r1v_data.outputs.report.data import Context, binned
 from r1v_data.outputs.report.page import none, table
 
-# the groupings of the length histograms: (title, the series expression over r_traces)
+# the groupings of the length histograms: (title, the series expression over r_traces, a condition)
 _LEVEL = "coalesce('level ' || difficulty, '(no level)')"
-_BUCKET = "least(3, coalesce(floor((penalty - lo) / nullif(hi - lo, 0) * 4), 0))"  # 4 equal-width buckets
-_PENALTY = (f"CASE WHEN hi = lo THEN printf('P %.3f', lo) ELSE printf('P %.3f–%.3f', "
-            f"lo + {_BUCKET} * (hi - lo) / 4, lo + ({_BUCKET} + 1) * (hi - lo) / 4) END")  # fmt: skip
 GROUPINGS = (
     ("by difficulty level", _LEVEL, ""),
-    ("by DRLC penalty bucket", _PENALTY, "penalty IS NOT NULL"),
+    ("by DRLC penalty bucket", "PENALTY", "penalty IS NOT NULL"),  # 4 equal-width buckets, see _buckets
     ("by round", "'round ' || round", ""),
     ("correct vs wrong", "verdict", "verdict IN ('correct', 'wrong')"),
 )
 
 
 def _values(series: str, where: str) -> str:
-    penalty_range = "(SELECT min(penalty) AS lo, max(penalty) AS hi FROM r_traces)"
     cond = f"WHERE error IS NULL{' AND ' + where if where else ''}"
-    return f"SELECT {series} AS series, think_tokens AS x FROM r_traces, {penalty_range} {cond}"
+    return f"SELECT {series} AS series, think_tokens AS x FROM r_traces {cond}"
+
+
+def _buckets(ctx: Context) -> tuple[str, dict[str, str]]:
+    """The penalty bucket of a trace as a small integer (labels are made for the 4 buckets only,
+    not formatted a million times), and each bucket's label."""
+    lo, hi = ctx.rows("SELECT min(penalty), max(penalty) FROM r_traces WHERE error IS NULL")[0]
+    if lo is None or hi == lo:
+        return "0", {"0": f"P {lo or 0:.3f}"}
+    width = (hi - lo) / 4
+    labels = {str(b): f"P {lo + b * width:.3f}–{lo + (b + 1) * width:.3f}" for b in range(4)}
+    return f"least(3, floor((penalty - {lo!r}) / {width!r}))::INT", labels
 
 
 def lengths(ctx: Context) -> list[str]:
     if not ctx.value("SELECT count(*) FROM r_traces WHERE error IS NULL"):
         return [none("No traces yet: run `r1v-data generate` or `r1v-data import-traces`.")]
     parts = [_notes(ctx)]
+    bucket, labels = _buckets(ctx)
     for title, series, where in GROUPINGS:
+        names = labels if series == "PENALTY" else {}
+        series = bucket if series == "PENALTY" else series
         edges, counts = binned(ctx, _values(series, where), clip=0.99)
         parts.append(f"<h3>Think tokens {title}</h3>")
         if not counts:
             parts.append(none(_missing(title)))
             continue
-        parts.append(
-            '<div class="row">'
-            + svg.histogram(counts, edges, f"think tokens {title}")
-            + _summary(ctx, series, where)
-            + "</div>"
-        )
+        counts = {names.get(k, k): v for k, v in counts.items()}
+        chart = svg.histogram(counts, edges, f"think tokens {title}")
+        parts.append('<div class="row">' + chart + _summary(ctx, series, where, names) + "</div>")
     return parts
 
 
@@ -51,9 +58,10 @@ def _missing(title: str) -> str:
     return "No traces in this grouping (no verified traces yet)."
 
 
-def _summary(ctx: Context, series: str, where: str) -> str:
-    rows = ctx.rows(f"""SELECT series, count(*), median(x)::INT, quantile_cont(x, 0.9)::INT, avg(x)::INT
-                        FROM ({_values(series, where)}) GROUP BY 1 ORDER BY 1""")
+def _summary(ctx: Context, series: str, where: str, names: dict[str, str]) -> str:
+    found = ctx.rows(f"""SELECT series, count(*), median(x)::INT, quantile_cont(x, 0.9)::INT, avg(x)::INT
+                         FROM ({_values(series, where)}) GROUP BY 1 ORDER BY 1""")
+    rows = [(names.get(str(r[0]), r[0]), *r[1:]) for r in found]
     return table(["", "traces", "median", "p90", "mean"], rows, [False, True, True, True, True])
 
 
