@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from conftest import ingest_json, run_cli
@@ -49,6 +50,30 @@ def test_a_store_with_no_traces_says_what_is_missing(tmp_path: Path) -> None:
     for said in ("never filtered", "No traces yet", "No sample is scored", "No requests yet", "No rewards"):
         assert said in html, said
     assert "<svg" in html.split('id="funnel"')[1].split("</section>")[0]  # the funnel still drew
+
+
+def test_dedup_pairs_are_shown_side_by_side_with_their_images(tmp_path: Path, shared: Path) -> None:
+    image = sorted((shared / "mathv_testmini" / "images").iterdir())[0]
+    shutil.copy(image, tmp_path / f"a{image.suffix}")
+    q = "In the figure the big triangle is split into four smaller triangles of equal area; how many are shaded"
+    rows = [
+        {"id": i, "question": q + end, "answer": "2", "images": ["a" + image.suffix]}
+        for i, end in (("a", "?"), ("b", " now?"))
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "o.jsonl").write_text(
+        "".join(json.dumps({"id": i, "model": "m", "response": "\\boxed{2}"}) + "\n" for i in "ab")
+    )
+    store = tmp_path / "store"
+    ingest_json(tmp_path / "d.jsonl", "--store", store, "--preset", "native")
+    run_cli("import-traces", tmp_path / "o.jsonl", "--store", store)
+    run_cli("filter", "--store", store)
+    _, html = _report("--store", store, "--out", tmp_path / "r.html")
+    dedup = html.split('id="dedup"')[1].split("</section>")[0]
+    pairs = re.findall(r'<div class="pair">.*?</div></div>', dedup)
+    assert len(pairs) == 1 and "duplicate of" in pairs[0] and "near: estimated Jaccard" in pairs[0]
+    assert pairs[0].count('src="data:image/') == 2  # the dropped sample and the one kept, each with its image
+    assert pairs[0].count(q) == 2  # both questions, side by side
 
 
 def test_prices_give_costs_and_a_bad_price_is_refused(tmp_path: Path) -> None:
