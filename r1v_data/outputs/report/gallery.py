@@ -1,5 +1,5 @@
-"""The gallery: N examples, one trace per sample (its kept trace when it has one), with a thumbnail
-of the image, the question, the trace with its think folded and its answer shown, the verdict and
+"""The gallery: N examples, one trace per sample (its kept trace when it has one), with thumbnails
+of its images (up to IMAGES), the question, the trace with its think folded and its answer shown, the verdict and
 the scores. Examples are picked in DuckDB by a hash (stable, spread over the store); only their
 texts and images are read. The page filters them by verdict and subject."""
 
@@ -12,6 +12,7 @@ from r1v_data.outputs.report.images import first_thumbnail
 from r1v_data.outputs.report.page import esc, none
 
 MAX_EXAMPLES = 200
+IMAGES = 3  # per example, at most
 THINK_CHARS = 4000  # of a think shown; the rest is cut (the page stays small at any N)
 ANSWER_CHARS = 600
 
@@ -33,7 +34,13 @@ def gallery(ctx: Context) -> list[str]:
             )
         ]
     ids = [r[1] for r in picked]
-    samples = lookup(ctx, "samples", "sample_id", ids, "question, answer, images[1].bytes")
+    samples = lookup(
+        ctx,
+        "samples",
+        "sample_id",
+        ids,
+        f"question, answer, list_transform(images[1:{IMAGES}], lambda i: i.bytes)",
+    )
     traces = lookup(ctx, "traces", "request_id", [r[0] for r in picked],
                     f"left(coalesce(think, text), {THINK_CHARS + 1}), left(answer, {ANSWER_CHARS}), teacher, think IS NULL")  # fmt: skip
     scores = _scores(ctx, ids, [r[0] for r in picked])
@@ -84,9 +91,9 @@ def _card(
     scores: dict[str, dict[str, float]],
 ) -> str:
     request_id, sample_id, verdict, subject, difficulty, kept, tokens = pick
-    question, reference, image = sample
+    question, reference, images = sample
     think, answer, teacher, whole = trace  # whole: no think was parsed out, the completion is shown
-    thumb = first_thumbnail(image)
+    thumbs = [t for t in map(first_thumbnail, images or []) if t]
     marks = {**scores.get(sample_id, {}), **scores.get(request_id, {})}
     tags = [f'<span class="tag {esc(verdict)}">{esc(verdict)}</span>', f'<span class="tag">{esc(subject)}</span>',
             f'<span class="tag">level {esc(difficulty)}</span>' if difficulty is not None else "",
@@ -94,7 +101,7 @@ def _card(
     cut = " … (cut)" if think and len(think) > THINK_CHARS else ""
     return (
         f'<div class="ex" data-verdict="{esc(verdict)}" data-subject="{esc(subject)}">'
-        + (f'<img src="{thumb}" alt="the problem\'s image">' if thumb else "")
+        + ('<div class="thumbs">' + "".join(f'<img src="{t}" alt="the problem\'s image">' for t in thumbs) + "</div>" if thumbs else "")
         + '<div class="body">' + "".join(tags)
         + f'<span class="muted">{esc(_marks(marks))}</span><pre>{esc(question)}</pre>'
         + f"<details><summary>{'trace' if whole else 'think'} (~{tokens:,} tokens)</summary><pre>{esc((think or '')[:THINK_CHARS])}{cut}</pre></details>"

@@ -24,7 +24,7 @@ padding:3px 8px;text-align:left;vertical-align:top}td.n,th.n{text-align:right;fo
 .none{color:#8a5a00;background:#fff8e6;padding:6px 10px;border-radius:4px}.muted{color:#666}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:12px;border-top:1px solid #eee;padding:8px 0}
 .ex{border:1px solid #ddd;border-radius:6px;padding:10px;margin:10px 0;display:flex;gap:14px}
-.ex img{max-width:200px;max-height:200px;border:1px solid #ccc}.ex .body{flex:1;min-width:0}
+.ex img{max-width:200px;max-height:200px;border:1px solid #ccc;display:block;margin-bottom:6px}.ex .body{flex:1;min-width:0}
 pre{white-space:pre-wrap;word-break:break-word;background:#f4f4f4;padding:6px;margin:4px 0;max-height:320px;overflow:auto}
 .tag{display:inline-block;padding:0 6px;border-radius:3px;background:#e9edf3;margin-right:6px;font-size:12px}
 .tag.correct{background:#d7f0df}.tag.wrong{background:#f8d9d4}.filters select{margin-right:12px}

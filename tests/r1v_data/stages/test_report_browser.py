@@ -93,7 +93,7 @@ def test_the_real_report_draws_every_section_offline(mixed: dict, chromium: str,
     assert drawn["lengths"]["charts"] == 4 and drawn["verdicts"]["charts"] == 4  # every grouping had data
     assert drawn["scores"]["charts"] == 4  # S_v/S_t/S_I, the properties, DRLC's penalty, the reward
     gallery = drawn["gallery"]
-    assert gallery["images"] == 24 and gallery["decoded"] == 24  # MATH-Vision's figures, as thumbnails
+    assert gallery["images"] >= 24 and gallery["decoded"] == gallery["images"]  # MATH-Vision's figures
     assert filtered["all"] == 24 and 0 < filtered["shown"] < 24 and filtered["ok"]
     # the only URL ever requested is the page itself (thumbnails are data: URIs), and nothing
     # was refused by the page's Content-Security-Policy either
