@@ -213,6 +213,30 @@ class MixConfig(Strict):
     recipe: Path | None = Field(
         None, description="a mixing recipe (r1v_data/outputs/recipe.py); without one every row once"
     )
+    report: bool = Field(True, description="write report.html (`r1v-data report`) beside the shards")
+    report_examples: int = Field(24, ge=0, le=200, description="gallery examples in report.html")
+
+
+class ReportConfig(Strict):
+    """`r1v-data report`: one offline HTML page about a store (and a pipeline workdir's iterations)."""
+
+    store: Path | None = None
+    run: str | None = Field(None, description="the filter run to report on (default: the latest)")
+    out: Path = Path("report.html")
+    examples: int = Field(24, ge=0, le=200, description="gallery examples (thumbnails, traces)")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="teacher spec -> (USD per million prompt, completion tokens)"
+    )
+    drlc: DRLCConfig = Field(
+        default_factory=DRLCConfig, description="the DRLC settings the penalty plot uses"
+    )
+    pipeline: Path | None = Field(None, description="a `r1v-data run` workdir: its iterations table")
+
+    @model_validator(mode="after")
+    def _something(self) -> ReportConfig:
+        if self.store is None and self.pipeline is None:
+            raise ValueError("give a store (--store) or a pipeline workdir (--pipeline)")
+        return self
 
 
 class ExportConfig(Strict):

@@ -7,7 +7,7 @@ import sys
 
 # each command module adds its commands to `app` when imported, in the help's order: the flow
 # isort: off
-from r1v_data.cli import ingest, score, calibrate, generate, filter, mix, publish, run, inspect  # noqa: F401
+from r1v_data.cli import ingest, score, calibrate, generate, filter, mix, report, publish, run, inspect  # noqa: F401
 
 # isort: on
 from r1v_data.cli.app import app, console

@@ -25,6 +25,10 @@ def mix(
     recipe: Annotated[
         Path | None, typer.Option(help="Mixing recipe YAML: components with a where, and a weight or rows.")
     ] = None,
+    report: Annotated[
+        bool | None,
+        typer.Option("--report/--no-report", help="Write report.html beside the shards. (default: on)"),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -35,6 +39,7 @@ def mix(
 
     flags: dict[str, Any] = {
         "store": store, "out": out_dir, "kinds": kind or None, "overwrite": overwrite, "recipe": recipe,
+        "report": report,
     }  # fmt: skip
     cfg = load_config(MixConfig, yaml_path=config, section="mix", sets=set_, flags=flags)
     with console.status("mix"):
@@ -47,6 +52,8 @@ def _render(r: dict[str, Any]) -> None:
     out.print(
         f"mix of filter run {r['filter_run']} into {r['out']} ({r['seconds']:.1f} s): {rows}", soft_wrap=True
     )
+    if r.get("report"):
+        out.print(f"  report: {r['report']} ({r['report_bytes'] / 1e6:.2f} MB)", soft_wrap=True)
     for c in r["mixture"]:
         out.print(
             f"  {c['component']}: {c['rows']:,} rows from {c['available']:,} selected, {c['tokens']:,} tokens"

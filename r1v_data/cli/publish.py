@@ -39,7 +39,7 @@ def publish(
     ] = 4,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload mix output (card, manifest, shards) to a Hub dataset repository as one commit.
+    """Upload mix output (card, manifest, report.html, shards) to a Hub dataset repository as one commit.
 
     The token is huggingface_hub's: HF_TOKEN, or the one `hf auth login` saved.
     """

@@ -1,7 +1,7 @@
 """The dataset card `mix` writes: README.md with the YAML front matter the Hub reads (configs,
 features, license, size category) and the provenance a user needs to trust the data: the
 teachers, the scorers, the filter's thresholds and counts, the mixture and the length
-distribution of the kept traces."""
+distribution of the kept traces, and a link to `report.html` when mix wrote one."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ _THRESHOLDS = ("reward", "calibration", "min_score", "iteration", "errors_from",
                "max_completion_tokens", "keep_truncated", "where", "dedup", "near_duplicate_threshold",
                "image_distance", "semantic_threshold", "decontaminate", "ngram",
                "contamination_min_fraction")  # fmt: skip
+
+
+_REPORT_LINK = (
+    "**See the data:** [report.html](report.html) is one self-contained page (no network needed): the "
+    "funnel from ingested to kept with example rejects per rule, think lengths, verdicts and accuracy, "
+    "score distributions, dedup and decontamination pairs, the mixture, teacher usage, and a gallery of "
+    "examples with their images. Download it and open it in any browser."
+)
 
 
 @dataclass
@@ -83,6 +91,8 @@ def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result:
         "## Mixture\n\n" + _mixture(result.mixture),
         "## Length of the kept traces (tokens)\n\n" + _lengths(traces),
     ]  # fmt: skip
+    if getattr(result, "report", None):
+        sections.insert(1, _REPORT_LINK)
     (out / "README.md").write_text(
         _front_matter(out, kinds, result, cfg.license) + "\n\n".join(sections) + "\n"
     )

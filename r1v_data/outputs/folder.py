@@ -33,7 +33,7 @@ MANIFEST = "manifest.json"
 STORE_MARKERS = ("store.json", "r1v.duckdb")
 # what each command writes at the top of its folder; anything else there is someone else's
 WRITES = {
-    "mix": {"README.md", MANIFEST, "sft", "rl", "preference"},
+    "mix": {"README.md", MANIFEST, "report.html", "sft", "rl", "preference"},
     "export": {MANIFEST, "dataset_info.json", "r1v_sft.jsonl", "images", "data", "r1v_reward.py"},
 }
 FLAGS = {"mix": "--out", "export": "--dest"}

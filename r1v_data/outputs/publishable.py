@@ -1,6 +1,6 @@
 """What a folder must hold to be published: the checks `publish` makes before its first request
 (the card's front matter, whole shard sets, configs that match shards), the allowlist of files
-that go up, and valid repository ids and branch names."""
+that go up (the card, the manifest, report.html when there is one, the shards), and valid repository ids and branch names."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 from r1v_data.errors import ConfigError
 
 DEFAULT_REVISION = "main"
+REPORT = "report.html"  # the page `mix` writes (outputs/report); published when present
 
 
 _SHARD = re.compile(r"(?P<split>[\w-]+?)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet")
@@ -94,6 +95,9 @@ def plan_upload(out: Path) -> Plan:
     _check_shard_sets(out, shards)
 
     files = [("README.md", card), ("manifest.json", manifest_path)]
+    report = out / REPORT
+    if report.is_file():  # mix's report.html, which the card links to
+        files.append((REPORT, report))
     files += [(p.relative_to(out).as_posix(), p) for p in shards]
     paths = {rel for rel, _ in files}
     _check_card_configs(meta, paths)

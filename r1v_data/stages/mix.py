@@ -5,7 +5,8 @@ row is written once, in each kind asked for (`sft`, `rl`, `preference`: `outputs
 
 Each kind is sharded Parquet in the Hugging Face layout (`KIND/data/train-00000-of-000NN.parquet`)
 with a README.md dataset card listing them as configs, so `load_dataset(OUT)` and
-`load_dataset("parquet", data_files=...)` read them, images decoded. `manifest.json` records the
+`load_dataset("parquet", data_files=...)` read them, images decoded. Beside them `report.html`
+(`r1v-data report`: the funnel, lengths, scores, a gallery), unless `report` is off. `manifest.json` records the
 config, the filter run and the counts.
 """
 
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from r1v_data import __version__
-from r1v_data.config import MixConfig
+from r1v_data.config import DRLCConfig, MixConfig
 from r1v_data.errors import ConfigError
 from r1v_data.outputs.card import TraceStats, write_card
 from r1v_data.outputs.folder import replacing, write_manifest
 from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
+from r1v_data.outputs.report import REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
 
@@ -38,6 +40,8 @@ class MixResult:
         default_factory=list
     )  # with a recipe: rows and tokens per component
     seconds: float = 0.0
+    report: str | None = None  # report.html in the folder, unless --no-report
+    report_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -76,6 +80,12 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
                 writer.add({**built, "id": built["id"] if k == 0 else f"{built['id']}#{k}"}, size)
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
+    if cfg.report:
+        html = render_report(
+            store, run, latest[1], DRLCConfig(), examples=cfg.report_examples, mix=result.as_dict()
+        )
+        result.report_bytes = write_html(out / REPORT_NAME, html)
+        result.report = str(Path(cfg.out) / REPORT_NAME)
     result.seconds = time.perf_counter() - start
     write_card(
         out, store, latest[1], result, cfg, traces if "sft" in cfg.kinds else TraceStats.of(store, run)

@@ -1,7 +1,8 @@
 """`publish`: push a folder written by `r1v-data mix` to a Hugging Face Hub dataset repository.
 
 What goes up is an allowlist, never the whole folder: `README.md` (the dataset card, whose YAML
-front matter holds the configs), `manifest.json`, and the shards `KIND/data/*.parquet`. Anything
+front matter holds the configs), `manifest.json`, `report.html` (mix's report, which the card links
+to) when the folder has one, and the shards `KIND/data/*.parquet`. Anything
 else in the folder is reported as ignored, so a stray file (notes, a `.env`) is never published.
 The folder is checked completely before the first request: the card's front matter parses, every
 shard set is whole (`train-00000-of-000NN` ... `train-000NN-1-of-000NN`), no half-written shard

@@ -189,7 +189,9 @@ def test_private_repo_on_a_new_branch_drops_stale_shards(mixed: dict[str, Path],
         now = set(repo.branches["dev"])
         kept = {f["path"] for f in second["files"]}
         gone = sorted(p for p in before if p.endswith(".parquet") and p not in kept)  # old sft shards too
-        assert second["deleted"] == gone and len(gone) == len(before) - 3  # all but 3 non-shards
+        assert (
+            second["deleted"] == gone and len(gone) == len(before) - 4
+        )  # all but 4 non-shards (report.html too)
         assert now == {".gitattributes"} | kept and not any(p.startswith(("rl/", "preference/")) for p in now)
         ops = hub.commits[1]["operations"]
         assert sorted(op["value"]["path"] for op in ops if op["key"] == "deletedFile") == gone
@@ -224,7 +226,7 @@ def test_503_twice_then_success_is_retried_without_resending_content(
         assert result["ignored"] == [".env", "notes/todo.txt"]
         stored = hub.files("dataset", REPO)
         shard = "sft/data/train-00000-of-00001.parquet"
-        assert set(stored) == {".gitattributes", "README.md", "manifest.json", shard}
+        assert set(stored) == {".gitattributes", "README.md", "manifest.json", "report.html", shard}
         for path, f in stored.items():
             if path != ".gitattributes":
                 assert sha(f.data) == sha((out / path).read_bytes())
@@ -271,7 +273,7 @@ def test_dry_run_lists_the_files_and_sends_nothing(mixed: dict[str, Path], tmp_p
             r = ok_json(publish(env, out, "--repo-id", REPO, "--dry-run", "--private", "--json"))
             assert r["dry_run"] is True and r["commit_url"] is None and r["private"] is True
             shards = sorted(p for p in local if p.endswith(".parquet"))
-            assert [f["path"] for f in r["files"]] == ["README.md", "manifest.json", *shards]
+            assert [f["path"] for f in r["files"]] == ["README.md", "manifest.json", "report.html", *shards]
             assert r["total_bytes"] == sum(map(len, local.values()))
         text = publish(env, out, "--repo-id", REPO, "--dry-run")
         assert text.returncode == 0 and "would upload" in text.stdout and "nothing was sent" in text.stdout
