@@ -15,8 +15,8 @@ def generate(
     teacher: Annotated[
         str | None,
         typer.Option(
-            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. (default: builtin, a weak "
-            "embedded model for trying r1v out)"
+            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL | openai-batch:URL#MODEL | "
+            "anthropic:MODEL | anthropic-batch:MODEL. (default: builtin, a weak embedded model for trying r1v out)"
         ),
     ] = None,
     rounds: Annotated[
@@ -58,6 +58,14 @@ def generate(
             "token budget) from its QDAM/VTIA scores; run `r1v-data score` first. (default: fixed)",
         ),
     ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="With a batch teacher or reviser (openai-batch:, anthropic-batch:): submit the batches, "
+            "collect what has finished, and exit; run the same command again later to collect the rest.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -89,16 +97,32 @@ def generate(
         "retry_failed": retry_failed,
     }
     cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
+    if no_wait:
+        _no_wait(cfg)
     with progress() as bar:
         task = bar.add_task(f"generate ({cfg.teacher})", total=None, rate="")
 
-        def on_progress(done: int, total: int | None, tokens: int) -> None:
+        def on_progress(done: int, total: int | None, tokens: int, note: str = "") -> None:
             elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else ""
+            rate = note or (f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else "")
             bar.update(task, completed=done, total=total, rate=rate)
 
         result = run_generate(cfg, progress=on_progress)
     emit(result.as_dict(), as_json, _render_generate)
+
+
+def _no_wait(cfg: Any) -> None:
+    from r1v_data.backends import is_batch_spec
+    from r1v_data.errors import ConfigError
+
+    batch = [opts for spec, opts in ((cfg.teacher, cfg.teacher_options), (cfg.reviser, cfg.reviser_options))
+             if is_batch_spec(spec)]  # fmt: skip
+    if not batch:
+        raise ConfigError(
+            "--no-wait needs a batch teacher or reviser (openai-batch:URL#MODEL, anthropic-batch:MODEL)"
+        )
+    for options in batch:
+        options["wait"] = False
 
 
 def _render_generate(r: dict[str, Any]) -> None:
@@ -121,6 +145,13 @@ def _render_generate(r: dict[str, Any]) -> None:
     if r["failed"]:
         out.print(
             escape("failed: " + counts(r["failed"])),
+            soft_wrap=True,
+        )
+    if r.get("waiting"):
+        w = r["waiting"]
+        out.print(
+            f"waiting: {w['requests']} requests in {w['batches']} provider batches; run the same command "
+            "again to collect them (nothing is sent twice)",
             soft_wrap=True,
         )
     for rnd in r["rounds"]:

@@ -81,7 +81,7 @@ def sql(
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 50,
     timeout: Annotated[float, typer.Option(min=0.1, help="Stop the query after this many seconds.")] = 60.0,
 ) -> None:
-    """Query an existing store (samples, provenance, quarantine, scores, traces, decisions, runs,
+    """Query an existing store (samples, provenance, quarantine, scores, traces, decisions, batches, runs,
     manifests) read-only: one SELECT, no access to other files or the network."""
     from rich.markup import escape
 

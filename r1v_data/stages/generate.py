@@ -18,7 +18,7 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.drlc import Control
-from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
+from r1v_data.backends import Backend, BatchesPending, GenRequest, GenResult, Sampling, make_backend
 from r1v_data.backends.prompts import (
     PROMPT_VERSION,
     REVISE_VERSION,
@@ -33,8 +33,9 @@ from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
 from r1v_data.store import PartWriter, Store
 
-# (requests finished, requests to send or None, completion tokens so far)
-Progress = Callable[[int, int | None, int], None]
+# (requests finished, requests to send or None, completion tokens so far); a batch backend also
+# passes note= (what its batches are doing while nothing finishes)
+Progress = Callable[..., None]
 
 _SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
 
@@ -79,6 +80,7 @@ def run_generate(
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
+        _attach_store(backend, store, run_id)
         result = GenerateResult(run_id, backend.identity, adaptive=_describe_controls(controls, cfg))
         start = time.perf_counter()
         status = "failed"
@@ -102,6 +104,11 @@ def run_generate(
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
             status = "ok"
+        except BatchesPending as exc:  # --no-wait: submitted; a later run collects
+            status, result.waiting = (
+                "submitted",
+                {"requests": exc.requests, "batches": exc.batches, **exc.states},
+            )
         except KeyboardInterrupt as exc:
             status = "interrupted"
             saved = sum(result.verdicts.values()) + sum(result.failed.values()) + result.refused
@@ -167,6 +174,7 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
     cfg = run.cfg
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
+    _attach_store(reviser, run.store, run.writer.run_id)
     try:
         ids = _unsolved(run.store, problems, teacher.identity, cfg.rounds + 1)
 
@@ -203,12 +211,13 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     )
     total = len(spec.ids) * spec.sampling.n
 
-    def report() -> None:  # requests already done or refused count as finished
+    def report(**note: str) -> None:  # requests already done or refused count as finished
         if run.progress:
-            run.progress(
-                counts["sent"] + counts["skipped"] + counts["refused"], total, run.result.completion_tokens
-            )
+            finished = counts["sent"] + counts["skipped"] + counts["refused"]
+            run.progress(finished, total, run.result.completion_tokens, **note)
 
+    if hasattr(backend, "on_status"):  # a batch backend says what its batches do while they run
+        backend.on_status = lambda line: report(note=line)
     report()  # the round's total from the start
     for res in backend.generate(_requests(run, backend, spec, pending, counts)):
         job = pending.pop(res.request_id)
@@ -223,6 +232,13 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     report()
     run.result.requests += counts["requests"]
     return dict(counts)
+
+
+def _attach_store(backend: Backend, store: Store, run_id: str) -> None:
+    """A batch backend records its batch ids in the store (and resumes those recorded there)."""
+    use_store = getattr(backend, "use_store", None)
+    if use_store is not None:
+        use_store(store, run_id)
 
 
 def _finished_request_ids(store: Store, retry_failed: bool) -> set[str]:

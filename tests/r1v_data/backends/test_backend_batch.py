@@ -1,0 +1,171 @@
+"""`openai-batch:` and `anthropic-batch:` against a local fake of both batch APIs: batches split to
+limits and recorded before polling, results matched by custom_id, expired batches resubmitting only
+what has no result, per-request errors, slow finalizing, --no-wait, and a SIGKILL while polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BIN, ingest_json
+from servers.fake_batch import FakeBatchAPI
+
+from r1v_data.config import GenerateConfig
+from r1v_data.stages.generate import run_generate
+from r1v_data.store import Store
+
+FAST = {"poll_interval_s": 0.01, "backoff_base_s": 0.01}
+
+
+@pytest.fixture(scope="module")
+def sample_store_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("batch") / "store"
+    ingest_json("builtin:sample", "--store", store)
+    return store
+
+
+@pytest.fixture
+def store(sample_store_once: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(sample_store_once, tmp_path / "store"))
+
+
+def teacher(srv: FakeBatchAPI, provider: str) -> str:
+    return (
+        f"openai-batch:{srv.url}#gpt-fake"
+        if provider == "openai"
+        else f"anthropic-batch:{srv.url}#claude-fake"
+    )
+
+
+def generate(store: Path, spec: str, limit: int = 10, notes: list[str] | None = None, **options: Any) -> Any:
+    cfg = GenerateConfig(store=store, teacher=spec, limit=limit, teacher_options={**FAST, **options})
+
+    def progress(done: int, total: int | None, tokens: int, note: str = "") -> None:
+        if notes is not None and note:
+            notes.append(note)
+
+    return run_generate(cfg, progress=progress)
+
+
+def rows(store: Path, sql: str) -> list[dict[str, Any]]:
+    con = Store.open(store).connect()
+    try:
+        return con.sql(sql).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+
+
+def one_trace_each(store: Path) -> list[dict[str, Any]]:
+    traces = rows(store, "SELECT * FROM traces")
+    assert len(traces) == len({t["request_id"] for t in traces}), "a request has two traces"
+    return traces
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_batches_split_to_limits_recorded_and_collected(store: Path, provider: str) -> None:
+    with FakeBatchAPI(progress_polls=2) as srv:
+        result = generate(store, teacher(srv, provider), max_requests=4)
+        assert [len(b.lines) for b in srv.batches] == [4, 4, 2]
+        assert set(srv.sent.values()) == {1}
+    assert result.sent == 10 and sum(result.verdicts.values()) == 10
+    traces = one_trace_each(store)
+    assert len(traces) == 10 and all(t["error"] is None and t["completion_tokens"] for t in traces)
+    assert {t["teacher"] for t in traces} == {
+        f"{provider}:{'gpt-fake' if provider == 'openai' else 'claude-fake'}"
+    }
+    events = rows(store, "SELECT batch_id, event, attempt, state, results FROM batches ORDER BY created_at")
+    assert [e["event"] for e in events][:3] == ["submitted"] * 3  # all recorded before the first poll
+    assert sorted(e["batch_id"] for e in events if e["event"] == "collected") == sorted(
+        b.id for b in srv.batches
+    )
+    if provider == "anthropic":
+        assert srv.headers[0]["anthropic-version"] == "2023-06-01"
+        assert json.loads(rows(store, "SELECT prompt FROM traces LIMIT 1")[0]["prompt"])["messages"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_expired_batch_resubmits_only_requests_without_a_result(store: Path, provider: str) -> None:
+    with FakeBatchAPI(expire={0}) as srv:
+        generate(store, teacher(srv, provider))
+        first, again = srv.batches
+        assert len(first.lines) == 10 and len(again.lines) == 5
+        ran = {line["custom_id"] for line in first.lines[:5]}
+        assert {line["custom_id"] for line in again.lines}.isdisjoint(ran)
+        assert all(srv.sent[r] == (1 if r in ran else 2) for r in srv.sent)
+    assert len(one_trace_each(store)) == 10
+    events = rows(store, "SELECT batch_id, event, attempt, results, missing, detail FROM batches WHERE event = 'collected' ORDER BY created_at")  # fmt: skip
+    assert [(e["attempt"], e["results"], e["missing"]) for e in events] == [(1, 5, 5), (2, 5, 0)]
+    resubmitted = rows(
+        store, f"SELECT detail FROM batches WHERE batch_id = '{again.id}' AND event = 'submitted'"
+    )
+    assert first.id in resubmitted[0]["detail"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_per_request_errors_are_results_not_resubmitted(store: Path, provider: str) -> None:
+    with FakeBatchAPI(reject="How many") as srv:
+        result = generate(store, teacher(srv, provider))
+        assert len(srv.batches) == 1 and set(srv.sent.values()) == {1}
+    traces = one_trace_each(store)
+    rejected = [t for t in traces if t["finish_reason"] == "rejected"]
+    assert rejected and all("invalid" in t["error"] for t in rejected)
+    assert result.sent == 10 and len(traces) == 10
+    with FakeBatchAPI() as srv:  # a rejection is final: the next run sends nothing
+        generate(store, teacher(srv, provider))
+        assert srv.batches == []
+
+
+def test_slow_finalizing_is_reported_and_waited_for(store: Path) -> None:
+    notes: list[str] = []
+    with FakeBatchAPI(progress_polls=1, finalizing_polls=6) as srv:
+        generate(store, teacher(srv, "openai"), limit=4, notes=notes)
+        assert srv.batches[0].polls >= 8
+    assert any("1 finalizing batches" in n and "0/4 collected" in n for n in notes), notes
+    assert any("1 in_progress batches" in n for n in notes)
+    assert len(one_trace_each(store)) == 4
+
+
+def test_no_wait_submits_and_a_later_run_collects(store: Path) -> None:
+    with FakeBatchAPI(progress_polls=3) as srv:
+        first = generate(store, teacher(srv, "openai"), wait=False)
+        assert first.waiting["requests"] == 10 and first.waiting["batches"] == 1
+        assert rows(store, "SELECT count(*) AS n FROM traces")[0]["n"] == 0
+        status = rows(store, f"SELECT status FROM runs WHERE run_id = '{first.run_id}'")
+        assert status[0]["status"] == "submitted"
+        second = generate(store, teacher(srv, "openai"))
+        assert len(srv.batches) == 1 and set(srv.sent.values()) == {1}
+    assert second.sent == 10 and len(one_trace_each(store)) == 10
+
+
+def test_sigkill_while_polling_resumes_the_same_batches(store: Path) -> None:
+    with FakeBatchAPI(hold=True) as srv:
+        spec = teacher(srv, "openai")
+        opts = ["--set", "teacher_options.poll_interval_s=0.05", "--set", "teacher_options.max_requests=6"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.Popen([str(BIN / "r1v-data"), "generate", "--store", str(store), "--teacher", spec,
+                                 "--limit", "10", *opts], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not (len(srv.batches) == 2 and min(b.polls for b in srv.batches) >= 3):
+                assert time.monotonic() < deadline and proc.poll() is None, "the run never started polling"
+                time.sleep(0.05)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        recorded = rows(store, "SELECT batch_id, event FROM batches")
+        assert sorted(r["batch_id"] for r in recorded) == [b.id for b in srv.batches]
+        assert {r["event"] for r in recorded} == {"submitted"}
+        srv.hold = False
+        result = generate(store, spec, max_requests=6)
+        assert len(srv.batches) == 2 and set(srv.sent.values()) == {1}  # polled again, never resubmitted
+    assert result.sent == 10 and len(one_trace_each(store)) == 10
+    collected = rows(store, "SELECT batch_id FROM batches WHERE event = 'collected'")
+    assert sorted(r["batch_id"] for r in collected) == [b.id for b in srv.batches]
