@@ -24,6 +24,7 @@ __all__ = [
     "GenResult",
     "Message",
     "Sampling",
+    "attach_store",
     "make_backend",
 ]
 
@@ -37,6 +38,14 @@ BATCH_KINDS = ("openai-batch", "anthropic-batch")
 def is_batch_spec(spec: str | None) -> bool:
     """A spec naming a provider batch API (which takes `wait`, `poll_interval_s`)."""
     return bool(spec) and spec.partition(":")[0] in BATCH_KINDS
+
+
+def attach_store(backend: Backend | None, store: Any, run_id: str) -> None:
+    """Let a batch backend record its batch ids in `store` under `run_id` (and resume the batches
+    recorded there); other backends keep nothing in the store."""
+    use_store = getattr(backend, "use_store", None)
+    if use_store is not None:
+        use_store(store, run_id)
 
 
 def make_backend(spec: str, **options: Any) -> Backend:

@@ -18,7 +18,15 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.drlc import Control
-from r1v_data.backends import Backend, BatchesPending, GenRequest, GenResult, Sampling, make_backend
+from r1v_data.backends import (
+    Backend,
+    BatchesPending,
+    GenRequest,
+    GenResult,
+    Sampling,
+    attach_store,
+    make_backend,
+)
 from r1v_data.backends.prompts import (
     PROMPT_VERSION,
     REVISE_VERSION,
@@ -80,7 +88,7 @@ def run_generate(
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
-        _attach_store(backend, store, run_id)
+        attach_store(backend, store, run_id)
         result = GenerateResult(run_id, backend.identity, adaptive=_describe_controls(controls, cfg))
         start = time.perf_counter()
         status = "failed"
@@ -174,7 +182,7 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
     cfg = run.cfg
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
-    _attach_store(reviser, run.store, run.writer.run_id)
+    attach_store(reviser, run.store, run.writer.run_id)
     try:
         ids = _unsolved(run.store, problems, teacher.identity, cfg.rounds + 1)
 
@@ -232,13 +240,6 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     report()
     run.result.requests += counts["requests"]
     return dict(counts)
-
-
-def _attach_store(backend: Backend, store: Store, run_id: str) -> None:
-    """A batch backend records its batch ids in the store (and resumes those recorded there)."""
-    use_store = getattr(backend, "use_store", None)
-    if use_store is not None:
-        use_store(store, run_id)
 
 
 def _finished_request_ids(store: Store, retry_failed: bool) -> set[str]:

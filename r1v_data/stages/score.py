@@ -26,7 +26,7 @@ from r1v_data import __version__
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.clarity import CLARITY_VERSION, sample_clarity
 from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
-from r1v_data.backends import Backend, Message, make_backend
+from r1v_data.backends import Backend, Message, attach_store, make_backend
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
 from r1v_data.errors import Interrupted
@@ -88,6 +88,7 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
         ids = store.sample_ids(cfg.where, cfg.limit)  # refuses a malformed --where before any work
         backend = make_backend(cfg.judge, **cfg.judge_options) if cfg.judge else None
         run_id = store.begin_run("score")
+        attach_store(backend, store, run_id)  # a batch judge resumes its recorded batches
         result = ScoreResult(run_id, backend.identity if backend else "local", samples=len(ids))
         start, status = time.perf_counter(), "failed"
         try:

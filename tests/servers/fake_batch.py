@@ -11,7 +11,7 @@ A batch moves one step per poll (GET): validating (OpenAI) → `progress_polls` 
     hold=True            batches stay in progress until it is set False (a test kills the client)
     expire={0, 2}        the batches created 1st and 3rd expire with half their requests done
     reject="MARKER"      requests whose text holds MARKER fail alone (HTTP 400 / errored)
-Replies are `fake_openai.reply_text` (deterministic, digest of the messages). `sent` counts how
+Replies are `fake_openai.reply_text` (deterministic, digest of the messages) unless `reply` is given. `sent` counts how
 many batches each custom_id was submitted in; `batches` keeps every batch in creation order.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +47,12 @@ class FakeBatchAPI(ThreadedServer):
     name = "fake batch API"
 
     def __init__(self, *, progress_polls: int = 1, finalizing_polls: int = 0, expire: set[int] | None = None,
-                 reject: str | None = None, hold: bool = False):  # fmt: skip
+                 reject: str | None = None, hold: bool = False,
+                 reply: Callable[[dict[str, Any]], str] | None = None):  # fmt: skip
         self.port = 0
         self.progress_polls, self.finalizing_polls = progress_polls, finalizing_polls
         self.expire, self.reject, self.hold = set(expire or ()), reject, hold
+        self.reply = reply  # a judge stand-in: the reply text for a request body
         self.files: dict[str, bytes] = {}
         self.batches: list[FakeBatch] = []
         self.sent: Counter[str] = Counter()
@@ -102,13 +105,15 @@ class FakeBatchAPI(ThreadedServer):
             elif self.reject and self.reject in request_text(body):
                 b.errors.append(_rejected(b.provider, line["custom_id"]))
             else:
-                b.results.append(_succeeded(b.provider, line["custom_id"], body))
+                b.results.append(_succeeded(b.provider, line["custom_id"], body, self.reply))
 
 
-def _succeeded(provider: str, rid: str, body: dict[str, Any]) -> dict[str, Any]:
+def _succeeded(
+    provider: str, rid: str, body: dict[str, Any], reply: Callable[..., str] | None
+) -> dict[str, Any]:
     messages = body.get("messages") or []
     continues = bool(messages) and messages[-1].get("role") == "assistant"
-    text = reply_text(digest(body), continues)
+    text = reply(body) if reply else reply_text(digest(body), continues)
     words = len(text.split(" "))
     prompt = len(request_text(body).split())
     if provider == "openai":

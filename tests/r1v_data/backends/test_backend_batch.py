@@ -169,3 +169,39 @@ def test_sigkill_while_polling_resumes_the_same_batches(store: Path) -> None:
     assert result.sent == 10 and len(one_trace_each(store)) == 10
     collected = rows(store, "SELECT batch_id FROM batches WHERE event = 'collected'")
     assert sorted(r["batch_id"] for r in collected) == [b.id for b in srv.batches]
+
+
+def _judge(body: dict[str, Any]) -> str:
+    fields = {"image_necessity": 4, "question_quality": 4, "difficulty": 3, "reasoning_demand": 2}
+    return json.dumps({**fields, "integration": 4, "reward": len(json.dumps(body)) % 6})
+
+
+def test_score_judge_and_filter_reward_judge_run_through_a_batch_judge(store: Path) -> None:
+    from r1v_data.config import FilterConfig, ScoreConfig
+    from r1v_data.stages.filter import run_filter
+    from r1v_data.stages.score import run_score
+
+    with FakeBatchAPI(reply=_judge) as judge, FakeBatchAPI() as srv:
+        spec = f"openai-batch:{judge.url}#judge-fake"
+        scored = run_score(ScoreConfig(store=store, judge=spec, judge_options=FAST, limit=6))
+        assert scored.scored == {"qdam": 6, "vtia": 6}
+        after_score = len(judge.batches)
+        generate(store, teacher(srv, "openai"), limit=6)
+        run_filter(FilterConfig(store=store, reward=f"judge:{spec}", reward_options=FAST))
+        assert len(judge.batches) == after_score + 1 and set(judge.sent.values()) == {1}
+    judged = rows(store, "SELECT count(*) AS n FROM scores WHERE scorer = 'judge' AND value IS NOT NULL")
+    assert judged[0]["n"] == 6
+    recorded = rows(store, "SELECT DISTINCT teacher, event FROM batches WHERE teacher = 'openai:judge-fake'")
+    assert {r["event"] for r in recorded} == {"submitted", "collected"}
+
+
+def test_reviser_through_a_batch_api(store: Path) -> None:
+    with FakeBatchAPI() as srv:
+        cfg = GenerateConfig(store=store, teacher=teacher(srv, "openai"), limit=6, teacher_options=FAST,
+                             reviser=teacher(srv, "anthropic"), reviser_options=FAST)  # fmt: skip
+        result = run_generate(cfg)
+        assert set(srv.sent.values()) == {1}
+    revised = rows(store, "SELECT * FROM traces WHERE provenance LIKE 'revised:%'")
+    assert revised and result.rounds[-1]["revision"] == 1
+    assert {t["teacher"] for t in revised} == {"anthropic:claude-fake"}
+    assert len(one_trace_each(store)) == 6 + len(revised)
