@@ -141,6 +141,8 @@ class ScoreConfig(Strict):
     judge: str | None = Field(None, description="backend spec of the judge; local estimators without one")
     judge_options: dict[str, Any] = Field(default_factory=dict)
     judge_max_tokens: int = Field(512, ge=16, description="the judge's reply limit (a JSON object)")
+    prices: Prices = Field(default_factory=dict, description="cost per model (also read from $R1V_PRICES)")
+    dry_run: bool = Field(False, description="print judge requests, expected tokens and cost; send nothing")
     where: str | None = Field(None, description="SQL filter over the samples table")
     limit: int | None = Field(None, gt=0)
     drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="for the penalty preview")

@@ -93,7 +93,9 @@ def _send(
 
     def requests() -> Iterator[GenRequest]:
         for ask in asks:
-            rid = text.stable_hash("judge", ask.key, attempt)
+            # the prompt is part of the id: one sample's QDAM and VTIA asks are different requests
+            # (a batch backend recognises a request it already submitted by its id)
+            rid = text.stable_hash("judge", ask.key, attempt, [m.text for m in ask.messages])
             pending[rid] = ask
             yield GenRequest(rid, ask.messages, sampling)
 

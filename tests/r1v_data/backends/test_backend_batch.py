@@ -184,11 +184,10 @@ def test_score_judge_and_filter_reward_judge_run_through_a_batch_judge(store: Pa
     with FakeBatchAPI(reply=_judge) as judge, FakeBatchAPI() as srv:
         spec = f"openai-batch:{judge.url}#judge-fake"
         scored = run_score(ScoreConfig(store=store, judge=spec, judge_options=FAST, limit=6))
-        assert scored.scored == {"qdam": 6, "vtia": 6}
-        after_score = len(judge.batches)
+        assert scored.scored == {"qdam": 6, "vtia": 6} and len(judge.batches) == 2  # one per scorer
         generate(store, teacher(srv, "openai"), limit=6)
         run_filter(FilterConfig(store=store, reward=f"judge:{spec}", reward_options=FAST))
-        assert len(judge.batches) == after_score + 1 and set(judge.sent.values()) == {1}
+        assert len(judge.batches) == 3 and set(judge.sent.values()) == {1}
     judged = rows(store, "SELECT count(*) AS n FROM scores WHERE scorer = 'judge' AND value IS NOT NULL")
     assert judged[0]["n"] == 6
     recorded = rows(store, "SELECT DISTINCT teacher, event FROM batches WHERE teacher = 'openai:judge-fake'")
