@@ -8,11 +8,13 @@ A model with no configured price costs `None`, shown as tokens only: r1v never m
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import yaml
 
 from r1v_data.backends import is_batch_spec
@@ -118,3 +120,34 @@ def _image_tokens(data: bytes) -> int:
     except Exception:  # an unreadable image still costs something: count it at the cap
         return IMAGE_TOKENS_MAX
     return min(IMAGE_TOKENS_MAX, max(1, width * height // 750))
+
+
+# what the store's traces took, by teacher (failed requests produced no tokens worth counting)
+_TOKENS = """SELECT teacher, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0)
+             FROM traces WHERE error IS NULL GROUP BY 1 ORDER BY 1"""
+
+
+def store_cost(con: Any) -> dict[str, Any]:
+    """Tokens by teacher (from the traces) and dollars (from what each run charged at the prices it
+    was given: a teacher any run had no price for has `usd` None, never a guess)."""
+    teachers = {t: {"traces": n, "prompt_tokens": int(p), "completion_tokens": int(c), "usd": 0.0, "priced_runs": 0}
+                for t, n, p, c in con.sql(_TOKENS).fetchall()}  # fmt: skip
+    try:
+        runs = con.sql("SELECT counts FROM runs WHERE command = 'generate' AND counts IS NOT NULL").fetchall()
+    except duckdb.CatalogException:
+        runs = []
+    for (counts,) in runs:
+        charged = ((json.loads(counts) if isinstance(counts, str) else counts).get("cost") or {}).get(
+            "by_teacher"
+        ) or {}
+        for teacher, entry in charged.items():
+            mine = teachers.setdefault(teacher, {"traces": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                 "usd": 0.0, "priced_runs": 0})  # fmt: skip
+            usd = entry.get("usd")
+            mine["usd"] = None if usd is None or mine["usd"] is None else mine["usd"] + usd
+            mine["priced_runs"] += usd is not None
+    for mine in teachers.values():
+        if not mine["priced_runs"]:
+            mine["usd"] = None  # tokens only: no run priced this teacher
+    values = [m["usd"] for m in teachers.values()]
+    return {"usd": None if None in values or not values else round(sum(values), 4), "by_teacher": teachers}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
 
+from r1v_data.backends.pricing import store_cost
 from r1v_data.store import Store
 
 # Quarantined rows still bad: not ingested since from the same place (fixed and re-ingested).
@@ -83,7 +83,7 @@ def store_stats(store: Store) -> dict[str, Any]:
         )
         out["image_sizes"] = {k: (int(v) if v is not None else None) for k, v in zip(keys, row, strict=True)}
         out["runs"] = _runs(con)
-        out["cost"] = _cost(con)
+        out["cost"] = store_cost(con)
         out["batches"] = {str(k): int(v) for k, v in con.sql(_BATCH_STATES).fetchall()}
     finally:
         con.close()
@@ -94,35 +94,6 @@ def store_stats(store: Store) -> dict[str, Any]:
 _BATCH_STATES = """SELECT CASE WHEN event = 'collected' THEN 'collected: ' || coalesce(state, '?') ELSE event END,
                           count(*) FROM (SELECT arg_max(event, created_at) AS event, arg_max(state, created_at) AS state
                                          FROM batches GROUP BY batch_key) GROUP BY 1 ORDER BY 1"""
-
-_TOKENS = """SELECT teacher, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0)
-             FROM traces WHERE error IS NULL GROUP BY 1 ORDER BY 1"""
-
-
-def _cost(con: Any) -> dict[str, Any]:
-    """Tokens by teacher (from the traces) and dollars (from what each run charged at the prices it
-    was given: a teacher any run had no price for has `usd` None, never a guess)."""
-    teachers = {t: {"traces": n, "prompt_tokens": int(p), "completion_tokens": int(c), "usd": 0.0, "priced_runs": 0}
-                for t, n, p, c in con.sql(_TOKENS).fetchall()}  # fmt: skip
-    try:
-        runs = con.sql("SELECT counts FROM runs WHERE command = 'generate' AND counts IS NOT NULL").fetchall()
-    except duckdb.CatalogException:
-        runs = []
-    for (counts,) in runs:
-        charged = ((json.loads(counts) if isinstance(counts, str) else counts).get("cost") or {}).get(
-            "by_teacher"
-        ) or {}
-        for teacher, entry in charged.items():
-            mine = teachers.setdefault(teacher, {"traces": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                                 "usd": 0.0, "priced_runs": 0})  # fmt: skip
-            usd = entry.get("usd")
-            mine["usd"] = None if usd is None or mine["usd"] is None else mine["usd"] + usd
-            mine["priced_runs"] += usd is not None
-    for mine in teachers.values():
-        if not mine["priced_runs"]:
-            mine["usd"] = None  # tokens only: no run priced this teacher
-    values = [m["usd"] for m in teachers.values()]
-    return {"usd": None if None in values or not values else round(sum(values), 4), "by_teacher": teachers}
 
 
 def _runs(con: Any) -> list[dict[str, Any]]:
