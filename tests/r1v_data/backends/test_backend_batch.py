@@ -204,3 +204,18 @@ def test_reviser_through_a_batch_api(store: Path) -> None:
     assert revised and result.rounds[-1]["revision"] == 1
     assert {t["teacher"] for t in revised} == {"anthropic:claude-fake"}
     assert len(one_trace_each(store)) == 6 + len(revised)
+
+
+def test_a_store_from_before_the_batches_table_opens_fine(store: Path) -> None:
+    from r1v_data.store.repair import diagnose
+
+    shutil.rmtree(store / "batches")  # as r1v 0.2 before batch backends left it
+    info = json.loads((store / "store.json").read_text())
+    del info["schemas"]["batches"]
+    (store / "store.json").write_text(json.dumps(info))
+    assert rows(store, "SELECT count(*) AS n FROM batches") == [{"n": 0}]
+    assert diagnose(store) == []
+    with FakeBatchAPI() as srv:
+        generate(store, teacher(srv, "openai"), limit=2)
+    assert len(rows(store, "SELECT * FROM batches")) == 2  # submitted, collected
+    assert "batches" in json.loads((store / "store.json").read_text())["schemas"]
