@@ -1,7 +1,8 @@
 """Anthropic's Messages API wire format as r1v writes and reads it (the online `anthropic:`
 backend and `anthropic-batch:` share it): system turns go to the top-level `system`, images are
-base64 `image` blocks before the text, the assistant prefix (`<think>\\n`) is prefilled as a final
-assistant turn (the API continues it), and with `thinking_budget` extended thinking is asked for
+base64 `image` blocks before the text, the assistant prefix (`<think>\\n`) is prefilled as a
+final assistant turn without its trailing whitespace (the API refuses a final turn ending in
+whitespace; the model continues it), and with `thinking_budget` extended thinking is asked for
 and its `thinking` blocks come back inside `<think>…</think>`.
 
 Sampling maps to `temperature`, `top_k` and `max_tokens`; `top_p` is not sent (newer models refuse
@@ -44,8 +45,9 @@ def body(request: GenRequest, model: str, *, prefill: bool, thinking_budget: int
     out["temperature"] = s.temperature
     if s.top_k is not None:
         out["top_k"] = s.top_k
-    if prefill and request.assistant_prefix:
-        messages.append({"role": "assistant", "content": request.assistant_prefix})
+    if prefill and request.assistant_prefix.strip():
+        # the API refuses a final assistant turn that ends in whitespace: "<think>\n" goes as "<think>"
+        messages.append({"role": "assistant", "content": request.assistant_prefix.rstrip()})
     return out
 
 

@@ -180,19 +180,16 @@ class _Collect:
         if not info.terminal:
             return
         rids = self.waiting.pop(key)
-        missing: list[str] = []
         results = 0
         for item in self.b.adapter.results(record.batch_id, info, self.prefixes):
-            if isinstance(item, str):
-                if item in rids:
-                    missing.append(item)
+            if isinstance(item, str):  # a line that never ran: left in `rids`
                 continue
             results += 1
             if item.request_id in rids:
                 rids.discard(item.request_id)
                 self.yielded += 1
                 yield item
-        missing = sorted(set(missing) | (rids - set(missing)))  # no line at all counts as missing
+        missing = sorted(rids)  # never ran, or no line at all
         if record.event != "collected":
             self.b.ledger.update(key, event="collected", state=info.state, results=results,
                                  missing=len(missing), detail=info.counts or info.error)  # fmt: skip

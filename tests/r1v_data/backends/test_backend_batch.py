@@ -87,7 +87,8 @@ def test_batches_split_to_limits_recorded_and_collected(store: Path, provider: s
     )
     if provider == "anthropic":
         assert srv.headers[0]["anthropic-version"] == "2023-06-01"
-        assert json.loads(rows(store, "SELECT prompt FROM traces LIMIT 1")[0]["prompt"])["messages"]
+        messages = json.loads(rows(store, "SELECT prompt FROM traces LIMIT 1")[0]["prompt"])["messages"]
+        assert messages[-1] == {"role": "assistant", "content": "<think>"}  # no trailing whitespace
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
