@@ -220,3 +220,23 @@ def test_a_store_from_before_the_batches_table_opens_fine(store: Path) -> None:
         generate(store, teacher(srv, "openai"), limit=2)
     assert len(rows(store, "SELECT * FROM batches")) == 2  # submitted, collected
     assert "batches" in json.loads((store / "store.json").read_text())["schemas"]
+
+
+def test_a_cancelled_batch_fails_its_requests_for_this_run_and_the_next_run_sends_them(store: Path) -> None:
+    from r1v_data.backends import make_backend
+
+    with FakeBatchAPI(hold=True) as srv:
+        spec = teacher(srv, "openai")
+        first = generate(store, spec, limit=4, wait=False)  # submitted, then a person cancels it
+        assert first.waiting["requests"] == 4
+        backend = make_backend(spec, **FAST)
+        backend.adapter.cancel(srv.batches[0].id)
+        srv.hold = False
+        cancelled = generate(store, spec, limit=4)
+        assert len(srv.batches) == 1 and cancelled.failed  # not resubmitted by the run that saw it end
+        again = generate(store, spec, limit=4)
+        assert len(srv.batches) == 2 and again.sent == 4 and set(srv.sent.values()) == {2}
+    traces = rows(store, "SELECT error FROM traces WHERE error IS NOT NULL")
+    assert len(traces) == 4 and all("ended cancelled" in t["error"] for t in traces)
+    states = rows(store, "SELECT state FROM batches WHERE event = 'collected' ORDER BY created_at")
+    assert [s["state"] for s in states] == ["cancelled", "completed"]
