@@ -128,26 +128,42 @@ _TOKENS = """SELECT teacher, count(*), coalesce(sum(prompt_tokens), 0), coalesce
 
 
 def store_cost(con: Any) -> dict[str, Any]:
-    """Tokens by teacher (from the traces) and dollars (from what each run charged at the prices it
-    was given: a teacher any run had no price for has `usd` None, never a guess)."""
-    teachers = {t: {"traces": n, "prompt_tokens": int(p), "completion_tokens": int(c), "usd": 0.0, "priced_runs": 0}
-                for t, n, p, c in con.sql(_TOKENS).fetchall()}  # fmt: skip
-    try:
-        runs = con.sql("SELECT counts FROM runs WHERE command = 'generate' AND counts IS NOT NULL").fetchall()
-    except duckdb.CatalogException:
-        runs = []
-    for (counts,) in runs:
-        charged = ((json.loads(counts) if isinstance(counts, str) else counts).get("cost") or {}).get(
+    """Tokens by teacher or judge (teachers' from their traces, judges' from their score runs) and
+    dollars (what each run charged at the prices it was given: a model that any run had no price
+    for has `usd` None, never a guess)."""
+    teachers = {t: _entry(n, int(p), int(c)) for t, n, p, c in con.sql(_TOKENS).fetchall()}
+    for command, counts in _charging_runs(con):
+        by_teacher = ((json.loads(counts) if isinstance(counts, str) else counts).get("cost") or {}).get(
             "by_teacher"
-        ) or {}
-        for teacher, entry in charged.items():
-            mine = teachers.setdefault(teacher, {"traces": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                                 "usd": 0.0, "priced_runs": 0})  # fmt: skip
-            usd = entry.get("usd")
+        )
+        for teacher, charged in (by_teacher or {}).items():
+            mine = teachers.setdefault(teacher, _entry(0, 0, 0))
+            if command == "score":  # a judge's tokens are in no trace: its runs count them
+                mine["prompt_tokens"] += charged.get("prompt_tokens") or 0
+                mine["completion_tokens"] += charged.get("completion_tokens") or 0
+            usd = charged.get("usd")
             mine["usd"] = None if usd is None or mine["usd"] is None else mine["usd"] + usd
             mine["priced_runs"] += usd is not None
     for mine in teachers.values():
         if not mine["priced_runs"]:
-            mine["usd"] = None  # tokens only: no run priced this teacher
+            mine["usd"] = None  # tokens only: no run priced this model
     values = [m["usd"] for m in teachers.values()]
     return {"usd": None if None in values or not values else round(sum(values), 4), "by_teacher": teachers}
+
+
+def _entry(traces: int, prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "traces": traces,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "usd": 0.0,
+        "priced_runs": 0,
+    }
+
+
+def _charging_runs(con: Any) -> list[tuple[str, Any]]:
+    sql = "SELECT command, counts FROM runs WHERE command IN ('generate', 'score') AND counts IS NOT NULL"
+    try:
+        return con.sql(sql).fetchall()
+    except duckdb.CatalogException:  # catalog not attached (a writer held it): runs unknown
+        return []

@@ -184,13 +184,21 @@ def test_score_judge_and_filter_reward_judge_run_through_a_batch_judge(store: Pa
 
     with FakeBatchAPI(reply=_judge) as judge, FakeBatchAPI() as srv:
         spec = f"openai-batch:{judge.url}#judge-fake"
-        scored = run_score(ScoreConfig(store=store, judge=spec, judge_options=FAST, limit=6))
+        price = {"judge-fake": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+        scored = run_score(ScoreConfig(store=store, judge=spec, judge_options=FAST, limit=6, prices=price))
         assert scored.scored == {"qdam": 6, "vtia": 6} and len(judge.batches) == 2  # one per scorer
+        assert scored.prompt_tokens > 0 and scored.cost["usd"] == pytest.approx(
+            (scored.prompt_tokens * 1.0 + scored.completion_tokens * 2.0) / 1e6 * 0.5
+        )
         generate(store, teacher(srv, "openai"), limit=6)
         run_filter(FilterConfig(store=store, reward=f"judge:{spec}", reward_options=FAST))
         assert len(judge.batches) == 3 and set(judge.sent.values()) == {1}
     judged = rows(store, "SELECT count(*) AS n FROM scores WHERE scorer = 'judge' AND value IS NOT NULL")
     assert judged[0]["n"] == 6
+    from r1v_data.stages.stats import store_stats
+
+    judge_cost = store_stats(Store.open(store))["cost"]["by_teacher"]["openai:judge-fake"]
+    assert judge_cost["prompt_tokens"] == scored.prompt_tokens and judge_cost["usd"] == scored.cost["usd"]
     recorded = rows(store, "SELECT DISTINCT teacher, event FROM batches WHERE teacher = 'openai:judge-fake'")
     assert {r["event"] for r in recorded} == {"submitted", "collected"}
 
