@@ -77,6 +77,11 @@ def _render(r: dict[str, Any]) -> None:
         failed = r["failed"].get(name, 0)
         note = f", {failed} failed (asked again on the next run)" if failed else ""
         out.print(f"{name}: {r['scored'].get(name, 0)} scored, {r['cached'].get(name, 0)} cached{note}")
+    if r.get("cost"):
+        from r1v_data.cli.generate import describe_cost
+
+        out.print(escape("judge cost: " + describe_cost(r["cost"], r["prompt_tokens"], r["completion_tokens"])),
+                  soft_wrap=True)  # fmt: skip
     for label, table in r["agreement"].items():
         cells = ", ".join(f"{n} {v['rho']:+.2f} (n={v['n']})" for n, v in table.items())
         out.print(f"spearman {label.replace('_', ' ')}: {cells}", soft_wrap=True)

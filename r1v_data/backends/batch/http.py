@@ -45,6 +45,7 @@ class HttpClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.secret = secret
+        self.answered = False  # the server has answered once: later connection errors are transient
 
     def json(self, method: str, path: str, body: dict[str, Any] | bytes | None = None) -> dict[str, Any]:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
@@ -83,8 +84,10 @@ class HttpClient:
             )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                    self.answered = True
                     return resp.read()
             except urllib.error.HTTPError as exc:
+                self.answered = True
                 raw = exc.read()
                 status = exc.code
                 message = self._scrub(f"HTTP {status}: {server_message(raw)}")
@@ -94,6 +97,11 @@ class HttpClient:
                 last = message
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
+                if not self.answered and isinstance(reason, OSError) and not isinstance(reason, TimeoutError):
+                    # nothing has ever answered here (refused, DNS): a wrong URL, not a blip
+                    raise BackendError(
+                        f"{self.name}: nothing answers at {self.base_url} ({reason}); check the URL"
+                    ) from None
                 last, wait = self._scrub(f"cannot reach {self.base_url}: {reason}"), None
             if attempt < self.max_retries:
                 time.sleep(self._delay(attempt + 1, wait))

@@ -248,3 +248,13 @@ def test_a_cancelled_batch_fails_its_requests_for_this_run_and_the_next_run_send
     assert len(traces) == 4 and all("ended cancelled" in t["error"] for t in traces)
     states = rows(store, "SELECT state FROM batches WHERE event = 'collected' ORDER BY created_at")
     assert [s["state"] for s in states] == ["cancelled", "completed"]
+
+
+def test_nothing_listening_fails_at_once_naming_the_url(store: Path) -> None:
+    from r1v_data.backends.base import BackendError
+
+    start = time.monotonic()
+    with pytest.raises(BackendError, match=r"nothing answers at http://127\.0\.0\.1:9/v1"):
+        generate(store, "openai-batch:http://127.0.0.1:9/v1#gpt-fake", limit=2)
+    assert time.monotonic() - start < 20  # no backoff for a URL where nothing ever answered
+    assert rows(store, "SELECT count(*) AS n FROM batches") == [{"n": 0}]
