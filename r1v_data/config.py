@@ -54,6 +54,20 @@ class IngestConfig(Strict):
     )
 
 
+class PriceConfig(Strict):
+    """What a hosted model costs, in US dollars per million tokens (from the provider's price page:
+    r1v ships no prices, so a figure it shows is always one you configured)."""
+
+    input_per_mtok: float = Field(ge=0.0, description="dollars per million prompt tokens")
+    output_per_mtok: float = Field(ge=0.0, description="dollars per million completion tokens")
+    batch_discount: float = Field(
+        0.5, ge=0.0, le=1.0, description="share taken off through a batch API (OpenAI and Anthropic: 0.5)"
+    )
+
+
+Prices = dict[str, PriceConfig]  # by model name ("gpt-4o") or teacher identity ("openai:gpt-4o")
+
+
 class SamplingConfig(Strict):
     """Teacher sampling; R1V distils with temperature around 0.6 and long completions."""
 
@@ -127,6 +141,8 @@ class ScoreConfig(Strict):
     judge: str | None = Field(None, description="backend spec of the judge; local estimators without one")
     judge_options: dict[str, Any] = Field(default_factory=dict)
     judge_max_tokens: int = Field(512, ge=16, description="the judge's reply limit (a JSON object)")
+    prices: Prices = Field(default_factory=dict, description="cost per model (also read from $R1V_PRICES)")
+    dry_run: bool = Field(False, description="print judge requests, expected tokens and cost; send nothing")
     where: str | None = Field(None, description="SQL filter over the samples table")
     limit: int | None = Field(None, gt=0)
     drlc: DRLCConfig = Field(default_factory=DRLCConfig, description="for the penalty preview")
@@ -274,6 +290,8 @@ class GenerateConfig(Strict):
         False, description="per-sample repetition penalty from the QDAM/VTIA scores (run score first)"
     )
     drlc: DRLCConfig = Field(default_factory=DRLCConfig)
+    prices: Prices = Field(default_factory=dict, description="cost per model (also read from $R1V_PRICES)")
+    dry_run: bool = Field(False, description="print requests, expected tokens and cost; send nothing")
 
 
 class CalibrateConfig(Strict):

@@ -81,3 +81,15 @@ class Backend(Protocol):
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]: ...
 
     def close(self) -> None: ...
+
+
+class BatchesPending(R1VError):
+    """A batch backend asked not to wait (`--no-wait`) submitted its requests, collected what had
+    finished and stopped: the rest are recorded in the store's `batches` table and a later run of
+    the same command collects them."""
+
+    def __init__(self, requests: int, batches: int, states: dict[str, int]):
+        self.requests, self.batches, self.states = requests, batches, states
+        super().__init__(
+            f"{requests} requests wait in {batches} provider batches; run the same command again to collect"
+        )

@@ -15,6 +15,13 @@ How a request is sent
     With `prefill=True` the assistant prefix (`<think>\\n`) is sent as a final assistant message
     with vLLM's `continue_final_message: true, add_generation_prompt: false`, so the model
     continues it; otherwise the prefix is not sent at all. `extra_body` is merged into every body.
+    Reasoning models: `token_param="max_completion_tokens"` names the completion limit as OpenAI's
+    reasoning models want it, and `reasoning_effort` (low | medium | high) is sent instead of
+    temperature and top_p, which those models reject.
+
+Budgets
+    `rpm` and `tpm` (requests and tokens per minute) pace requests before they are sent
+    (`rate_budget.py`); a 429's Retry-After then holds back every request, not just its own.
 
 Streaming and memory
     `generate()` pulls requests from its iterable lazily, in the caller's thread (the iterable
@@ -68,6 +75,7 @@ from r1v_data.backends.openai_wire import (
     parse_retry_after,
     server_message,
 )
+from r1v_data.backends.rate_budget import RateBudget, estimate_tokens
 from r1v_data.redact import redact
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,10 @@ class OpenAIBackend:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         spec: str | None = None,
+        token_param: str = "max_tokens",
+        reasoning_effort: str | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
     ):
         if concurrency < 1:
             raise BackendError(f"openai backend: concurrency must be at least 1, not {concurrency}")
@@ -128,6 +140,13 @@ class OpenAIBackend:
         self.vllm_params = bool(vllm_params)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
+        if token_param not in ("max_tokens", "max_completion_tokens"):
+            raise BackendError(
+                f"openai backend: token_param is max_tokens or max_completion_tokens, not {token_param!r}"
+            )
+        self.token_param = token_param
+        self.reasoning_effort = reasoning_effort
+        self.budget = RateBudget.make(rpm, tpm)
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
         self._endpoint = self.base_url + "/chat/completions"
@@ -168,14 +187,12 @@ class OpenAIBackend:
             ]
             parts.append({"type": "text", "text": m.text})
             messages.append({"role": m.role, "content": parts})
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "n": 1,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-        }
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "n": 1}
+        if self.reasoning_effort:  # reasoning models reject temperature and top_p
+            body["reasoning_effort"] = self.reasoning_effort
+        else:
+            body.update(temperature=s.temperature, top_p=s.top_p)
+        body[self.token_param] = s.max_tokens
         if s.seed is not None:
             body["seed"] = s.seed
         if self.vllm_params:
@@ -313,6 +330,10 @@ class OpenAIBackend:
         for attempt in range(self.max_retries + 1):
             if last is not None:
                 await asyncio.sleep(self._delay(attempt, last))
+            if self.budget is not None:
+                await asyncio.sleep(
+                    self.budget.reserve(estimate_tokens(len(payload), req.sampling.max_tokens))
+                )
             outcome = await self._attempt(req, payload)
             if isinstance(outcome, GenResult):
                 outcome.latency_s = time.perf_counter() - start
@@ -369,7 +390,10 @@ class OpenAIBackend:
                 "/v1) and that the server serves the model named after '#'"
             )
         if status in _TRANSIENT_STATUS or status >= 500:
-            return _Attempt(message, transient=True, retry_after=parse_retry_after(retry_after))
+            wait = parse_retry_after(retry_after)
+            if wait is not None and self.budget is not None:
+                self.budget.pause(wait)  # the server's limit is shared: every request waits
+            return _Attempt(message, transient=True, retry_after=wait)
         return _Attempt(message, transient=False)
 
     def _parse(self, req: GenRequest, raw: bytes) -> GenResult | _Attempt:

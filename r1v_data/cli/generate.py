@@ -15,8 +15,8 @@ def generate(
     teacher: Annotated[
         str | None,
         typer.Option(
-            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL. (default: builtin, a weak "
-            "embedded model for trying r1v out)"
+            help="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL | openai-batch:URL#MODEL | "
+            "anthropic:MODEL | anthropic-batch:MODEL. (default: builtin, a weak embedded model for trying r1v out)"
         ),
     ] = None,
     rounds: Annotated[
@@ -58,6 +58,22 @@ def generate(
             "token budget) from its QDAM/VTIA scores; run `r1v-data score` first. (default: fixed)",
         ),
     ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="With a batch teacher or reviser (openai-batch:, anthropic-batch:): submit the batches, "
+            "collect what has finished, and exit; run the same command again later to collect the rest.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run",
+            help="Print the requests this run would send, their expected tokens and their cost (with "
+            "prices configured); send nothing, write nothing.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -87,18 +103,40 @@ def generate(
         "reviser": reviser,
         "adaptive_length": adaptive_length,
         "retry_failed": retry_failed,
+        "dry_run": dry_run,
     }
     cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
+    if no_wait:
+        _no_wait(cfg)
+    if cfg.dry_run:
+        from r1v_data.stages.generate_estimate import estimate_generate
+
+        emit(estimate_generate(cfg), as_json, render_estimate)
+        return
     with progress() as bar:
         task = bar.add_task(f"generate ({cfg.teacher})", total=None, rate="")
 
-        def on_progress(done: int, total: int | None, tokens: int) -> None:
+        def on_progress(done: int, total: int | None, tokens: int, note: str = "", cost: str = "") -> None:
             elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            rate = note or (f"{tokens / elapsed:,.0f} tok/s" if elapsed > 0 else "")
+            bar.update(task, completed=done, total=total, rate=f"{rate} · {cost}" if cost else rate)
 
         result = run_generate(cfg, progress=on_progress)
     emit(result.as_dict(), as_json, _render_generate)
+
+
+def _no_wait(cfg: Any) -> None:
+    from r1v_data.backends import is_batch_spec
+    from r1v_data.errors import ConfigError
+
+    batch = [opts for spec, opts in ((cfg.teacher, cfg.teacher_options), (cfg.reviser, cfg.reviser_options))
+             if is_batch_spec(spec)]  # fmt: skip
+    if not batch:
+        raise ConfigError(
+            "--no-wait needs a batch teacher or reviser (openai-batch:URL#MODEL, anthropic-batch:MODEL)"
+        )
+    for options in batch:
+        options["wait"] = False
 
 
 def _render_generate(r: dict[str, Any]) -> None:
@@ -118,9 +156,18 @@ def _render_generate(r: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     out.print(f"truncated: {r['truncated']}, repetition loops: {r['repetition']}", soft_wrap=True)
+    out.print(escape("cost: " + describe_cost(r.get("cost") or {}, r["prompt_tokens"], r["completion_tokens"])),
+              soft_wrap=True)  # fmt: skip
     if r["failed"]:
         out.print(
             escape("failed: " + counts(r["failed"])),
+            soft_wrap=True,
+        )
+    if r.get("waiting"):
+        w = r["waiting"]
+        out.print(
+            f"waiting: {w['requests']} requests in {w['batches']} provider batches; run the same command "
+            "again to collect them (nothing is sent twice)",
             soft_wrap=True,
         )
     for rnd in r["rounds"]:
@@ -129,3 +176,29 @@ def _render_generate(r: dict[str, Any]) -> None:
             f"{rnd.get('skipped', 0)} already done, {rnd.get('sent', 0)} sent",
             soft_wrap=True,
         )
+
+
+def describe_cost(cost: dict[str, Any], prompt_tokens: int, completion_tokens: int) -> str:
+    tokens = f"{prompt_tokens:,} prompt + {completion_tokens:,} completion tokens"
+    if cost.get("usd") is None:
+        unpriced = [t for t, e in (cost.get("by_teacher") or {}).items() if e.get("usd") is None]
+        return f"{tokens} (no price configured for {', '.join(unpriced) or 'this teacher'}: tokens only)"
+    return f"${cost['usd']:,.4f} for {tokens}"
+
+
+def render_estimate(e: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        "", "teacher", "requests", "prompt tokens", "completion tokens", "cost", title="dry run: nothing sent"
+    )
+    for line in [*e["lines"], {**e["total"], "what": "total", "teacher": ""}]:
+        usd = "no price" if line["usd"] is None else f"${line['usd']:,.2f}"
+        batch = " (batch)" if line.get("batch") else ""
+        table.add_row(escape(line["what"]), escape(line["teacher"] + batch), f"{line['requests']:,}",
+                      f"{line['prompt_tokens']:,}", f"{line['completion_tokens']:,}", usd)  # fmt: skip
+    out.print(table)
+    first = e["lines"][0]
+    out.print(escape(f"{e['problems']} problems; {first['skipped']} requests already done, {first['refused']} "
+                     f"refused; completions counted at {first['completion_basis']}"), soft_wrap=True)  # fmt: skip

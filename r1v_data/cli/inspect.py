@@ -69,6 +69,12 @@ def _render_stats(s: dict[str, Any]) -> None:
             f"height {sizes['height_min']}..{sizes['height_max']} (median {sizes['height_median']}), "
             f"{sizes['total_bytes'] / 1e6:.1f} MB"
         )
+    for teacher, c in (s.get("cost") or {}).get("by_teacher", {}).items():
+        usd = "no price configured: tokens only" if c["usd"] is None else f"${c['usd']:,.4f}"
+        out.print(escape(f"{teacher}: {c['prompt_tokens']:,} prompt + {c['completion_tokens']:,} completion "
+                         f"tokens, {usd}"), soft_wrap=True)  # fmt: skip
+    if s.get("batches"):
+        out.print("provider batches: " + ", ".join(f"{n} {k}" for k, n in s["batches"].items()))
 
 
 @app.command()
@@ -81,7 +87,7 @@ def sql(
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 50,
     timeout: Annotated[float, typer.Option(min=0.1, help="Stop the query after this many seconds.")] = 60.0,
 ) -> None:
-    """Query an existing store (samples, provenance, quarantine, scores, traces, decisions, runs,
+    """Query an existing store (samples, provenance, quarantine, scores, traces, decisions, batches, runs,
     manifests) read-only: one SELECT, no access to other files or the network."""
     from rich.markup import escape
 

@@ -25,6 +25,13 @@ def score(
     ] = None,
     where: Annotated[str | None, typer.Option(help="SQL filter over samples.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run",
+            help="With --judge: print the judge requests, expected tokens and cost; send nothing.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -33,10 +40,22 @@ def score(
     from r1v_data.config import ScoreConfig, load_config
     from r1v_data.stages.score import run_score
 
-    flags: dict[str, Any] = {"store": store, "judge": judge, "where": where, "limit": limit}
+    flags: dict[str, Any] = {
+        "store": store,
+        "judge": judge,
+        "where": where,
+        "limit": limit,
+        "dry_run": dry_run,
+    }
     if scorer is not None:
         flags["scorers"] = [s.strip() for s in scorer.split(",") if s.strip()]
     cfg = load_config(ScoreConfig, yaml_path=config, section="score", sets=set_, flags=flags)
+    if cfg.dry_run:
+        from r1v_data.cli.generate import render_estimate
+        from r1v_data.stages.score_estimate import estimate_score
+
+        emit(estimate_score(cfg), as_json, render_estimate)
+        return
     with progress() as bar:
         task = bar.add_task("score", total=None, rate="")
         result = run_score(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -58,6 +77,11 @@ def _render(r: dict[str, Any]) -> None:
         failed = r["failed"].get(name, 0)
         note = f", {failed} failed (asked again on the next run)" if failed else ""
         out.print(f"{name}: {r['scored'].get(name, 0)} scored, {r['cached'].get(name, 0)} cached{note}")
+    if r.get("cost"):
+        from r1v_data.cli.generate import describe_cost
+
+        out.print(escape("judge cost: " + describe_cost(r["cost"], r["prompt_tokens"], r["completion_tokens"])),
+                  soft_wrap=True)  # fmt: skip
     for label, table in r["agreement"].items():
         cells = ", ".join(f"{n} {v['rho']:+.2f} (n={v['n']})" for n, v in table.items())
         out.print(f"spearman {label.replace('_', ' ')}: {cells}", soft_wrap=True)

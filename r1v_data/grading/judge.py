@@ -43,11 +43,16 @@ Parser = Callable[[str], dict[str, float]]
 
 
 def ask_json(
-    backend: Backend, asks: Iterable[Ask], parse: Parser, sampling: Sampling = JUDGE_SAMPLING
+    backend: Backend,
+    asks: Iterable[Ask],
+    parse: Parser,
+    sampling: Sampling = JUDGE_SAMPLING,
+    usage: Any = None,
 ) -> Iterator[Answer]:
-    """One Answer per Ask, in any order; invalid replies are retried once after all first tries."""
+    """One Answer per Ask, in any order; invalid replies are retried once after all first tries.
+    `usage` (anything with `prompt_tokens` and `completion_tokens` counters) adds up the tokens."""
     retry: list[tuple[Ask, str, str]] = []
-    for ask, reply, error in _send(backend, asks, sampling, attempt=1):
+    for ask, reply, error in _send(backend, asks, sampling, attempt=1, usage=usage):
         answer = _answer(ask, reply, error, parse, attempt=1)
         if answer is None:
             retry.append((ask, reply or "", _why(reply, parse)))
@@ -57,7 +62,7 @@ def ask_json(
         Ask(a.key, [*a.messages, Message("assistant", reply), Message("user", _FIX.format(why=why))])
         for a, reply, why in retry
     )
-    for ask, reply, error in _send(backend, repairs, sampling, attempt=2):
+    for ask, reply, error in _send(backend, repairs, sampling, attempt=2, usage=usage):
         yield _answer(ask, reply, error, parse, attempt=2) or Answer(
             ask.key, None, f"judge reply invalid twice: {_why(reply, parse)}; reply: {_clip(reply)}", 2
         )
@@ -87,18 +92,23 @@ def _clip(reply: str | None, limit: int = 300) -> str:
 
 
 def _send(
-    backend: Backend, asks: Iterable[Ask], sampling: Sampling, attempt: int
+    backend: Backend, asks: Iterable[Ask], sampling: Sampling, attempt: int, usage: Any = None
 ) -> Iterator[tuple[Ask, str | None, str | None]]:
     pending: dict[str, Ask] = {}
 
     def requests() -> Iterator[GenRequest]:
         for ask in asks:
-            rid = text.stable_hash("judge", ask.key, attempt)
+            # the prompt is part of the id: one sample's QDAM and VTIA asks are different requests
+            # (a batch backend recognises a request it already submitted by its id)
+            rid = text.stable_hash("judge", ask.key, attempt, [m.text for m in ask.messages])
             pending[rid] = ask
             yield GenRequest(rid, ask.messages, sampling)
 
     for res in backend.generate(requests()):
         ask = pending.pop(res.request_id)
+        if usage is not None:
+            usage.prompt_tokens += res.prompt_tokens or 0
+            usage.completion_tokens += res.completion_tokens or 0
         yield ask, res.text, res.error
     for ask in pending.values():
         yield ask, None, "no result from the backend"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from r1v_data import text
-from r1v_data.backends import Message, make_backend
+from r1v_data.backends import Message, attach_store, make_backend
 from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
 from r1v_data.grading import judge
@@ -124,7 +124,7 @@ def score_rewards(
             todo = store.stream(needs_parsing(sql), None, params, batch=4096)  # flags missing: parse
             rows: Scored = ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
         elif reward.scorer == JUDGE_SCORER:
-            rows = _judged(reward, todo, options, judge_max_tokens)
+            rows = _judged(reward, todo, options, judge_max_tokens, writer)
         else:
             rows = _raw_reward_scores(reward, todo, options)
         for trace, value, detail in rows:
@@ -155,9 +155,14 @@ def _rule_levels_in_duckdb(store: Store, writer: PartWriter, todo: str, params: 
 
 
 def _judged(
-    reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any], max_tokens: int
+    reward: Reward,
+    traces: Iterator[dict[str, Any]],
+    options: dict[str, Any],
+    max_tokens: int,
+    writer: PartWriter,
 ) -> Scored:
     backend = make_backend(reward.spec.partition(":")[2], **options)
+    attach_store(backend, writer.store, writer.run_id)  # a batch judge resumes its recorded batches
     held: dict[str, dict[str, Any]] = {}
 
     def asks() -> Iterator[judge.Ask]:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from r1v_data import __version__
+from r1v_data.backends.pricing import store_cost
 from r1v_data.outputs.kinds import KEPT_TRACES, KINDS, TRACE_COLUMNS
 from r1v_data.outputs.shards import hf_features
 from r1v_data.store import Store
@@ -90,6 +91,7 @@ def write_card(out: Path, store: Store, filter_manifest: dict[str, Any], result:
         "## Filter\n\n" + _filter(filter_manifest),
         "## Mixture\n\n" + _mixture(result.mixture),
         "## Length of the kept traces (tokens)\n\n" + _lengths(traces),
+        "## Cost\n\n" + _cost(store),
     ]  # fmt: skip
     if getattr(result, "report", None):
         sections.insert(1, _REPORT_LINK)
@@ -149,6 +151,22 @@ def _teachers(traces: TraceStats) -> str:
     rows = traces.teachers.most_common()
     return _table(
         ["teacher", "verifier", "kept traces"], [[f"`{t}`", f"`{v}`", f"{n:,}"] for (t, v), n in rows]
+    )
+
+
+def _cost(store: Store) -> str:
+    """What generating every trace in the store took (kept or not), at the prices its runs had."""
+    con = store.connect()
+    try:
+        teachers = store_cost(con)["by_teacher"]
+    finally:
+        con.close()
+    rows = [[f"`{t}`", f"{c['prompt_tokens']:,}", f"{c['completion_tokens']:,}",
+             "no price configured" if c["usd"] is None else f"${c['usd']:,.2f}"] for t, c in teachers.items()]  # fmt: skip
+    return (
+        _table(["teacher", "prompt tokens", "completion tokens", "cost"], rows)
+        if rows
+        else "No traces were generated."
     )
 
 

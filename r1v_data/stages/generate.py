@@ -18,7 +18,16 @@ from typing import Any
 from r1v_data import __version__, text
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.drlc import Control
-from r1v_data.backends import Backend, GenRequest, GenResult, Sampling, make_backend
+from r1v_data.backends import (
+    Backend,
+    BatchesPending,
+    GenRequest,
+    GenResult,
+    Sampling,
+    attach_store,
+    make_backend,
+)
+from r1v_data.backends.pricing import Meter, RoundBill, load_prices
 from r1v_data.backends.prompts import (
     PROMPT_VERSION,
     REVISE_VERSION,
@@ -33,8 +42,9 @@ from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
 from r1v_data.store import PartWriter, Store
 
-# (requests finished, requests to send or None, completion tokens so far)
-Progress = Callable[[int, int | None, int], None]
+# (requests finished, requests to send or None, completion tokens so far); a batch backend also
+# passes note= (what its batches are doing while nothing finishes)
+Progress = Callable[..., None]
 
 _SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
 
@@ -66,6 +76,7 @@ class _Run:
     result: GenerateResult
     progress: Progress | None
     controls: dict[str, Control] | None = None
+    meter: Meter | None = None
 
 
 def run_generate(
@@ -76,9 +87,11 @@ def run_generate(
     with Store.open(cfg.store, write=True) as store:
         problems = store.sample_ids(cfg.where, cfg.limit)  # also refuses a malformed --where before any work
         controls = _adaptive_controls(store, cfg, problems)
+        meter = Meter(load_prices(cfg.prices))  # a bad price file stops the run before it begins
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         run_id = store.begin_run("generate")
+        attach_store(backend, store, run_id)
         result = GenerateResult(run_id, backend.identity, adaptive=_describe_controls(controls, cfg))
         start = time.perf_counter()
         status = "failed"
@@ -91,7 +104,7 @@ def run_generate(
             ):
                 done = _finished_request_ids(store, cfg.retry_failed)
                 _trust_proven_settings(store, backend)
-                run = _Run(store, cfg, done, writer, verifier, result, progress, controls)
+                run = _Run(store, cfg, done, writer, verifier, result, progress, controls, meter)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
@@ -102,12 +115,18 @@ def run_generate(
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
             status = "ok"
+        except BatchesPending as exc:  # --no-wait: submitted; a later run collects
+            status, result.waiting = (
+                "submitted",
+                {"requests": exc.requests, "batches": exc.batches, **exc.states},
+            )
         except KeyboardInterrupt as exc:
             status = "interrupted"
             saved = sum(result.verdicts.values()) + sum(result.failed.values()) + result.refused
             raise Interrupted(f"generate run {run_id} saved {saved} traces") from exc
         finally:
             result.seconds = time.perf_counter() - start
+            result.cost = meter.as_dict()
             manifest = {
                 "command": "generate",
                 "r1v_version": __version__,
@@ -126,6 +145,10 @@ def run_generate(
 
 
 def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict[str, int]:
+    return _execute(run, backend, _teacher_round(run, backend, round_, ids))
+
+
+def _teacher_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> _Round:
     def prompt(sample: dict[str, Any]) -> Prompt:
         return build_prompt(
             sample, supports_images=backend.supports_images, image_policy=run.cfg.image_policy
@@ -133,10 +156,8 @@ def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict
 
     sampling = Sampling(**run.cfg.sampling.model_dump(), n=run.cfg.n)
     samples = _stream_samples(run.store, ids)
-    return _execute(
-        run,
-        backend,
-        _Round(round_, round_, sampling, ids, samples, prompt, lambda _: "generated", controls=run.controls),
+    return _Round(
+        round_, round_, sampling, ids, samples, prompt, lambda _: "generated", controls=run.controls
     )
 
 
@@ -167,6 +188,7 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
     cfg = run.cfg
     assert cfg.reviser is not None
     reviser = teacher if cfg.reviser == teacher.spec else make_backend(cfg.reviser, **cfg.reviser_options)
+    attach_store(reviser, run.store, run.writer.run_id)
     try:
         ids = _unsolved(run.store, problems, teacher.identity, cfg.rounds + 1)
 
@@ -203,20 +225,28 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     )
     total = len(spec.ids) * spec.sampling.n
 
-    def report() -> None:  # requests already done or refused count as finished
-        if run.progress:
-            run.progress(
-                counts["sent"] + counts["skipped"] + counts["refused"], total, run.result.completion_tokens
-            )
+    bill = RoundBill(run.meter, backend.identity, backend.spec, run.result)
 
+    def report(**note: str) -> None:  # requests already done or refused count as finished
+        if run.progress:
+            finished = counts["sent"] + counts["skipped"] + counts["refused"]
+            if cost := bill.note(counts["sent"], total - counts["skipped"] - counts["refused"]):
+                note["cost"] = cost
+            run.progress(finished, total, run.result.completion_tokens, **note)
+
+    if hasattr(backend, "on_status"):  # a batch backend says what its batches do while they run
+        backend.on_status = lambda line: report(note=line)
     report()  # the round's total from the start
-    for res in backend.generate(_requests(run, backend, spec, pending, counts)):
-        job = pending.pop(res.request_id)
-        run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
-        if res.error is None or res.finish_reason == "rejected":
-            run.done.add(res.request_id)  # other failures stay unfinished: the next run retries them
-        counts["sent"] += 1
-        report()
+    try:
+        for res in backend.generate(_requests(run, backend, spec, pending, counts)):
+            job = pending.pop(res.request_id)
+            run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
+            if res.error is None or res.finish_reason == "rejected":
+                run.done.add(res.request_id)  # other failures stay unfinished: the next run retries them
+            counts["sent"] += 1
+            report()
+    finally:
+        bill.close()  # what was spent is spent, also when the round stops early
     for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
         lost = GenResult(rid, finish_reason="error", error="no result from the backend")
         run.writer.add(trace_row(lost, job, backend.identity, run.verifier, run.writer.run_id, run.result))

@@ -31,6 +31,8 @@ class GenerateResult:
     seconds: float = 0.0
     rounds: list[dict[str, int]] = field(default_factory=list)
     adaptive: dict[str, Any] = field(default_factory=dict)  # DRLC's settings, with --adaptive-length
+    waiting: dict[str, int] = field(default_factory=dict)  # --no-wait: requests and batches left to collect
+    cost: dict[str, Any] = field(default_factory=dict)  # usd (None without a price) and tokens by teacher
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("failed", "verdicts")}

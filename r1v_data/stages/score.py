@@ -26,7 +26,8 @@ from r1v_data import __version__
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.clarity import CLARITY_VERSION, sample_clarity
 from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
-from r1v_data.backends import Backend, Message, make_backend
+from r1v_data.backends import Backend, Message, attach_store, make_backend
+from r1v_data.backends.pricing import Meter, load_prices
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
 from r1v_data.errors import Interrupted
@@ -69,6 +70,9 @@ class ScoreResult:
     cached: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     judge_calls: int = 0
+    prompt_tokens: int = 0  # the judge's, as it reported them
+    completion_tokens: int = 0
+    cost: dict[str, Any] = field(default_factory=dict)  # usd (None without a price) by judge
     seconds: float = 0.0
     agreement: dict[str, Any] = field(default_factory=dict)
     preview: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +92,7 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
         ids = store.sample_ids(cfg.where, cfg.limit)  # refuses a malformed --where before any work
         backend = make_backend(cfg.judge, **cfg.judge_options) if cfg.judge else None
         run_id = store.begin_run("score")
+        attach_store(backend, store, run_id)  # a batch judge resumes its recorded batches
         result = ScoreResult(run_id, backend.identity if backend else "local", samples=len(ids))
         start, status = time.perf_counter(), "failed"
         try:
@@ -104,12 +109,21 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
             ) from exc
         finally:
             result.seconds = time.perf_counter() - start
+            result.cost = _cost(cfg, backend, result)
             manifest = {"command": "score", "r1v_version": __version__, "run_id": run_id,
                         "config": cfg.model_dump(mode="json"), "counts": result.as_dict()}  # fmt: skip
             store.finish_run(run_id, status, result.as_dict(), manifest)
             if backend is not None:
                 backend.close()
     return result
+
+
+def _cost(cfg: ScoreConfig, backend: Backend | None, result: ScoreResult) -> dict[str, Any]:
+    if backend is None:
+        return {}
+    meter = Meter(load_prices(cfg.prices))
+    meter.charge(backend.identity, backend.spec, result.prompt_tokens, result.completion_tokens)
+    return meter.as_dict()
 
 
 def _score_all(
@@ -172,7 +186,7 @@ def _judged(
 
     failures: list[tuple[dict[str, Any], str]] = []
     sampling = replace(judge.JUDGE_SAMPLING, max_tokens=cfg.judge_max_tokens)
-    for answer in judge.ask_json(backend, asks(), judge.integer_fields(names, 1, 5), sampling):
+    for answer in judge.ask_json(backend, asks(), judge.integer_fields(names, 1, 5), sampling, usage=result):
         result.judge_calls += answer.attempts - 1
         sample = held.pop(answer.key)
         values = answer.values or {}

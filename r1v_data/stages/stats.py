@@ -6,6 +6,7 @@ from typing import Any
 
 import duckdb
 
+from r1v_data.backends.pricing import store_cost
 from r1v_data.store import Store
 
 # Quarantined rows still bad: not ingested since from the same place (fixed and re-ingested).
@@ -82,9 +83,17 @@ def store_stats(store: Store) -> dict[str, Any]:
         )
         out["image_sizes"] = {k: (int(v) if v is not None else None) for k, v in zip(keys, row, strict=True)}
         out["runs"] = _runs(con)
+        out["cost"] = store_cost(con)
+        out["batches"] = {str(k): int(v) for k, v in con.sql(_BATCH_STATES).fetchall()}
     finally:
         con.close()
     return out
+
+
+# each provider batch by its latest event: "collected: completed", "submitted" (still out), ...
+_BATCH_STATES = """SELECT CASE WHEN event = 'collected' THEN 'collected: ' || coalesce(state, '?') ELSE event END,
+                          count(*) FROM (SELECT arg_max(event, created_at) AS event, arg_max(state, created_at) AS state
+                                         FROM batches GROUP BY batch_key) GROUP BY 1 ORDER BY 1"""
 
 
 def _runs(con: Any) -> list[dict[str, Any]]:

@@ -31,7 +31,10 @@ _PRIMITIVES = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
-STORE_TABLES = ("samples", "provenance", "quarantine", "scores", "traces", "decisions")
+STORE_TABLES = ("samples", "provenance", "quarantine", "scores", "traces", "decisions", "batches")
+# tables added after stores already existed: an old store has no folder for them until a writer
+# opens it (reads see them empty, doctor does not call the folder missing)
+ADDED_TABLES = frozenset({"batches"})
 OUTPUT_SCHEMAS = ("sft_row", "rl_row", "preference_pair")
 
 

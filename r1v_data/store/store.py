@@ -2,7 +2,7 @@
 
     STORE/
       store.json     format and schema versions (read before anything else)
-      samples/ provenance/ quarantine/ scores/ traces/ decisions/   Parquet parts
+      samples/ provenance/ quarantine/ scores/ traces/ decisions/ batches/   Parquet parts
       runs/          one JSON record per run (its status and manifest)
       r1v.duckdb     the catalog: `runs`, `manifests`, the registry of checked parts
       .lock          held by the one process writing to the store

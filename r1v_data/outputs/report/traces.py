@@ -3,6 +3,9 @@ read `r_traces` (data.py), one narrow row per trace."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from r1v_data.backends.pricing import store_cost
 from r1v_data.outputs.report import svg
 from r1v_data.outputs.report.data import Context, binned
 from r1v_data.outputs.report.page import none, table
@@ -111,16 +114,20 @@ def teachers(ctx: Context) -> list[str]:
     usage = ctx.rows(_USAGE)
     if not usage:
         return [none("No requests yet: run `r1v-data generate`.")]
-    rows = [(*r[:5], None if r[5] is None else round(r[5], 1), _cost(ctx, r[0], r[3], r[4])) for r in usage]
+    spent = store_cost(ctx.con)["by_teacher"]  # what each run charged at the prices it was given
+    rows = [
+        (*r[:5], None if r[5] is None else round(r[5], 1), _cost(ctx, spent, r[0], r[3], r[4])) for r in usage
+    ]
     parts = [svg.bars([(r[0], r[1]) for r in usage], "requests per teacher"),
              table(["teacher", "requests", "failed", "prompt tokens", "completion tokens", "tokens/s per request", "cost (USD)"],
                    rows, [False, True, True, True, True, True, True])]  # fmt: skip
     if all(r[3] is None and r[4] is None for r in usage):
         parts.append(none("No token counts recorded (imported traces): tokens, speed and cost are unknown."))
-    if not ctx.prices:
+    if all(r[-1] is None for r in rows):
         parts.append(
-            none("No price configured: pass --price TEACHER=IN,OUT (USD per million tokens) to see costs.")
-        )
+            none("No price configured: a `prices` table in the config (or $R1V_PRICES) prices the runs "
+                 "that follow; --price TEACHER=IN,OUT (USD per million tokens) prices this report.")
+        )  # fmt: skip
     failures = ctx.rows("""SELECT teacher, split_part(error, ':', 1), count(*) FROM r_traces
                            WHERE error IS NOT NULL GROUP BY ALL ORDER BY 3 DESC""")  # fmt: skip
     parts.append("<h3>Failures by reason</h3>")
@@ -132,8 +139,14 @@ def teachers(ctx: Context) -> list[str]:
     return parts
 
 
-def _cost(ctx: Context, teacher: str, prompt: int | None, completion: int | None) -> float | None:
+def _cost(
+    ctx: Context, spent: dict[str, dict[str, Any]], teacher: str, prompt: int | None, completion: int | None
+) -> float | None:
+    """--price's figure for the teacher's tokens, else what its runs recorded spending."""
     price = ctx.prices.get(teacher)
-    if price is None or (prompt is None and completion is None):
+    if price is None:
+        usd = (spent.get(teacher) or {}).get("usd")
+        return None if usd is None else round(usd, 2)
+    if prompt is None and completion is None:
         return None
     return round(((prompt or 0) * price[0] + (completion or 0) * price[1]) / 1e6, 2)
