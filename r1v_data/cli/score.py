@@ -6,7 +6,19 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, emit, out, progress
+from r1v_data.cli.app import (
+    ConfigOpt,
+    ExecutorOpt,
+    JsonOpt,
+    OptStoreOpt,
+    RayAddressOpt,
+    SetOpt,
+    app,
+    emit,
+    executor_sets,
+    out,
+    progress,
+)
 
 
 @app.command()
@@ -27,6 +39,8 @@ def score(
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score samples for adaptive-length distillation (QDAM: S_v, S_t; VTIA: S_I); cached per version."""
@@ -36,7 +50,13 @@ def score(
     flags: dict[str, Any] = {"store": store, "judge": judge, "where": where, "limit": limit}
     if scorer is not None:
         flags["scorers"] = [s.strip() for s in scorer.split(",") if s.strip()]
-    cfg = load_config(ScoreConfig, yaml_path=config, section="score", sets=set_, flags=flags)
+    cfg = load_config(
+        ScoreConfig,
+        yaml_path=config,
+        section="score",
+        sets=[*(set_ or []), *executor_sets(executor, ray_address)],
+        flags=flags,
+    )
     with progress() as bar:
         task = bar.add_task("score", total=None, rate="")
         result = run_score(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
