@@ -47,15 +47,16 @@ def test_ray_and_local_make_the_same_traces_and_a_rerun_skips_them(
 ) -> None:
     local, on_ray = two_stores
     with FakeOpenAIProcess(latency_s=0.005) as srv:
-        args = ("--teacher", f"openai:{srv.url}#m", "--n", "2", "--json")
-        mine = json.loads(run_cli("generate", "--store", local, *args).stdout)
+        teacher = f"openai:{srv.url}#m"
+        mine = run_generate(GenerateConfig(store=local, teacher=teacher, n=2)).as_dict()
         ray_args = ("--executor", "ray", "--ray-address", ray_cluster, "--set", "executor.block_size=16")
-        theirs = json.loads(run_cli("generate", "--store", on_ray, *args, *ray_args).stdout)
-        again = json.loads(run_cli("generate", "--store", on_ray, *args, *ray_args).stdout)
+        cli = run_cli("generate", "--store", on_ray, "--teacher", teacher, "--n", "2", *ray_args, "--json")
+        theirs = json.loads(cli.stdout)
+        again = run_generate(GenerateConfig(store=on_ray, teacher=teacher, n=2, executor={"kind": "ray"}))
     assert traces(on_ray) == traces(local) and len(traces(local)) == 76
     for key in ("requests", "sent", "verdicts", "completion_tokens", "prompt_tokens", "failed"):
         assert theirs[key] == mine[key], key
-    assert (again["sent"], again["skipped"]) == (0, 76)
+    assert (again.sent, again.skipped) == (0, 76)
     parts = sorted(p.name for p in (on_ray / "traces").iterdir())
     assert sum("-b" in p for p in parts) == 5  # 76 requests in blocks of 16, one part each
 
@@ -85,10 +86,10 @@ def test_a_killed_actor_loses_and_duplicates_nothing(ray_cluster: str, tmp_path:
         killed = _kill_one_worker_once_a_block_is_written(store, run)
         run.join(timeout=300)
         assert not run.is_alive()
-        if "result" not in outcome:  # the run may fail where Ray gave up: a re-run completes it
-            outcome["result"] = run_generate(cfg)
         again = run_generate(cfg)
     assert killed, "no Ray actor was found to kill"
+    first = outcome["result"]  # Ray restarted the actor and ran its block again: the run completed
+    assert first.sent == 38 and not first.failed, first.as_dict()
     by_id = traces(store)  # asserts one trace per request id
     assert len(by_id) == 38 and all(t[7] is not None for t in by_id.values())
     assert again.sent == 0 and again.skipped == 38
