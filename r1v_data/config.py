@@ -42,7 +42,10 @@ class ExecutorConfig(Strict):
         "none: join the cluster this process already started, else start a local one"
     )  # fmt: skip
     actors: int = Field(2, ge=1, description="backend copies (actors); one per GPU for vllm: teachers")
-    block_size: int = Field(32, ge=1, description="requests per Ray task: the unit a retry redoes")
+    block_size: int = Field(
+        256, ge=1, description="requests per Ray task: the unit a retry redoes; keep it well above "
+        "the backend's concurrency, which a block's requests share"
+    )  # fmt: skip
     num_cpus: float = Field(1.0, ge=0, description="CPUs each actor reserves")
     num_gpus: float | None = Field(
         None, ge=0, description="GPUs each actor reserves (default: tensor x pipeline parallel size "

@@ -60,13 +60,13 @@ class Resources:
 
 # (backend, the block's items, resources) -> (rows to write, what finished) per item. A picklable
 # module-level function or object: Ray ships it to the workers.
-BlockFn = Callable[[Backend, Iterable[Any], Resources], Iterator[tuple[Rows, Done]]]
+BlockFn = Callable[[Backend | None, Iterable[Any], Resources], Iterator[tuple[Rows, Done]]]
 
 
 @dataclass
 class Work:
-    spec: str  # the backend spec and options a worker builds its own backend from
-    options: dict[str, Any]
+    spec: str | None  # the backend spec and options a worker builds its own backend from (None:
+    options: dict[str, Any]  # the function needs no backend, e.g. local estimators)
     fn: BlockFn
     table: str  # where the rows go
     backend: Backend | None = None  # the driver's backend: the local executor uses it

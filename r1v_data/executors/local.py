@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from r1v_data.backends import make_backend
 from r1v_data.executors.base import Done, Resources, Work
 from r1v_data.store import PartWriter
 
@@ -17,17 +18,20 @@ class LocalExecutor:
         self.resources = Resources()
 
     def map(self, work: Work, items: Iterable[Any], writer: PartWriter) -> Iterator[Done]:
-        assert work.backend is not None, "the local executor runs the driver's backend"
         for name, value in work.extra.items():
             self.resources.put(name, value)  # the stage owns these: not closed here
+        # a stage that holds no backend of its own (filter's judge) has it built here, for this map
+        built = make_backend(work.spec, **work.options) if work.backend is None and work.spec else None
         try:
-            for rows, done in work.fn(work.backend, items, self.resources):
+            for rows, done in work.fn(work.backend or built, items, self.resources):
                 if rows:
                     writer.add_group(rows)
                 yield done
         finally:
             for name in work.extra:
                 self.resources.drop(name)
+            if built is not None:
+                built.close()
 
     def close(self) -> None:
         self.resources.close()

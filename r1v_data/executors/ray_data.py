@@ -88,7 +88,7 @@ def gpus_per_actor(cfg: ExecutorConfig, work: Work) -> float:
     GPUs (one engine per GPU, or per parallel group), else none."""
     if cfg.num_gpus is not None:
         return cfg.num_gpus
-    if not work.spec.startswith("vllm:"):
+    if not (work.spec or "").startswith("vllm:"):
         return 0
     tp = int(work.options.get("tensor_parallel_size", 1))
     return float(tp * int(work.options.get("pipeline_parallel_size", 1)))

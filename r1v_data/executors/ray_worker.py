@@ -19,9 +19,9 @@ from r1v_data.store.block_parts import write_block_part
 
 class BlockWorker:
     def __init__(
-        self, spec: str, options: dict[str, Any], fn: BlockFn, root: str, table: str, run_id: str
+        self, spec: str | None, options: dict[str, Any], fn: BlockFn, root: str, table: str, run_id: str
     ) -> None:
-        self.backend = make_backend(spec, **options)
+        self.backend = make_backend(spec, **options) if spec else None
         self.fn, self.root, self.table, self.run_id = fn, Path(root), table, run_id
         self.resources = Resources()
 

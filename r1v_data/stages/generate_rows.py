@@ -138,8 +138,9 @@ class TraceBlock:
     verify_timeout_s: float
 
     def __call__(
-        self, backend: Backend, items: Iterable[tuple[GenRequest, Pending]], resources: Resources
+        self, backend: Backend | None, items: Iterable[tuple[GenRequest, Pending]], resources: Resources
     ) -> Iterator[tuple[Rows, Done]]:
+        assert backend is not None, "generate always has a teacher"
         verifier = resources.get("verifier", lambda: VerifierPool(workers=1, timeout_s=self.verify_timeout_s))
         jobs: dict[str, Pending] = {}
 

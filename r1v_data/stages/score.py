@@ -18,11 +18,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from r1v_data import __version__
+from r1v_data import __version__, executors
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.clarity import CLARITY_VERSION, sample_clarity
 from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
@@ -30,6 +31,7 @@ from r1v_data.backends import Backend, Message, make_backend
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
 from r1v_data.errors import Interrupted
+from r1v_data.executors import Done, Executor, Resources, Rows, Work, make_executor
 from r1v_data.grading import judge
 from r1v_data.store import PartWriter, Store, score_row
 
@@ -84,6 +86,7 @@ def scorer_version(scorer: str, judge_identity: str | None) -> str:
 
 
 def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult:
+    executors.require(cfg.executor)
     with Store.open(cfg.store, write=True) as store:
         ids = store.sample_ids(cfg.where, cfg.limit)  # refuses a malformed --where before any work
         backend = make_backend(cfg.judge, **cfg.judge_options) if cfg.judge else None
@@ -91,9 +94,12 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
         result = ScoreResult(run_id, backend.identity if backend else "local", samples=len(ids))
         start, status = time.perf_counter(), "failed"
         try:
-            with store.writer("scores", run_id, flush_rows=2048) as writer:
+            with (
+                store.writer("scores", run_id, flush_rows=2048) as writer,
+                closing(make_executor(cfg.executor)) as executor,
+            ):
                 for scorer in dict.fromkeys(cfg.scorers):
-                    _score_all(store, writer, scorer, ids, backend, cfg, result, progress)
+                    _score_all(store, writer, scorer, ids, backend, cfg, result, progress, executor)
             result.agreement = agreement(store, ids)
             result.preview = penalty_preview(store, ids, cfg)
             status = "ok"
@@ -121,6 +127,7 @@ def _score_all(
     cfg: ScoreConfig,
     result: ScoreResult,
     progress: Progress | None,
+    executor: Executor,
 ) -> None:
     version = scorer_version(scorer, backend.identity if backend else None)
     done = _cached(store, ids, scorer, version)
@@ -129,19 +136,44 @@ def _score_all(
     samples = store.stream(
         "SELECT sample_id, question, images, caption FROM samples SEMI JOIN wanted USING (sample_id)", todo
     )
-    if backend is None:
-        judged = ((s, {n: v for n, v in estimate(s).items() if n in JUDGED[scorer]}) for s in samples)
-    else:
-        judged = _judged(backend, scorer, samples, cfg, result)
+    block = ScoreBlock(scorer, version, writer.run_id, cfg.judge_max_tokens)
+    work = Work(cfg.judge, cfg.judge_options, block, "scores", backend)
     if progress:
         progress(0, len(todo))  # the total from the start
-    for count, (sample, values) in enumerate(judged, 1):
-        rows = _properties(sample, scorer, values)
-        (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1
-        writer.add_group([score_row(writer.run_id, sample["sample_id"], None, scorer, version, name, value, detail)
-                          for name, (value, detail) in rows.items()])  # fmt: skip
+    for count, finished in enumerate(executor.map(work, samples, writer), 1):
+        (result.scored if finished.finished else result.failed)[scorer] += 1
+        result.judge_calls += finished.tally
         if progress:
             progress(count, len(todo))
+
+
+@dataclass(frozen=True)
+class ScoreBlock:
+    """score's block function: one scorer's rows for each sample of a block (judged by the backend,
+    or by the local estimators when there is none), where the judge runs. A sample is finished
+    when its combined score is known; the tally is its judge calls."""
+
+    scorer: str
+    version: str
+    run_id: str
+    judge_max_tokens: int
+
+    def __call__(
+        self, backend: Backend | None, samples: Iterable[dict[str, Any]], resources: Resources
+    ) -> Iterator[tuple[Rows, Done]]:
+        if backend is None:
+            wanted = JUDGED[self.scorer]
+            judged: Iterator[tuple[dict[str, Any], Judged, int]] = (
+                (s, {n: v for n, v in estimate(s).items() if n in wanted}, 0) for s in samples
+            )
+        else:
+            judged = _judged(backend, self.scorer, iter(samples), self.judge_max_tokens)
+        for sample, values, calls in judged:
+            props = _properties(sample, self.scorer, values)
+            sid = sample["sample_id"]
+            rows = [score_row(self.run_id, sid, None, self.scorer, self.version, name, value, detail)
+                    for name, (value, detail) in props.items()]  # fmt: skip
+            yield rows, Done(sid, props[CACHE_NAME[self.scorer]][0] is not None, calls)
 
 
 def _cached(store: Store, ids: list[str], scorer: str, version: str) -> set[str]:
@@ -154,9 +186,10 @@ Judged = dict[str, tuple[float | None, str]]  # name -> (value in [0, 1] or None
 
 
 def _judged(
-    backend: Backend, scorer: str, samples: Iterator[dict[str, Any]], cfg: ScoreConfig, result: ScoreResult
-) -> Iterator[tuple[dict[str, Any], Judged]]:
-    """The judge's values for each sample, 1-5 mapped to [0, 1]; failures as None with the reason."""
+    backend: Backend, scorer: str, samples: Iterator[dict[str, Any]], max_tokens: int
+) -> Iterator[tuple[dict[str, Any], Judged, int]]:
+    """The judge's values for each sample, 1-5 mapped to [0, 1]; failures as None with the reason;
+    and the judge calls each took."""
     names = JUDGED[scorer]
     held: dict[str, dict[str, Any]] = {}
 
@@ -167,18 +200,17 @@ def _judged(
                 failures.append((sample, refusal))
                 continue
             held[sample["sample_id"]] = sample
-            result.judge_calls += 1
             yield judge.Ask(sample["sample_id"], messages)
 
     failures: list[tuple[dict[str, Any], str]] = []
-    sampling = replace(judge.JUDGE_SAMPLING, max_tokens=cfg.judge_max_tokens)
+    sampling = replace(judge.JUDGE_SAMPLING, max_tokens=max_tokens)
     for answer in judge.ask_json(backend, asks(), judge.integer_fields(names, 1, 5), sampling):
-        result.judge_calls += answer.attempts - 1
         sample = held.pop(answer.key)
         values = answer.values or {}
-        yield sample, {n: ((values[n] - 1) / 4 if n in values else None, answer.detail) for n in names}
-        yield from ((s, {n: (None, why) for n in names}) for s, why in _drain(failures))
-    yield from ((s, {n: (None, why) for n in names}) for s, why in _drain(failures))
+        judged = {n: ((values[n] - 1) / 4 if n in values else None, answer.detail) for n in names}
+        yield sample, judged, answer.attempts
+        yield from ((s, {n: (None, why) for n in names}, 0) for s, why in _drain(failures))
+    yield from ((s, {n: (None, why) for n in names}, 0) for s, why in _drain(failures))
 
 
 def _drain(items: list[Any]) -> Iterator[Any]:
