@@ -59,14 +59,17 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="The Ray cluster to join with --executor ray (auto: the one this node belongs to); "
-        "without it a local cluster is started.",
+        help="The Ray cluster to join (implies --executor ray; auto: the one this node belongs to); "
+        "without it --executor ray starts a local cluster.",
     ),
 ]
 
 
 def executor_sets(executor: str | None, ray_address: str | None) -> list[str]:
-    """--executor and --ray-address as the config keys they set (after the user's --set: flags win)."""
+    """--executor and --ray-address as the config keys they set (after the user's --set: flags win);
+    a Ray address alone means the Ray executor."""
+    if ray_address is not None and executor is None:
+        executor = "ray"
     pairs = {"executor.kind": executor, "executor.address": ray_address}
     return [f"{k}={v}" for k, v in pairs.items() if v is not None]
 
