@@ -65,7 +65,7 @@ class RayExecutor:
             batch_format="numpy",
             compute=self.ray.data.ActorPoolStrategy(size=min(self.cfg.actors, len(blocks))),
             num_cpus=self.cfg.num_cpus,
-            num_gpus=gpus_per_actor(self.cfg, work),
+            num_gpus=gpus_per_actor(self.cfg, work, self.ray.cluster_resources().get("GPU", 0)),
         )  # fmt: skip
         try:
             for row in ds.iter_rows():
@@ -83,12 +83,13 @@ def import_ray() -> Any:
     return ray
 
 
-def gpus_per_actor(cfg: ExecutorConfig, work: Work) -> float:
+def gpus_per_actor(cfg: ExecutorConfig, work: Work, cluster_gpus: float) -> float:
     """What one actor reserves: as configured, else a vllm: engine's tensor x pipeline parallel
-    GPUs (one engine per GPU, or per parallel group), else none."""
+    GPUs (one engine per GPU, or per parallel group) on a cluster that has GPUs, else none (vLLM's
+    CPU build: an actor waiting for a GPU that no node has would wait forever)."""
     if cfg.num_gpus is not None:
         return cfg.num_gpus
-    if not (work.spec or "").startswith("vllm:"):
+    if not (work.spec or "").startswith("vllm:") or not cluster_gpus:
         return 0
     tp = int(work.options.get("tensor_parallel_size", 1))
     return float(tp * int(work.options.get("pipeline_parallel_size", 1)))

@@ -36,9 +36,10 @@ def test_a_block_run_again_replaces_its_own_part(tmp_path: Path) -> None:
 
 def test_an_actor_reserves_a_vllm_engines_gpus() -> None:
     vllm = Work("vllm:M", {"tensor_parallel_size": 4, "pipeline_parallel_size": 2}, print, "traces")
-    assert gpus_per_actor(ExecutorConfig(), vllm) == 8
-    assert gpus_per_actor(ExecutorConfig(), Work("openai:http://h/v1#m", {}, print, "traces")) == 0
-    assert gpus_per_actor(ExecutorConfig(num_gpus=1), vllm) == 1  # as configured
+    assert gpus_per_actor(ExecutorConfig(), vllm, cluster_gpus=16) == 8
+    assert gpus_per_actor(ExecutorConfig(), vllm, cluster_gpus=0) == 0  # vLLM's CPU build
+    assert gpus_per_actor(ExecutorConfig(), Work("openai:http://h/v1#m", {}, print, "traces"), 16) == 0
+    assert gpus_per_actor(ExecutorConfig(num_gpus=1), vllm, 16) == 1  # as configured
 
 
 def test_a_ray_address_alone_means_the_ray_executor() -> None:
