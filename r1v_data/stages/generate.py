@@ -199,7 +199,8 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
             lambda s: f"revised:{s['wrong_request_id']}",
             REVISE_VERSION,
         )
-        return {**_execute(run, reviser, spec, cfg.reviser_options), "revision": 1}
+        options = cfg.teacher_options if reviser is teacher else cfg.reviser_options
+        return {**_execute(run, reviser, spec, options), "revision": 1}
     finally:
         if reviser is not teacher:
             reviser.close()
