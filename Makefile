@@ -51,6 +51,8 @@ $(QUICKSTART_DONE): $(STAMP) pipelines/quickstart.yaml
 
 # vLLM's CPU build lives in its own environment: it pins torch's CPU build and pulls torchvision,
 # which breaks torch's import here, so torchvision/torchaudio/torchcodec are removed after it.
+# The dev extra brings the ray extra too: bench/vllm_ray_actor.py runs the vllm: backend in a Ray
+# actor there.
 $(VLLM_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet -e '.[dev]'
@@ -75,6 +77,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/generate_overhead.py --hf
 	$(BIN)/python bench/verify_agreement.py
+	$(BIN)/python bench/ray_generate.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .ruff_cache

@@ -32,6 +32,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExecutorConfig(Strict):
+    """Where a stage's model requests run: `local` (this process) or `ray` (Ray Data actor pools
+    over a cluster; `pip install 'r1v[ray]'`). The requests, their ids and the rows are the same."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local | ray (--executor)")
+    address: str | None = Field(
+        None, description="a Ray cluster to join (--ray-address; 'auto' = the one this node runs); "
+        "none: join the cluster this process already started, else start a local one"
+    )  # fmt: skip
+    actors: int = Field(2, ge=1, description="backend copies (actors); one per GPU for vllm: teachers")
+    block_size: int = Field(
+        256, ge=1, description="requests per Ray task: the unit a retry redoes; keep it well above "
+        "the backend's concurrency, which a block's requests share"
+    )  # fmt: skip
+    num_cpus: float = Field(1.0, ge=0, description="CPUs each actor reserves")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs each actor reserves (default: tensor x pipeline parallel size "
+        "for vllm: teachers, 0 otherwise)"
+    )  # fmt: skip
+    window: int = Field(20000, ge=1, description="requests the driver hands Ray at a time (its memory)")
+
+
 class IngestConfig(Strict):
     store: Path
     sources: list[str] = Field(min_length=1)
@@ -137,6 +159,7 @@ class DRLCConfig(Strict):
 
 class ScoreConfig(Strict):
     store: Path
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     scorers: list[Literal["qdam", "vtia"]] = Field(default_factory=lambda: ["qdam", "vtia"], min_length=1)
     judge: str | None = Field(None, description="backend spec of the judge; local estimators without one")
     judge_options: dict[str, Any] = Field(default_factory=dict)
@@ -152,6 +175,7 @@ class FilterConfig(Strict):
     """Selection (DESIGN §1.3): D_t = {x : RM(x) >= tau_t} ∪ E_{t-1}, after dedup and decontamination."""
 
     store: Path
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     reward: str = Field("rule", description="rule | rm:MODEL | judge:SPEC")
     reward_options: dict[str, Any] = Field(default_factory=dict, description="passed to the RM or judge")
     judge_max_tokens: int = Field(
@@ -264,6 +288,7 @@ class ExportConfig(Strict):
 
 class GenerateConfig(Strict):
     store: Path
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     teacher: str = Field("builtin", description="builtin | hf:MODEL | openai:URL#MODEL | vllm:MODEL")
     teacher_options: dict[str, Any] = Field(
         default_factory=dict, description="passed to the backend, e.g. batch_size, concurrency"

@@ -33,6 +33,7 @@ LAYERS = [
     ("alcotd", ("r1v_data.alcotd",)),
     ("curation", ("r1v_data.curation",)),
     ("outputs", ("r1v_data.outputs",)),
+    ("executors", ("r1v_data.executors",)),
     ("stages", ("r1v_data.stages",)),
     ("cli", ("r1v_data.cli",)),
     ("train", ("r1v_train",)),

@@ -187,3 +187,49 @@ def build_tiny_vit(out: Path, seed: int = 0) -> Path:
                                   num_attention_heads=2, image_size=VLM_IMAGE_SIZE, patch_size=14)  # fmt: skip
     InternVLVisionModel(config).save_pretrained(out)
     return out
+
+
+def build_tiny_llava(out: Path, seed: int = 0) -> Path:
+    """A tiny LLaVA (a 1-layer CLIP vision tower, 56-pixel images in 14-pixel patches: 16 image
+    tokens; a 2-layer Llama with head size 64) that vLLM's CPU build serves, with a `LlavaProcessor`
+    on a PIL image processor. Its vision weights are saved under the `vision_tower.vision_model.`
+    names vLLM loads (transformers 5 writes them without `vision_model.`)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    fast = _tokenizer(["<image>"], extra_special_tokens={"image_token": "<image>"})
+    fast.chat_template = VLM_CHAT_TEMPLATE
+    size, patch = VLM_IMAGE_SIZE, 14
+    images = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = LlavaProcessor(image_processor=images, tokenizer=fast, patch_size=patch, image_token="<image>",
+                               vision_feature_select_strategy="default", chat_template=VLM_CHAT_TEMPLATE)  # fmt: skip
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+                       "num_hidden_layers": 1, "num_attention_heads": 1, "image_size": size, "patch_size": patch,
+                       "projection_dim": 64},
+        text_config={"model_type": "llama", "vocab_size": len(fast), "hidden_size": 128, "intermediate_size": 256,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
+                     "max_position_embeddings": 2048, "bos_token_id": fast.bos_token_id,
+                     "eos_token_id": fast.eos_token_id, "pad_token_id": fast.pad_token_id},
+        image_token_index=fast.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=(size // patch) ** 2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    LlavaForConditionalGeneration(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    weights = out / "model.safetensors"
+    tensors = {_vllm_vision_name(k): v for k, v in load_file(weights).items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return out
+
+
+def _vllm_vision_name(key: str) -> str:
+    tower = "vision_tower."
+    if key.startswith(tower) and not key.startswith(tower + "vision_model."):
+        return tower + "vision_model." + key[len(tower) :]
+    return key

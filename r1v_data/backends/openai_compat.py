@@ -66,6 +66,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.endpoints import Endpoints
 from r1v_data.backends.openai_wire import (
     body_snippet,
     content_text,
@@ -123,11 +124,14 @@ class OpenAIBackend:
     ):
         if concurrency < 1:
             raise BackendError(f"openai backend: concurrency must be at least 1, not {concurrency}")
-        if not spec_url.startswith(("http://", "https://")):
-            raise BackendError(
-                f"openai backend: {spec_url!r} is not an http(s) URL; write openai:http://HOST:PORT/v1#MODEL"
-            )
-        self.base_url = spec_url.rstrip("/")
+        self.endpoints = Endpoints(spec_url)  # URL1,URL2,...: servers of one model, balanced here
+        for url in [e.base_url for e in self.endpoints.all] or [spec_url]:
+            if not url.startswith(("http://", "https://")):
+                raise BackendError(
+                    f"openai backend: {url!r} is not an http(s) URL; write openai:http://HOST:PORT/v1#MODEL "
+                    "(or several URLs joined by commas)"
+                )
+        self.base_url = ",".join(e.base_url for e in self.endpoints.all)
         self.model = model
         self.spec = spec or f"openai:{self.base_url}#{model}"
         self.identity = f"openai:{model}"  # where it is served from does not change the teacher
@@ -149,7 +153,6 @@ class OpenAIBackend:
         self.budget = RateBudget.make(rpm, tpm)
         self.api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) or None
-        self._endpoint = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
@@ -357,16 +360,18 @@ class OpenAIBackend:
     async def _attempt(self, req: GenRequest, payload: bytes) -> GenResult | _Attempt:
         import aiohttp
 
+        endpoint, unreachable = self.endpoints.acquire(), False
         try:
-            async with self._session.post(self._endpoint, data=payload) as resp:
+            async with self._session.post(endpoint.chat_url, data=payload) as resp:
                 status = resp.status
                 raw = await resp.read()
                 retry_after = resp.headers.get("Retry-After")
         except TimeoutError:
             return _Attempt(f"no response within {self.timeout_s:g}s", transient=True)
         except aiohttp.ClientConnectorError as exc:
-            error = self._scrub(f"cannot connect to {self.base_url}: {exception_reason(exc)}")
-            if not self._answered:
+            unreachable = True
+            error = self._scrub(f"cannot connect to {endpoint.base_url}: {exception_reason(exc)}")
+            if not self._answered and len(self.endpoints) == 1:  # one of several: the others may answer
                 raise _Fatal(
                     f"{self.spec}: nothing answers at {self.base_url} ({exception_reason(exc)}); start "
                     "the server or fix the URL in openai:URL#MODEL"
@@ -374,6 +379,8 @@ class OpenAIBackend:
             return _Attempt(error, transient=True, unreachable=True)
         except aiohttp.ClientError as exc:  # disconnected, payload errors, resets
             return _Attempt(self._scrub(f"{type(exc).__name__}: {exception_reason(exc)}"), transient=True)
+        finally:
+            self.endpoints.release(endpoint, unreachable=unreachable)
         self._answered = True
         if status == 200:
             return self._parse(req, raw)

@@ -47,6 +47,31 @@ OptStoreOpt = Annotated[Path | None, typer.Option("--store", "-s", help="Store d
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; flags override it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set a.b=value.")]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="Where model requests run: local (this process) or ray (a Ray cluster; needs the ray "
+        "extra; tune with --set executor.actors=N, executor.block_size=N). (default: local)",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster to join (implies --executor ray; auto: the one this node belongs to); "
+        "without it --executor ray starts a local cluster.",
+    ),
+]
+
+
+def executor_sets(executor: str | None, ray_address: str | None) -> list[str]:
+    """--executor and --ray-address as the config keys they set (after the user's --set: flags win);
+    a Ray address alone means the Ray executor."""
+    if ray_address is not None and executor is None:
+        executor = "ray"
+    pairs = {"executor.kind": executor, "executor.address": ray_address}
+    return [f"{k}={v}" for k, v in pairs.items() if v is not None]
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:

@@ -8,13 +8,16 @@ import typer
 
 from r1v_data.cli.app import (
     ConfigOpt,
+    ExecutorOpt,
     ExistingStoreOpt,
     JsonOpt,
     OptStoreOpt,
+    RayAddressOpt,
     SetOpt,
     app,
     console,
     emit,
+    executor_sets,
     out,
 )
 
@@ -77,6 +80,8 @@ def filter_(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select traces to train on: reward threshold, error set, dedup, decontamination; every drop explained."""
@@ -90,7 +95,13 @@ def filter_(
         "keep_wrong": keep_wrong, "where": where,
         "decontaminate": decontaminate or None, "dedup": dedup,
     }  # fmt: skip
-    cfg = load_config(FilterConfig, yaml_path=config, section="filter", sets=set_, flags=flags)
+    cfg = load_config(
+        FilterConfig,
+        yaml_path=config,
+        section="filter",
+        sets=[*(set_ or []), *executor_sets(executor, ray_address)],
+        flags=flags,
+    )
     with console.status("filter") as status:
         result = run_filter(cfg, progress=lambda step: status.update(f"filter: {step}"))
     emit(result.as_dict(), as_json, _render)

@@ -6,7 +6,20 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, counts, emit, out, progress
+from r1v_data.cli.app import (
+    ConfigOpt,
+    ExecutorOpt,
+    JsonOpt,
+    OptStoreOpt,
+    RayAddressOpt,
+    SetOpt,
+    app,
+    counts,
+    emit,
+    executor_sets,
+    out,
+    progress,
+)
 
 
 @app.command()
@@ -76,6 +89,8 @@ def generate(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Distil <think> traces from a teacher; resumable, verified, over self-distillation rounds."""
@@ -105,7 +120,13 @@ def generate(
         "retry_failed": retry_failed,
         "dry_run": dry_run,
     }
-    cfg = load_config(GenerateConfig, yaml_path=config, section="generate", sets=sets, flags=flags)
+    cfg = load_config(
+        GenerateConfig,
+        yaml_path=config,
+        section="generate",
+        sets=sets + executor_sets(executor, ray_address),
+        flags=flags,
+    )
     if no_wait:
         _no_wait(cfg)
     if cfg.dry_run:

@@ -6,7 +6,19 @@ from typing import Annotated, Any
 
 import typer
 
-from r1v_data.cli.app import ConfigOpt, JsonOpt, OptStoreOpt, SetOpt, app, emit, out, progress
+from r1v_data.cli.app import (
+    ConfigOpt,
+    ExecutorOpt,
+    JsonOpt,
+    OptStoreOpt,
+    RayAddressOpt,
+    SetOpt,
+    app,
+    emit,
+    executor_sets,
+    out,
+    progress,
+)
 
 
 @app.command()
@@ -34,6 +46,8 @@ def score(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score samples for adaptive-length distillation (QDAM: S_v, S_t; VTIA: S_I); cached per version."""
@@ -49,7 +63,13 @@ def score(
     }
     if scorer is not None:
         flags["scorers"] = [s.strip() for s in scorer.split(",") if s.strip()]
-    cfg = load_config(ScoreConfig, yaml_path=config, section="score", sets=set_, flags=flags)
+    cfg = load_config(
+        ScoreConfig,
+        yaml_path=config,
+        section="score",
+        sets=[*(set_ or []), *executor_sets(executor, ray_address)],
+        flags=flags,
+    )
     if cfg.dry_run:
         from r1v_data.cli.generate import render_estimate
         from r1v_data.stages.score_estimate import estimate_score

@@ -17,12 +17,12 @@ Only candidates are scored: not failed attempts or refusals, and not the traces 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from r1v_data import text
-from r1v_data.backends import Message, attach_store, make_backend
+from r1v_data.backends import Backend, Message, attach_store, make_backend
 from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
 from r1v_data.grading import judge
@@ -72,6 +72,11 @@ class Reward:
         return "reward_raw" if self.calibration is not None else "reward"
 
 
+# Runs a model reward (rm:, judge:) over traces, writing their score rows, and says per trace
+# whether it scored: the filter stage hands in its executor's (this process or Ray actors).
+RunModel = Callable[[Reward, Iterator[dict[str, Any]]], Iterator[bool]]
+
+
 def parse_reward(spec: str, calibration: str = "quantile", options: dict[str, Any] | None = None) -> Reward:
     """What `--reward SPEC` names, and the version its cached rows carry."""
     if spec == "rule":
@@ -103,9 +108,11 @@ def score_rewards(
     options: dict[str, Any],
     errors_from: str | None = None,
     judge_max_tokens: int = 1024,
+    run_model: RunModel | None = None,
 ) -> tuple[dict[str, int], str]:
     """Score every candidate trace without a cached row for this version; returns the counts and
-    the version of the level rows the selection reads."""
+    the version of the level rows the selection reads. A model reward runs in `run_model` when
+    given, else here."""
     sql = f"""SELECT {_COLUMNS}, s.question, s.answer AS reference FROM traces t JOIN samples s USING (sample_id)
               WHERE {candidate_traces("t")} AND t.request_id NOT IN (
                     SELECT request_id FROM scores WHERE scorer = $scorer AND version = $version AND name = $name
@@ -122,15 +129,14 @@ def score_rewards(
         if reward.scorer == RULE_SCORER:
             counts["scored"] = _rule_levels_in_duckdb(store, writer, sql, params)
             todo = store.stream(needs_parsing(sql), None, params, batch=4096)  # flags missing: parse
-            rows: Scored = ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
-        elif reward.scorer == JUDGE_SCORER:
-            rows = _judged(reward, todo, options, judge_max_tokens, writer)
+        if reward.scorer != RULE_SCORER and run_model is not None:
+            for ok in run_model(reward, todo):
+                counts["scored" if ok else "failed"] += 1
         else:
-            rows = _raw_reward_scores(reward, todo, options)
-        for trace, value, detail in rows:
-            counts["scored" if value is not None else "failed"] += 1
-            add_score(writer, trace["sample_id"], trace["request_id"], reward.scorer, reward.version,
-                      reward.cached_name, value, detail)  # fmt: skip
+            for trace, value, detail in _scored_here(reward, todo, options, judge_max_tokens, writer):
+                counts["scored" if value is not None else "failed"] += 1
+                add_score(writer, trace["sample_id"], trace["request_id"], reward.scorer, reward.version,
+                          reward.cached_name, value, detail)  # fmt: skip
     if reward.calibration is None:
         return counts, reward.version
     writer.flush()  # the levels are computed from every candidate's raw score, the new ones included
@@ -154,15 +160,42 @@ def _rule_levels_in_duckdb(store: Store, writer: PartWriter, todo: str, params: 
     return scored
 
 
-def _judged(
+def _scored_here(
+    reward: Reward,
+    todo: Iterator[dict[str, Any]],
+    options: dict[str, Any],
+    max_tokens: int,
+    writer: PartWriter,
+) -> Scored:
+    if reward.scorer == RULE_SCORER:
+        return ((t, float(r.value), r.detail) for t in todo for r in [rule_score(t)])
+    if reward.scorer == JUDGE_SCORER:
+        return _judged_here(reward, todo, options, max_tokens, writer)
+    return raw_reward_scores(load_reward_model(reward, options), todo)
+
+
+def judge_spec(reward: Reward) -> str:
+    """The backend spec of a `judge:SPEC` reward."""
+    return reward.spec.partition(":")[2]
+
+
+def _judged_here(
     reward: Reward,
     traces: Iterator[dict[str, Any]],
     options: dict[str, Any],
     max_tokens: int,
     writer: PartWriter,
 ) -> Scored:
-    backend = make_backend(reward.spec.partition(":")[2], **options)
+    backend = make_backend(judge_spec(reward), **options)
     attach_store(backend, writer.store, writer.run_id)  # a batch judge resumes its recorded batches
+    try:
+        yield from judged_rewards(backend, traces, max_tokens)
+    finally:
+        backend.close()
+
+
+def judged_rewards(backend: Backend, traces: Iterable[dict[str, Any]], max_tokens: int) -> Scored:
+    """A judge's 0-5 reward of each trace (None and the reason where it gave none)."""
     held: dict[str, dict[str, Any]] = {}
 
     def asks() -> Iterator[judge.Ask]:
@@ -171,19 +204,21 @@ def _judged(
             body = _JUDGE_PROMPT.format(question=t["question"], answer=t["reference"], completion=t["text"])
             yield judge.Ask(t["request_id"], [Message("user", body)])
 
-    try:
-        sampling = replace(judge.JUDGE_SAMPLING, max_tokens=max_tokens)
-        for answer in judge.ask_json(backend, asks(), judge.integer_fields(("reward",), 0, 5), sampling):
-            value = None if answer.values is None else answer.values["reward"]
-            yield held.pop(answer.key), value, answer.detail
-    finally:
-        backend.close()
+    sampling = replace(judge.JUDGE_SAMPLING, max_tokens=max_tokens)
+    for answer in judge.ask_json(backend, asks(), judge.integer_fields(("reward",), 0, 5), sampling):
+        value = None if answer.values is None else answer.values["reward"]
+        yield held.pop(answer.key), value, answer.detail
 
 
-def _raw_reward_scores(reward: Reward, traces: Iterator[dict[str, Any]], options: dict[str, Any]) -> Scored:
-    from r1v_data.grading.reward_model import RewardModelScorer, rm_pair
+def load_reward_model(reward: Reward, options: dict[str, Any]) -> Any:
+    from r1v_data.grading.reward_model import RewardModelScorer
 
-    scorer = RewardModelScorer(reward.spec.partition(":")[2], **options).load()
+    return RewardModelScorer(reward.spec.partition(":")[2], **options).load()
+
+
+def raw_reward_scores(scorer: Any, traces: Iterable[dict[str, Any]]) -> Scored:
+    """A loaded reward model's raw score of each trace, 256 at a time."""
+    from r1v_data.grading.reward_model import rm_pair
 
     def scored(chunk: list[dict[str, Any]]) -> Scored:
         raws = scorer.raw_scores([rm_pair({"question": c["question"]}, c) for c in chunk])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,7 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from r1v_data import __version__
+from r1v_data import __version__, executors
 from r1v_data.config import FilterConfig
 from r1v_data.curation.sample_checks import (
     Candidates,
@@ -43,7 +44,16 @@ from r1v_data.curation.sample_checks import (
     load_candidates,
 )
 from r1v_data.errors import ConfigError, Interrupted, QueryError
-from r1v_data.grading.reward_scoring import Reward, candidate_traces, parse_reward, score_rewards
+from r1v_data.executors import make_executor
+from r1v_data.grading.reward_scoring import (
+    JUDGE_SCORER,
+    Reward,
+    candidate_traces,
+    judge_spec,
+    parse_reward,
+    score_rewards,
+)
+from r1v_data.stages.filter_rewards import model_runner
 from r1v_data.store import Store, sandbox, utcnow
 
 Progress = Callable[[str], None]
@@ -131,6 +141,7 @@ class FilterResult:
 
 def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterResult:
     reward = parse_reward(cfg.reward, cfg.calibration, cfg.reward_options)
+    executors.require(cfg.executor, judge_spec(reward) if reward.scorer == JUDGE_SCORER else None)
     say = progress or (lambda _: None)
     with Store.open(cfg.store, write=True) as store:
         check_where(store, cfg, reward)  # a malformed --where is refused before anything is written
@@ -141,10 +152,20 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
         result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=len(errors))
         start, status = time.perf_counter(), "failed"
         try:
-            with store.writer("scores", run_id, flush_rows=65536) as scores:
+            with (
+                store.writer("scores", run_id, flush_rows=65536) as scores,
+                closing(make_executor(cfg.executor)) as executor,
+            ):
                 say("scoring rewards")
+                run_model = model_runner(executor, scores, cfg.reward_options, cfg.judge_max_tokens)
                 result.rewards, levels = score_rewards(
-                    store, scores, reward, cfg.reward_options, cfg.errors_from, cfg.judge_max_tokens
+                    store,
+                    scores,
+                    reward,
+                    cfg.reward_options,
+                    cfg.errors_from,
+                    cfg.judge_max_tokens,
+                    run_model,
                 )
                 reward = replace(reward, version=levels)
                 say("checking samples")

@@ -12,21 +12,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from r1v_data import __version__, text
+from r1v_data import __version__, executors, text
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.drlc import Control
-from r1v_data.backends import (
-    Backend,
-    BatchesPending,
-    GenRequest,
-    GenResult,
-    Sampling,
-    attach_store,
-    make_backend,
-)
+from r1v_data.backends import Backend, BatchesPending, GenRequest, Sampling, attach_store, make_backend
 from r1v_data.backends.pricing import Meter, RoundBill, load_prices
 from r1v_data.backends.prompts import (
     PROMPT_VERSION,
@@ -37,9 +30,10 @@ from r1v_data.backends.prompts import (
 )
 from r1v_data.config import GenerateConfig
 from r1v_data.errors import ConfigError, Interrupted
+from r1v_data.executors import Executor, Work, make_executor
 from r1v_data.grading.verify import VERIFIER_NAME
 from r1v_data.grading.verify_pool import VerifierPool
-from r1v_data.stages.generate_rows import GenerateResult, Pending, base_row, trace_row
+from r1v_data.stages.generate_rows import GenerateResult, Pending, TraceBlock, base_row
 from r1v_data.store import PartWriter, Store
 
 # (requests finished, requests to send or None, completion tokens so far); a batch backend also
@@ -75,6 +69,7 @@ class _Run:
     verifier: VerifierPool
     result: GenerateResult
     progress: Progress | None
+    executor: Executor
     controls: dict[str, Control] | None = None
     meter: Meter | None = None
 
@@ -84,6 +79,7 @@ def run_generate(
 ) -> GenerateResult:
     """Generate traces for the samples of `cfg.store`; `backend` overrides `cfg.teacher`
     (a caller that already holds a loaded model)."""
+    executors.require(cfg.executor, cfg.teacher, cfg.reviser)
     with Store.open(cfg.store, write=True) as store:
         problems = store.sample_ids(cfg.where, cfg.limit)  # also refuses a malformed --where before any work
         controls = _adaptive_controls(store, cfg, problems)
@@ -101,16 +97,17 @@ def run_generate(
                 store.writer(
                     "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
+                closing(make_executor(cfg.executor)) as executor,
             ):
                 done = _finished_request_ids(store, cfg.retry_failed)
                 _trust_proven_settings(store, backend)
-                run = _Run(store, cfg, done, writer, verifier, result, progress, controls, meter)
+                run = _Run(store, cfg, done, writer, verifier, result, progress, executor, controls, meter)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
                     if not ids:
                         break
-                    result.rounds.append(_run_round(run, backend, round_, ids))
+                    result.rounds.append(_run_round(run, backend, round_, ids, cfg.teacher_options))
                     writer.flush()  # the next round reads this one's verdicts from the store
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
@@ -133,6 +130,7 @@ def run_generate(
                 "run_id": run_id,
                 "config": cfg.model_dump(mode="json"),
                 "teacher": backend.spec,
+                "executor": cfg.executor.kind,
                 "teacher_identity": result.teacher,
                 "prompt_version": PROMPT_VERSION,
                 "verifier": VERIFIER_NAME,
@@ -144,8 +142,10 @@ def run_generate(
     return result
 
 
-def _run_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> dict[str, int]:
-    return _execute(run, backend, _teacher_round(run, backend, round_, ids))
+def _run_round(
+    run: _Run, backend: Backend, round_: int, ids: list[str], options: dict[str, Any]
+) -> dict[str, int]:
+    return _execute(run, backend, _teacher_round(run, backend, round_, ids), options)
 
 
 def _teacher_round(run: _Run, backend: Backend, round_: int, ids: list[str]) -> _Round:
@@ -212,14 +212,14 @@ def _revise(run: _Run, teacher: Backend, problems: list[str]) -> dict[str, int]:
             lambda s: f"revised:{s['wrong_request_id']}",
             REVISE_VERSION,
         )
-        return {**_execute(run, reviser, spec), "revision": 1}
+        options = cfg.teacher_options if reviser is teacher else cfg.reviser_options
+        return {**_execute(run, reviser, spec, options), "revision": 1}
     finally:
         if reviser is not teacher:
             reviser.close()
 
 
-def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
-    pending: dict[str, Pending] = {}
+def _execute(run: _Run, backend: Backend, spec: _Round, options: dict[str, Any]) -> dict[str, int]:
     counts = Counter(
         {"round": spec.number, "samples": len(spec.ids), "requests": 0, "skipped": 0, "refused": 0, "sent": 0}
     )
@@ -237,19 +237,18 @@ def _execute(run: _Run, backend: Backend, spec: _Round) -> dict[str, int]:
     if hasattr(backend, "on_status"):  # a batch backend says what its batches do while they run
         backend.on_status = lambda line: report(note=line)
     report()  # the round's total from the start
+    # where the teacher runs decides nothing here: the executor yields one Done per request
+    block = TraceBlock(run.writer.run_id, backend.identity, run.cfg.verify_timeout_s)
+    work = Work(backend.spec, options, block, "traces", backend, {"verifier": run.verifier})
     try:
-        for res in backend.generate(_requests(run, backend, spec, pending, counts)):
-            job = pending.pop(res.request_id)
-            run.writer.add(trace_row(res, job, backend.identity, run.verifier, run.writer.run_id, run.result))
-            if res.error is None or res.finish_reason == "rejected":
-                run.done.add(res.request_id)  # other failures stay unfinished: the next run retries them
+        for done in run.executor.map(work, _requests(run, backend, spec, counts), run.writer):
+            run.result.add(done.tally)
+            if done.finished:
+                run.done.add(done.key)
             counts["sent"] += 1
             report()
     finally:
         bill.close()  # what was spent is spent, also when the round stops early
-    for rid, job in pending.items():  # a backend that yielded nothing for a request: say so
-        lost = GenResult(rid, finish_reason="error", error="no result from the backend")
-        run.writer.add(trace_row(lost, job, backend.identity, run.verifier, run.writer.run_id, run.result))
     report()
     run.result.requests += counts["requests"]
     return dict(counts)
@@ -302,9 +301,10 @@ def _stream_samples(store: Store, ids: list[str], wrong_of: str | None = None) -
 
 
 def _requests(
-    run: _Run, backend: Backend, spec: _Round, pending: dict[str, Pending], counts: Counter[str]
-) -> Iterator[GenRequest]:
-    """Requests not yet in the store, built lazily as the backend pulls them."""
+    run: _Run, backend: Backend, spec: _Round, counts: Counter[str]
+) -> Iterator[tuple[GenRequest, Pending]]:
+    """Requests not yet in the store, with what their rows need, built lazily as they are pulled."""
+    sent: set[str] = set()  # a request asked twice in one round (identical samples) is sent once
     for sample in spec.samples:
         prompt = spec.prompt(sample)
         for index in range(spec.sampling.n):
@@ -326,13 +326,14 @@ def _requests(
             rid = text.stable_hash(
                 sample["sample_id"], backend.identity, rendered, identity, index, spec.label
             )
-            if rid in run.done or rid in pending:
+            if rid in run.done or rid in sent:
                 counts["skipped"] += 1
                 run.result.skipped += 1
                 continue
             request.request_id = rid
+            sent.add(rid)
             prefix = prompt.assistant_prefix if backend.prefills else ""
-            pending[rid] = Pending(
+            job = Pending(
                 sample,
                 spec.number,
                 index,
@@ -343,7 +344,7 @@ def _requests(
                 spec.prompt_version,
             )
             run.result.sent += 1
-            yield request
+            yield request, job
 
 
 def _refuse(

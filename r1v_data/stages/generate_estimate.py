@@ -23,7 +23,7 @@ from r1v_data.stages.generate import (  # the generate stage's own request build
     _Run,
     _teacher_round,
 )
-from r1v_data.stages.generate_rows import GenerateResult, Pending
+from r1v_data.stages.generate_rows import GenerateResult
 from r1v_data.store import Store
 
 MIN_TRACES_FOR_MEAN = 10
@@ -48,7 +48,7 @@ def estimate_generate(cfg: GenerateConfig, backend: Backend | None = None) -> di
         try:
             done = _finished_request_ids(store, cfg.retry_failed)
             run = _Run(store, cfg, done, _NullWriter(), None, GenerateResult("dry-run", backend.identity), None,
-                       controls)  # type: ignore[arg-type]  # fmt: skip
+                       None, controls)  # type: ignore[arg-type]  # fmt: skip
             first = _round_one(run, backend, problems, prices)
             lines = [first, *_later(cfg, store, backend, first, len(problems), prices)]
         finally:
@@ -58,13 +58,11 @@ def estimate_generate(cfg: GenerateConfig, backend: Backend | None = None) -> di
 
 
 def _round_one(run: _Run, backend: Backend, problems: list[str], prices: Prices) -> dict[str, Any]:
-    pending: dict[str, Pending] = {}
     counts: Counter[str] = Counter()
     requests = tokens = 0
-    for request in _requests(run, backend, _teacher_round(run, backend, 1, problems), pending, counts):
+    for request, _ in _requests(run, backend, _teacher_round(run, backend, 1, problems), counts):
         requests += 1
         tokens += prompt_tokens(request)
-        pending.clear()  # nothing is sent: nothing waits
     each, basis = _expected_completion(run.store, backend.identity, run.cfg.sampling.max_tokens)
     line = _line("round 1", backend, requests, tokens, requests * each, basis, prices)
     return {**line, "skipped": counts["skipped"], "refused": counts["refused"]}

@@ -4,11 +4,13 @@ sampling it was made with), and the run's counts that every row adds to."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from r1v_data.backends import GenResult, Sampling
+from r1v_data.backends import Backend, GenRequest, GenResult, Sampling
 from r1v_data.backends.prompts import PROMPT_VERSION
+from r1v_data.executors import Done, Resources, Rows
 from r1v_data.grading.traces import parse_completion
 from r1v_data.grading.verify_pool import VerifierPool
 from r1v_data.store import utcnow
@@ -43,6 +45,15 @@ class GenerateResult:
             "verdicts": dict(self.verdicts),
             "completion_tokens_per_s": round(tokens_per_s, 1),
         }
+
+    def add(self, other: GenerateResult) -> None:
+        """Add the counts one result's row made (where the row was made: here or on a worker)."""
+        self.failed.update(other.failed)
+        self.verdicts.update(other.verdicts)
+        self.truncated += other.truncated
+        self.repetition += other.repetition
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
 
 
 @dataclass
@@ -116,6 +127,43 @@ def trace_row(
         verifier=verdict.verifier,
     )
     return row
+
+
+@dataclass(frozen=True)
+class TraceBlock:
+    """generate's block function: the teacher answers a block of (request, Pending) pairs and each
+    result becomes its verified trace row, where the teacher runs (this process or a Ray actor).
+    A result counts as finished unless it failed in a way a later run may fix."""
+
+    run_id: str
+    teacher: str  # the identity rows name
+    verify_timeout_s: float
+
+    def __call__(
+        self, backend: Backend | None, items: Iterable[tuple[GenRequest, Pending]], resources: Resources
+    ) -> Iterator[tuple[Rows, Done]]:
+        assert backend is not None, "generate always has a teacher"
+        verifier = resources.get("verifier", lambda: VerifierPool(workers=1, timeout_s=self.verify_timeout_s))
+        jobs: dict[str, Pending] = {}
+
+        def requests() -> Iterator[GenRequest]:
+            for request, job in items:
+                jobs[request.request_id] = job
+                yield request
+
+        for res in backend.generate(requests()):
+            yield self._row(res, jobs.pop(res.request_id), verifier)
+        for rid, job in jobs.items():  # a backend that yielded nothing for a request: say so
+            yield self._row(
+                GenResult(rid, finish_reason="error", error="no result from the backend"), job, verifier
+            )
+
+    def _row(self, res: GenResult, job: Pending, verifier: VerifierPool) -> tuple[Rows, Done]:
+        tally = GenerateResult(self.run_id, self.teacher)
+        row = trace_row(res, job, self.teacher, verifier, self.run_id, tally)
+        # other failures stay unfinished: the next run retries them
+        finished = res.error is None or res.finish_reason == "rejected"
+        return [row], Done(res.request_id, finished, tally)
 
 
 def reason_key(error: str | None) -> str:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from r1v_data import __version__
+from r1v_data import __version__, executors
 from r1v_data.alcotd import drlc
 from r1v_data.alcotd.clarity import CLARITY_VERSION, sample_clarity
 from r1v_data.alcotd.estimators import ESTIMATOR_VERSION, estimate
@@ -31,6 +32,7 @@ from r1v_data.backends.pricing import Meter, load_prices
 from r1v_data.backends.prompts import visible_question
 from r1v_data.config import ScoreConfig
 from r1v_data.errors import Interrupted
+from r1v_data.executors import Done, Executor, Resources, Rows, Work, make_executor
 from r1v_data.grading import judge
 from r1v_data.store import PartWriter, Store, score_row
 
@@ -88,6 +90,7 @@ def scorer_version(scorer: str, judge_identity: str | None) -> str:
 
 
 def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult:
+    executors.require(cfg.executor, cfg.judge)
     with Store.open(cfg.store, write=True) as store:
         ids = store.sample_ids(cfg.where, cfg.limit)  # refuses a malformed --where before any work
         backend = make_backend(cfg.judge, **cfg.judge_options) if cfg.judge else None
@@ -96,9 +99,12 @@ def run_score(cfg: ScoreConfig, progress: Progress | None = None) -> ScoreResult
         result = ScoreResult(run_id, backend.identity if backend else "local", samples=len(ids))
         start, status = time.perf_counter(), "failed"
         try:
-            with store.writer("scores", run_id, flush_rows=2048) as writer:
+            with (
+                store.writer("scores", run_id, flush_rows=2048) as writer,
+                closing(make_executor(cfg.executor)) as executor,
+            ):
                 for scorer in dict.fromkeys(cfg.scorers):
-                    _score_all(store, writer, scorer, ids, backend, cfg, result, progress)
+                    _score_all(store, writer, scorer, ids, backend, cfg, result, progress, executor)
             result.agreement = agreement(store, ids)
             result.preview = penalty_preview(store, ids, cfg)
             status = "ok"
@@ -135,6 +141,7 @@ def _score_all(
     cfg: ScoreConfig,
     result: ScoreResult,
     progress: Progress | None,
+    executor: Executor,
 ) -> None:
     version = scorer_version(scorer, backend.identity if backend else None)
     done = _cached(store, ids, scorer, version)
@@ -143,19 +150,47 @@ def _score_all(
     samples = store.stream(
         "SELECT sample_id, question, images, caption FROM samples SEMI JOIN wanted USING (sample_id)", todo
     )
-    if backend is None:
-        judged = ((s, {n: v for n, v in estimate(s).items() if n in JUDGED[scorer]}) for s in samples)
-    else:
-        judged = _judged(backend, scorer, samples, cfg, result)
+    block = ScoreBlock(scorer, version, writer.run_id, cfg.judge_max_tokens)
+    work = Work(cfg.judge, cfg.judge_options, block, "scores", backend)
     if progress:
         progress(0, len(todo))  # the total from the start
-    for count, (sample, values) in enumerate(judged, 1):
-        rows = _properties(sample, scorer, values)
-        (result.failed if rows[CACHE_NAME[scorer]][0] is None else result.scored)[scorer] += 1
-        writer.add_group([score_row(writer.run_id, sample["sample_id"], None, scorer, version, name, value, detail)
-                          for name, (value, detail) in rows.items()])  # fmt: skip
+    for count, finished in enumerate(executor.map(work, samples, writer), 1):
+        (result.scored if finished.finished else result.failed)[scorer] += 1
+        tally = finished.tally or Tally()
+        result.judge_calls += tally.calls
+        result.prompt_tokens += tally.prompt_tokens
+        result.completion_tokens += tally.completion_tokens
         if progress:
             progress(count, len(todo))
+
+
+@dataclass(frozen=True)
+class ScoreBlock:
+    """score's block function: one scorer's rows for each sample of a block (judged by the backend,
+    or by the local estimators when there is none), where the judge runs. A sample is finished
+    when its combined score is known; the tally is its judge calls and tokens."""
+
+    scorer: str
+    version: str
+    run_id: str
+    judge_max_tokens: int
+
+    def __call__(
+        self, backend: Backend | None, samples: Iterable[dict[str, Any]], resources: Resources
+    ) -> Iterator[tuple[Rows, Done]]:
+        if backend is None:
+            wanted = JUDGED[self.scorer]
+            judged: Iterator[tuple[dict[str, Any], Judged, Tally]] = (
+                (s, {n: v for n, v in estimate(s).items() if n in wanted}, Tally()) for s in samples
+            )
+        else:
+            judged = _judged(backend, self.scorer, iter(samples), self.judge_max_tokens)
+        for sample, values, tally in judged:
+            props = _properties(sample, self.scorer, values)
+            sid = sample["sample_id"]
+            rows = [score_row(self.run_id, sid, None, self.scorer, self.version, name, value, detail)
+                    for name, (value, detail) in props.items()]  # fmt: skip
+            yield rows, Done(sid, props[CACHE_NAME[self.scorer]][0] is not None, tally)
 
 
 def _cached(store: Store, ids: list[str], scorer: str, version: str) -> set[str]:
@@ -168,9 +203,10 @@ Judged = dict[str, tuple[float | None, str]]  # name -> (value in [0, 1] or None
 
 
 def _judged(
-    backend: Backend, scorer: str, samples: Iterator[dict[str, Any]], cfg: ScoreConfig, result: ScoreResult
-) -> Iterator[tuple[dict[str, Any], Judged]]:
-    """The judge's values for each sample, 1-5 mapped to [0, 1]; failures as None with the reason."""
+    backend: Backend, scorer: str, samples: Iterator[dict[str, Any]], max_tokens: int
+) -> Iterator[tuple[dict[str, Any], Judged, Tally]]:
+    """The judge's values for each sample, 1-5 mapped to [0, 1]; failures as None with the reason;
+    and the judge calls and tokens each took."""
     names = JUDGED[scorer]
     held: dict[str, dict[str, Any]] = {}
 
@@ -181,18 +217,35 @@ def _judged(
                 failures.append((sample, refusal))
                 continue
             held[sample["sample_id"]] = sample
-            result.judge_calls += 1
             yield judge.Ask(sample["sample_id"], messages)
 
     failures: list[tuple[dict[str, Any], str]] = []
-    sampling = replace(judge.JUDGE_SAMPLING, max_tokens=cfg.judge_max_tokens)
-    for answer in judge.ask_json(backend, asks(), judge.integer_fields(names, 1, 5), sampling, usage=result):
-        result.judge_calls += answer.attempts - 1
+    sampling = replace(judge.JUDGE_SAMPLING, max_tokens=max_tokens)
+    usage, seen = _Tokens(), (0, 0)
+    for answer in judge.ask_json(backend, asks(), judge.integer_fields(names, 1, 5), sampling, usage=usage):
         sample = held.pop(answer.key)
         values = answer.values or {}
-        yield sample, {n: ((values[n] - 1) / 4 if n in values else None, answer.detail) for n in names}
-        yield from ((s, {n: (None, why) for n in names}) for s, why in _drain(failures))
-    yield from ((s, {n: (None, why) for n in names}) for s, why in _drain(failures))
+        judged = {n: ((values[n] - 1) / 4 if n in values else None, answer.detail) for n in names}
+        now = (usage.prompt_tokens, usage.completion_tokens)  # the tokens since the last answer
+        yield sample, judged, Tally(answer.attempts, now[0] - seen[0], now[1] - seen[1])
+        seen = now
+        yield from ((s, {n: (None, why) for n in names}, Tally()) for s, why in _drain(failures))
+    yield from ((s, {n: (None, why) for n in names}, Tally()) for s, why in _drain(failures))
+
+
+@dataclass
+class _Tokens:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one sample's judging cost: calls and the judge's tokens (summed on the driver)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def _drain(items: list[Any]) -> Iterator[Any]:

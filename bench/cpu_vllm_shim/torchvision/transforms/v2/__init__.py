@@ -1,0 +1,3 @@
+"""torchvision.transforms.v2: importable."""
+
+from torchvision.transforms import InterpolationMode  # noqa: F401
