@@ -19,6 +19,20 @@ from servers.fake_openai import FakeOpenAIProcess
 from r1v_data.store import Store
 
 
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    """`r1v-data ARGS` in its own process group, as a shell starts a job: a terminal's Ctrl-C
+    reaches the whole group."""
+    return subprocess.Popen(
+        [str(BIN / "r1v-data"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+    )
+
+
 def _wait_for_parts(folder: Path, n: int, proc: subprocess.Popen[str], limit_s: float = 120) -> None:
     deadline = time.monotonic() + limit_s
     while len(list(folder.glob("part-*.parquet"))) < n:
@@ -33,15 +47,7 @@ def test_ctrl_c_during_generate_says_what_was_saved_exits_130_and_resumes(tmp_pa
     with FakeOpenAIProcess(latency_s=0.4) as srv:
         args = ["generate", "--store", str(store), "--teacher", f"openai:{srv.url}#m",
                 "--set", "teacher_options.concurrency=2", "--set", "flush_rows=1"]  # fmt: skip
-        proc = subprocess.Popen(
-            [str(BIN / "r1v-data"), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,  # its own process group, as a shell gives a job
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
-        )
+        proc = _start(args)
         _wait_for_parts(store / "traces", 4, proc)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -73,15 +79,7 @@ def test_ctrl_c_while_filter_asks_a_judge_records_the_run_and_keeps_no_decisions
         run_cli("generate", "--store", store, "--teacher", f"openai:{teacher.url}#m")
     with FakeOpenAIProcess(latency_s=1.0) as judge:
         args = ["filter", "--store", str(store), "--no-dedup", "--reward", f"judge:openai:{judge.url}#j"]
-        proc = subprocess.Popen(
-            [str(BIN / "r1v-data"), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
-        )
+        proc = _start(args)
         deadline = time.monotonic() + 60
         while not judge.stats()["total"]:  # the judge has been asked: filter is scoring
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
