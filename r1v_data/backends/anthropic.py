@@ -24,7 +24,8 @@ class AnthropicBackend(OpenAIBackend):
         super().__init__(url if sep else wire.DEFAULT_URL, model, spec=spec, api_key_env=api_key_env,
                          prefill=bool(prefill) and not thinking_budget, **options)  # fmt: skip
         self.identity = f"anthropic:{model}"
-        self._endpoint = self.base_url + "/messages"
+        for endpoint in self.endpoints.all:
+            endpoint.path = "/messages"
         self._headers = wire.headers(self._api_key)
 
     def body(self, request: GenRequest, *, inline_images: bool = True) -> dict[str, Any]:

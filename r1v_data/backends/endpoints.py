@@ -17,13 +17,14 @@ DOWN_FOR_S = 10.0  # how long an endpoint that refused a connection is passed ov
 @dataclass
 class Endpoint:
     base_url: str
+    path: str = "/chat/completions"  # the API's generation route under the root
     in_flight: int = 0
     down_until: float = 0.0
     sent: int = 0
 
     @property
     def chat_url(self) -> str:
-        return self.base_url + "/chat/completions"
+        return self.base_url + self.path
 
 
 class Endpoints:
