@@ -65,9 +65,10 @@ WITH cand AS (
     WHERE d.run_id = $run AND d.request_id IS NOT NULL
 ), pairs AS (
     SELECT sample_id,
-           arg_max(request_id, reward) FILTER (WHERE choosable) AS chosen_id,
+           -- ties broken by request id: the same pairs on every run (arg_max alone picks any)
+           arg_max(request_id, (reward, request_id)) FILTER (WHERE choosable) AS chosen_id,
            max(reward) FILTER (WHERE choosable) AS chosen_score,
-           arg_min(request_id, reward) AS rejected_id, min(reward) AS rejected_score
+           arg_min(request_id, (reward, request_id)) AS rejected_id, min(reward) AS rejected_score
     FROM cand GROUP BY sample_id HAVING min(reward) < max(reward) FILTER (WHERE choosable)
 )
 SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
