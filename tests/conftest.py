@@ -71,6 +71,20 @@ def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
 
 
+@pytest.fixture
+def sample_store(tmp_path: Path) -> Path:
+    """A copy of `builtin:sample` ingested once per test session, at tmp_path/store."""
+    return Path(shutil.copytree(_sample_ingested(), tmp_path / "store"))
+
+
+@functools.cache
+def _sample_ingested() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="r1v-sample-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    ingest_json("builtin:sample", "--store", root / "store")
+    return root / "store"
+
+
 def mathv_with_outputs(store: Path, shared: Path, *filter_args: str) -> Path:
     """MATH-Vision testmini (real images) with the three models' real outputs imported as
     traces; filtered when `filter_args` are given (e.g. "--min-score", "3"). The imported store is

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, ingest_json
+from conftest import BIN
 from servers.fake_batch import FakeBatchAPI
 
 from r1v_data.config import GenerateConfig
@@ -24,16 +24,9 @@ from r1v_data.store import Store
 FAST = {"poll_interval_s": 0.01, "backoff_base_s": 0.01}
 
 
-@pytest.fixture(scope="module")
-def sample_store_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("batch") / "store"
-    ingest_json("builtin:sample", "--store", store)
-    return store
-
-
 @pytest.fixture
-def store(sample_store_once: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(sample_store_once, tmp_path / "store"))
+def store(sample_store: Path) -> Path:
+    return sample_store
 
 
 def teacher(srv: FakeBatchAPI, provider: str) -> str:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import run_cli
 from servers.fake_batch import FakeBatchAPI
 
 from r1v_data.config import GenerateConfig, PriceConfig, ReportConfig
@@ -25,16 +24,9 @@ FAST = {"poll_interval_s": 0.01}
 PRICE = PriceConfig(input_per_mtok=2.0, output_per_mtok=8.0)
 
 
-@pytest.fixture(scope="module")
-def sample_store_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("cost") / "store"
-    ingest_json("builtin:sample", "--store", store)
-    return store
-
-
 @pytest.fixture
-def store(sample_store_once: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(sample_store_once, tmp_path / "store"))
+def store(sample_store: Path) -> Path:
+    return sample_store
 
 
 def test_cost_is_charged_at_the_batch_price_and_added_up_by_stats(store: Path) -> None:
