@@ -125,10 +125,10 @@ def score_rewards(
     }
     counts = {"scored": 0, "failed": 0}
     if store.query(f"SELECT count(*) FROM ({sql})", params=params)[1][0][0]:  # load nothing for no work
-        todo = store.stream(sql, None, params, batch=4096)
         if reward.scorer == RULE_SCORER:
             counts["scored"] = _rule_levels_in_duckdb(store, writer, sql, params)
-            todo = store.stream(needs_parsing(sql), None, params, batch=4096)  # flags missing: parse
+            sql = needs_parsing(sql)  # what DuckDB could not level: flags missing, parsed in Python
+        todo = store.stream(sql, None, params, batch=4096)
         if reward.scorer != RULE_SCORER and run_model is not None:
             for ok in run_model(reward, todo):
                 counts["scored" if ok else "failed"] += 1
