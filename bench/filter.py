@@ -115,7 +115,8 @@ def _traces(lo: int, hi: int, per_sample: int, run: str, now: object) -> object:
     import duckdb
 
     params = {"lo": lo, "hi": hi, "per": per_sample, "run": run, "now": now}
-    return duckdb.sql(_TRACES, params=params).to_arrow_table()
+    con = duckdb.connect(config={"enable_progress_bar": False})
+    return con.sql(_TRACES, params=params).to_arrow_table()
 
 
 def peak_rss_mb() -> float:

@@ -27,7 +27,7 @@ from r1v_data.config import model_path_identity
 from r1v_data.errors import ConfigError
 from r1v_data.grading import judge
 from r1v_data.grading.rewards import RULE_SCORER, RULE_VERSION, rule_score
-from r1v_data.grading.rule_sql import needs_parsing, rule_levels
+from r1v_data.grading.rule_sql import LEFT_TO_PYTHON, needs_parsing, rule_levels
 from r1v_data.redact import redact
 from r1v_data.store import PartWriter, Store, add_score, utcnow
 
@@ -124,11 +124,17 @@ def score_rewards(
         "name": reward.cached_name,
     }
     counts = {"scored": 0, "failed": 0}
-    if store.query(f"SELECT count(*) FROM ({sql})", params=params)[1][0][0]:  # load nothing for no work
+    counted = f"SELECT count(*), count(*) FILTER (WHERE {LEFT_TO_PYTHON}) FROM ({sql})"
+    n, n_python = store.query(counted, params=params)[1][0]
+    if n:  # load nothing for no work
         if reward.scorer == RULE_SCORER:
             counts["scored"] = _rule_levels_in_duckdb(store, writer, sql, params)
-            sql = needs_parsing(sql)  # what DuckDB could not level: flags missing, parsed in Python
-        todo = store.stream(sql, None, params, batch=4096)
+            sql = needs_parsing(sql)  # what DuckDB could not level (flags missing): parsed in Python
+        todo = (
+            store.stream(sql, None, params, batch=4096)
+            if reward.scorer != RULE_SCORER or n_python
+            else iter(())
+        )
         if reward.scorer != RULE_SCORER and run_model is not None:
             for ok in run_model(reward, todo):
                 counts["scored" if ok else "failed"] += 1

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from r1v_data.grading.rewards import LONG_FRACTION, MIN_THINK_CHARS
 
-__all__ = ["needs_parsing", "rule_levels"]
+__all__ = ["LEFT_TO_PYTHON", "needs_parsing", "rule_levels"]
 
-# What Python's str.strip() removes: RE2's \s, the Unicode separators, and the C0/C1 spaces
-# str.isspace() also counts.
-_SPACE = r"[\s\p{Z}\x{1c}-\x{1f}\x{85}]"
+# What Python's str.strip() removes: every character str.isspace() counts (RE2's \s leaves out \v)
+_SPACE = r"[\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 # Rows scored here: flags set, and no error (a candidate trace never has one; an error's detail
 # is Python's whitespace-collapsed text, left to `rule_score`).
 _FLAGS_SET = (
@@ -26,9 +25,13 @@ _FLAGS_SET = (
 )
 
 
+# the condition on a trace row that `rule_levels` leaves it to `rule_score`
+LEFT_TO_PYTHON = f"NOT ({_FLAGS_SET})"
+
+
 def needs_parsing(traces: str) -> str:
     """The rows of `traces` that `rule_levels` leaves to `rule_score`."""
-    return f"SELECT * FROM ({traces}) WHERE NOT ({_FLAGS_SET})"
+    return f"SELECT * FROM ({traces}) WHERE {LEFT_TO_PYTHON}"
 
 
 def rule_levels(traces: str) -> str:
@@ -38,19 +41,27 @@ WITH t AS (
     SELECT request_id, sample_id, verdict, completion_tokens AS tokens,
            regexp_matches(coalesce(text, ''), '^{_SPACE}*$') AS empty_text,
            regexp_matches(coalesce(answer, ''), '^{_SPACE}*$') AS no_answer,
-           length(regexp_replace(coalesce(think, ''), '^{_SPACE}+|{_SPACE}+$', '', 'g')) AS think_chars,
+           substring(coalesce(think, ''), length(regexp_extract(coalesce(think, ''), '^{_SPACE}+')) + 1) AS think_rest,
            list_filter([CASE WHEN NOT think_closed THEN CASE WHEN think IS NULL THEN 'no think'
                                                              ELSE 'think unclosed' END END,
                         CASE WHEN truncated THEN 'truncated' END,
                         CASE WHEN repetition THEN 'repetitive' END], lambda x: x IS NOT NULL) AS issues,
            sampling.max_tokens AS budget
     FROM ({traces}) WHERE {_FLAGS_SET}
+), stripped AS (
+    -- the think's stripped length where it is short: think_rest starts with no space, so it strips
+    -- to under {MIN_THINK_CHARS} characters exactly when all it has past them is space (no regex
+    -- runs over a whole think: this query reads every trace)
+    SELECT * EXCLUDE (think_rest),
+           CASE WHEN regexp_matches(substring(think_rest, {MIN_THINK_CHARS + 1}), '^{_SPACE}*$')
+                THEN length(regexp_replace(left(think_rest, {MIN_THINK_CHARS}), '{_SPACE}+$', '')) END AS think_chars
+    FROM t
 ), noted AS (
     SELECT *, CASE WHEN tokens IS NULL THEN NULL
                    WHEN budget IS NULL OR budget <= 0 THEN tokens || ' tokens'
                    ELSE tokens || '/' || budget || ' tokens' END AS length_note,
               CASE WHEN tokens IS NOT NULL AND budget > 0 THEN tokens / budget END AS used
-    FROM t
+    FROM stripped
 ), leveled AS (
     SELECT *, list_concat(CASE WHEN len(issues) = 0 THEN ['think closed'] ELSE issues END,
                           list_filter([length_note], lambda x: x IS NOT NULL)) AS notes,

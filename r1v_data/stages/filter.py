@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,7 +43,7 @@ from r1v_data.curation.sample_checks import (
     find_duplicates,
     load_candidates,
 )
-from r1v_data.errors import ConfigError, Interrupted, QueryError
+from r1v_data.errors import ConfigError, Interrupted, QueryError, first_line
 from r1v_data.executors import make_executor
 from r1v_data.grading.reward_scoring import (
     JUDGE_SCORER,
@@ -61,16 +61,21 @@ Progress = Callable[[str], None]
 _CANDIDATES = f"""
 SELECT t.request_id, t.sample_id, t.teacher, t.round, t.sample_index, t.run_id AS trace_run_id,
        t.provenance, t.verdict, t.finish_reason, t.prompt_tokens, t.completion_tokens, t.think_closed,
-       t.truncated, t.repetition, length(t.think) AS think_chars, length(t.text) AS text_chars,
+       t.truncated, t.repetition, t.think_chars, t.text_chars,
        r.value AS reward, s.source, s.subject, s.difficulty, s.answer_type, len(s.images) AS n_images
 FROM (SELECT request_id, sample_id, teacher, round, sample_index, run_id, provenance, verdict, finish_reason,
-             prompt_tokens, completion_tokens, think_closed, truncated, repetition, think, text, created_at
+             prompt_tokens, completion_tokens, think_closed, truncated, repetition,
+             length(think) AS think_chars, length(text) AS text_chars  -- the texts are not carried
       FROM traces WHERE {candidate_traces()}
-      QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY created_at DESC) = 1) t
+      {{latest}}) t
 JOIN samples s USING (sample_id)
 LEFT JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
            WHERE scorer = $scorer AND version = $version AND name = 'reward' GROUP BY request_id) r
      USING (request_id)"""
+
+# a request answered twice (none should be) counts once, by its latest trace; the window costs
+# more than the rest of the candidates query, so it runs only where the ids are not unique
+_LATEST = "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY created_at DESC) = 1"
 
 _ERROR_SET = """
 SELECT sample_id FROM traces WHERE error IS NULL AND finish_reason IS DISTINCT FROM 'refused'
@@ -78,7 +83,7 @@ SELECT sample_id FROM traces WHERE error IS NULL AND finish_reason IS DISTINCT F
 GROUP BY sample_id HAVING arg_max(verdict, (created_at, round, sample_index)) IS DISTINCT FROM 'correct'"""
 
 _DECIDE = """
-WITH c AS (
+WITH candidates AS ({candidates}), error_set AS ({error_set}), c AS (
     SELECT c.*, d.stage AS sample_stage, d.reason AS sample_reason, e.sample_id IS NOT NULL AS in_errors,
            COALESCE(({where}), false) AS where_ok,
            -- imported traces may carry no token count: about 4 characters a token then
@@ -95,10 +100,12 @@ WITH c AS (
         WHEN reward < $tau AND NOT (in_errors AND verdict = 'correct') THEN 'reward'
     END AS rule FROM c
 ), ranked AS (
-    SELECT *, row_number() OVER (
-        PARTITION BY sample_id ORDER BY rule IS NULL DESC, reward DESC NULLS LAST, verdict = 'correct' DESC,
-                 completion_tokens ASC NULLS LAST, request_id) AS rank FROM ruled
-)
+    SELECT *, {rank} AS rank FROM ruled
+), samples_ruled AS (
+    SELECT sample_id, NULL::VARCHAR AS request_id, coalesce(d.stage, 'sample') AS stage, d.stage IS NULL AS kept,
+           coalesce(d.reason, 'kept: no duplicate or contamination found') AS reason
+    FROM (SELECT DISTINCT sample_id FROM samples) LEFT JOIN sample_drops d USING (sample_id)
+), traces_ruled AS (
 SELECT sample_id, request_id,
        CASE WHEN rule IS NULL AND rank > $best_k THEN 'best-k' ELSE coalesce(rule, 'selected') END AS stage,
        rule IS NULL AND rank <= $best_k AS kept,
@@ -106,18 +113,29 @@ SELECT sample_id, request_id,
          WHEN rule IN ('dedup', 'decontamination') THEN sample_reason
          WHEN rule = 'where' THEN 'where: not (' || $where_text || ')'
          WHEN rule = 'truncation' THEN 'truncated: cut off at the token limit'
-         WHEN rule = 'length' THEN format('too long: {{}}{{}} completion tokens > {{}}',
-                                          CASE WHEN completion_tokens IS NULL THEN '~' ELSE '' END, tokens, $max_tokens)
-         WHEN rule = 'verdict' THEN format('not verified correct ({{}}): with no --min-score/--iteration only '
-                                           || 'correct traces are kept (--keep-wrong keeps the others)',
-                                           coalesce(verdict, 'no verdict'))
+         WHEN rule = 'length' THEN 'too long: ' || CASE WHEN completion_tokens IS NULL THEN '~' ELSE '' END
+                                   || tokens || ' completion tokens > ' || $max_tokens
+         WHEN rule = 'verdict' THEN 'not verified correct (' || coalesce(verdict, 'no verdict') || '): with no '
+                                    || '--min-score/--iteration only correct traces are kept (--keep-wrong keeps the others)'
          WHEN rule = 'reward' AND reward IS NULL THEN 'reward missing: the scorer failed on this trace'
-         WHEN rule = 'reward' THEN format('reward below threshold: {{}} < tau {{}}', reward::INT, $tau)
-         WHEN rank > $best_k THEN format('best-k: rank {{}} of its sample > k = {{}}', rank, $best_k)
-         WHEN in_errors AND reward < $tau THEN format('error set E_(t-1): a correct trace of a sample wrong in {{}} (reward {{}})', $errors, reward::INT)
-         ELSE format('reward {{}} >= tau {{}}', reward::INT, $tau)
-       END AS reason
-FROM ranked"""
+         WHEN rule = 'reward' THEN 'reward below threshold: ' || reward::INT || ' < tau ' || $tau
+         WHEN rank > $best_k THEN 'best-k: rank ' || rank || ' of its sample > k = ' || $best_k
+         WHEN in_errors AND reward < $tau
+              THEN 'error set E_(t-1): a correct trace of a sample wrong in ' || $errors || ' (reward ' || reward::INT || ')'
+         ELSE 'reward ' || reward::INT || ' >= tau ' || $tau
+       END AS reason  -- || not format(): three times faster, and this runs once per candidate
+FROM ranked
+)
+{tail}"""
+
+# best-k's rank of a trace among its sample's; a window over every candidate, so only with --best-k
+_RANK = """row_number() OVER (
+        PARTITION BY sample_id ORDER BY rule IS NULL DESC, reward DESC NULLS LAST, verdict = 'correct' DESC,
+                 completion_tokens ASC NULLS LAST, request_id)"""
+# what the decisions part holds: every sample's and every candidate trace's row
+_ALL_DECISIONS = """SELECT *, $run_id AS run_id, $now::TIMESTAMPTZ AS created_at
+FROM (SELECT * FROM samples_ruled UNION ALL SELECT * FROM traces_ruled)"""
+_WHERE_CHECK = "SELECT count(*) FILTER (WHERE where_ok) FROM c"
 
 
 @dataclass
@@ -144,12 +162,12 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
     executors.require(cfg.executor, judge_spec(reward) if reward.scorer == JUDGE_SCORER else None)
     say = progress or (lambda _: None)
     with Store.open(cfg.store, write=True) as store:
-        check_where(store, cfg, reward)  # a malformed --where is refused before anything is written
+        unique = _require_traces(store, cfg)
+        check_where(store, cfg, reward, unique)  # a malformed --where is refused before anything is written
         benchmarks = _benchmarks(cfg)
         errors = _error_set(store, cfg)
-        _require_traces(store, cfg)
         run_id = store.begin_run("filter")
-        result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=len(errors))
+        result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=errors)
         start, status = time.perf_counter(), "failed"
         try:
             with (
@@ -170,10 +188,9 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 reward = replace(reward, version=levels)
                 say("checking samples")
                 candidates = load_candidates(store, scores) if cfg.dedup or benchmarks else None
-            drops = _sample_drops(candidates, cfg, benchmarks)
+            drops = _drops_table(_sample_drops(candidates, cfg, benchmarks))
             say("selecting traces")
-            decisions = _decide(_candidates(store, cfg, reward), drops, errors, cfg)
-            _write_decisions(store, run_id, decisions, drops, result)
+            _write_decisions(store, run_id, cfg, reward, drops, unique, result)
             status = "ok"
         except KeyboardInterrupt as exc:
             status = "interrupted"  # decisions are written in one step: none of this run's are kept
@@ -195,12 +212,15 @@ def _selection(cfg: FilterConfig) -> str:
     return f"reward level >= tau {cfg.tau}"
 
 
-def _require_traces(store: Store, cfg: FilterConfig) -> None:
-    """Filtering nothing is a mistake to report, not an empty selection to write."""
-    sql = f"SELECT count(*) FILTER (WHERE {candidate_traces()}), count(*) FROM traces"
-    completed, total = store.query(sql, params={"errors": cfg.errors_from})[1][0]
+def _require_traces(store: Store, cfg: FilterConfig) -> bool:
+    """Filtering nothing is a mistake to report, not an empty selection to write. Returns whether
+    every candidate trace has its own request id (a hash collision only costs a window)."""
+    candidate = candidate_traces()
+    sql = (f"SELECT count(*) FILTER (WHERE {candidate}), count(*), "
+           f"count(DISTINCT hash(request_id)) FILTER (WHERE {candidate}) FROM traces")  # fmt: skip
+    completed, total, distinct = store.query(sql, params={"errors": cfg.errors_from})[1][0]
     if completed:
-        return
+        return completed == distinct
     have = f"only {total} failed or refused requests" if total else "no traces"
     raise ConfigError(
         f"{cfg.store} has {have} to filter: make traces first with `r1v-data generate` or "
@@ -219,16 +239,17 @@ def _benchmarks(cfg: FilterConfig) -> list[Any]:
     ]
 
 
-def _error_set(store: Store, cfg: FilterConfig) -> list[str]:
+def _error_set(store: Store, cfg: FilterConfig) -> int:
+    """How many samples are in E_(t-1); the decision query finds which."""
     if cfg.errors_from is None:
-        return []
+        return 0
     known = store.query(
         "SELECT count(*) FROM traces WHERE run_id = $errors OR teacher = $errors",
         params={"errors": cfg.errors_from},
     )[1][0][0]
     if not known:
         raise ConfigError(f"--errors-from {cfg.errors_from!r}: no trace has that run id or teacher")
-    return [r[0] for r in store.query(_ERROR_SET, params={"errors": cfg.errors_from})[1]]
+    return store.query(f"SELECT count(*) FROM ({_ERROR_SET})", params={"errors": cfg.errors_from})[1][0][0]
 
 
 def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]) -> list[SampleDrop]:
@@ -250,77 +271,81 @@ def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]
     return drops
 
 
-def _candidates(store: Store, cfg: FilterConfig, reward: Reward) -> pa.Table:
-    con = store.connect()
+def _decisions_sql(cfg: FilterConfig, tail: str, unique: bool) -> str:
+    error_set = _ERROR_SET if cfg.errors_from else "SELECT NULL::VARCHAR AS sample_id WHERE false"
+    candidates = _CANDIDATES.format(latest="" if unique else _LATEST)
+    return _DECIDE.format(candidates=candidates, error_set=error_set, where=cfg.where or "true",
+                          rank=_RANK if cfg.best_k else "1", tail=tail)  # fmt: skip
+
+
+def _params(cfg: FilterConfig, reward: Reward) -> dict[str, Any]:
+    return {"keep_truncated": cfg.keep_truncated, "max_tokens": cfg.max_completion_tokens or 2**62,
+            "tau": cfg.tau, "best_k": cfg.best_k or 2**62, "where_text": cfg.where or "",
+            "errors": cfg.errors_from, "scorer": reward.scorer, "version": reward.version,
+            "only_correct": cfg.only_correct}  # fmt: skip
+
+
+def check_where(store: Store, cfg: FilterConfig, reward: Reward, unique: bool) -> None:
+    """A malformed --where fails here, before any write: the expression is refused if it could
+    leave its place, then evaluated on every candidate (a cast that fails on some value)."""
+    if not cfg.where:
+        return
+    sandbox.check_expression(cfg.where, "the candidate traces")
+    with store.sandboxed({"sample_drops": _DROPS.empty_table()}, _MEMORY, ordered=False) as con:
+        try:
+            con.sql(_decisions_sql(cfg, _WHERE_CHECK, unique), params=_params(cfg, reward)).fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(
+                f"--where {cfg.where!r} is not a valid expression over the candidate traces: {first_line(exc)}"
+            ) from None
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """`sql`'s rows as Arrow batches. The --where has passed `check_where`: a failure here is
+    DuckDB's own (out of memory or temporary disk space, which pyarrow's reader raises as OSError)."""
     try:
-        params = {"errors": cfg.errors_from, "scorer": reward.scorer, "version": reward.version}
-        return con.sql(_CANDIDATES, params=params).to_arrow_table()
-    finally:
-        con.close()
+        yield from con.sql(sql, params=params).to_arrow_reader(1 << 16)
+    except (duckdb.Error, OSError) as exc:
+        raise QueryError(f"the filter's decision query failed: {first_line(exc)}") from None
 
 
-def check_where(store: Store, cfg: FilterConfig, reward: Reward) -> None:
-    """A malformed --where fails here, before any write: the decision query binds it on no rows,
-    then it is evaluated on every candidate (a cast that fails on some value)."""
-    if cfg.where:
-        sandbox.check_expression(cfg.where, "the candidate traces")
-        candidates = _candidates(store, cfg, reward)
-        _decide(candidates.slice(0, 0), [], [], cfg)
-        sandbox.check_on(candidates, cfg.where, "the candidate traces")
-
-
-def _decide(candidates: pa.Table, drops: list[SampleDrop], errors: list[str], cfg: FilterConfig) -> pa.Table:
-    tables = {
-        "candidates": candidates,
-        "sample_drops": pa.table(
-            {
-                "sample_id": [d.sample_id for d in drops],
-                "stage": [d.stage for d in drops],
-                "reason": [d.reason for d in drops],
-            },
-            schema=_DROPS,
-        ),
-        "error_set": pa.table({"sample_id": pa.array(errors, pa.string())}),
-    }
-    con = sandbox.connect(tables)
-    params = {"keep_truncated": cfg.keep_truncated, "max_tokens": cfg.max_completion_tokens or 2**62,
-              "tau": cfg.tau, "best_k": cfg.best_k or 2**62, "where_text": cfg.where or "",
-              "errors": cfg.errors_from or "", "only_correct": cfg.only_correct}  # fmt: skip
-    try:
-        return con.sql(_DECIDE.format(where=cfg.where or "true"), params=params).to_arrow_table()
-    except duckdb.Error as exc:  # checked on no rows first: here only a failure on the data (a bad cast)
-        raise QueryError(
-            f"--where {cfg.where!r} is not a valid expression over the candidate traces: {str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        con.close()
+def _drops_table(drops: list[SampleDrop]) -> pa.Table:
+    columns = {"sample_id": [d.sample_id for d in drops], "stage": [d.stage for d in drops],
+               "reason": [d.reason for d in drops]}  # fmt: skip
+    return pa.table(columns, schema=_DROPS)
 
 
 _DROPS = pa.schema([("sample_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
+# DuckDB's share of the filter's memory: the candidate traces' sorts and joins spill past it
+_MEMORY = "1GB"
 
 
 def _write_decisions(
-    store: Store, run_id: str, traces: pa.Table, drops: list[SampleDrop], result: FilterResult
+    store: Store,
+    run_id: str,
+    cfg: FilterConfig,
+    reward: Reward,
+    drops: pa.Table,
+    unique: bool,
+    result: FilterResult,
 ) -> None:
-    now = utcnow()
+    """Every sample's and candidate trace's decision, streamed from DuckDB into one part: a run's
+    decisions appear whole or not at all."""
+    params = {**_params(cfg, reward), "run_id": run_id, "now": utcnow()}
+    result.samples_dropped = Counter(drops.column("stage").to_pylist())
+    with store.sandboxed({"sample_drops": drops}, _MEMORY, ordered=False) as con:
+        batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, unique), params)
+        store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+
+
+def _counted(batch: pa.RecordBatch, result: FilterResult) -> pa.RecordBatch:
+    """Adds `batch`'s samples, traces, kept traces and drops per rule to `result`."""
+    is_trace = pc.is_valid(batch.column("request_id"))
+    result.samples += batch.num_rows - (pc.sum(is_trace).as_py() or 0)
+    traces = batch.filter(is_trace)
     kept = traces.column("kept")
-    result.traces, result.kept = traces.num_rows, pc.sum(kept).as_py() or 0
-    counts = pc.value_counts(pc.filter(traces.column("stage"), pc.invert(kept))).to_pylist()
-    result.dropped = Counter({c["values"]: c["counts"] for c in counts})
-    sample_ids = store.ids("samples", "sample_id")
-    result.samples = len(sample_ids)
-    result.samples_dropped = Counter(d.stage for d in drops)
-    dropped = {d.sample_id for d in drops}
-    kept_samples = sorted(sample_ids - dropped)
-    samples = pa.table({
-        "sample_id": [d.sample_id for d in drops] + kept_samples,
-        "request_id": pa.nulls(len(drops) + len(kept_samples), pa.string()),
-        "stage": [d.stage for d in drops] + ["sample"] * len(kept_samples),
-        "kept": [False] * len(drops) + [True] * len(kept_samples),
-        "reason": [d.reason for d in drops] + ["kept: no duplicate or contamination found"] * len(kept_samples),
-    })  # fmt: skip
-    # one part: a run's decisions appear whole or not at all
-    table = pa.concat_tables([samples, traces.select(samples.column_names)], promote_options="permissive")
-    table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
-    table = table.append_column("created_at", pa.array([now] * table.num_rows, pa.timestamp("us", tz="UTC")))
-    store.write_part("decisions", table, run_id, 1)
+    result.traces += traces.num_rows
+    result.kept += pc.sum(kept).as_py() or 0
+    for c in pc.value_counts(pc.filter(traces.column("stage"), pc.invert(kept))).to_pylist():
+        result.dropped[c["values"]] += c["counts"]
+    return batch

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,18 +37,29 @@ def _fsync_dir(path: Path) -> None:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` so that `path` either does not exist or is complete."""
+    write_parquet_stream_atomic(table.schema, [table], path)
+
+
+def write_parquet_stream_atomic(schema: pa.Schema, tables: Iterable[pa.Table], path: Path) -> int:
+    """Write `tables` (each of `schema`) to `path`, one row group or more each, so that `path`
+    either does not exist or holds them all: memory holds one table at a time. Returns the rows."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    rows = 0
     try:
         # Dictionary encoding is wasted effort on image bytes (every value is unique) and
         # doubled the write time on MATH-Vision; keep it for the small text columns.
-        dictionary = [f.name for f in table.schema if not _holds_binary(f.type)]
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+        dictionary = [f.name for f in schema if not _holds_binary(f.type)]
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=dictionary) as writer:
+            for table in tables:
+                writer.write_table(table)
+                rows += table.num_rows
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+    return rows
 
 
 def _holds_binary(t: pa.DataType) -> bool:

@@ -41,11 +41,13 @@ def connect(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, readable: Sequence[str]) -> None:
+def lock_down(
+    con: duckdb.DuckDBPyConnection, readable: Sequence[str], memory_limit: str = MEMORY_LIMIT
+) -> None:
     """From now on `con` reads only the files in `readable` and changes no setting."""
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET autoinstall_known_extensions = false")
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET memory_limit = '{sql_str(memory_limit)}'")
     con.execute("SET threads = 2")
     if readable:
         listed = ", ".join(f"'{sql_str(p)}'" for p in readable)

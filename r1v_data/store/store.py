@@ -18,9 +18,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,13 @@ from r1v_data.store.layout import (
     refuse_non_store,
     write_info,
 )
-from r1v_data.store.parts import PartWriter, new_run_id, utcnow, write_parquet_atomic
+from r1v_data.store.parts import (
+    PartWriter,
+    new_run_id,
+    utcnow,
+    write_parquet_atomic,
+    write_parquet_stream_atomic,
+)
 
 # what a user --where over samples sees (not the image bytes)
 _SAMPLE_SCALARS = (
@@ -152,6 +160,20 @@ class Store:
         write_parquet_atomic(registry.part_metadata(table, path.name, run_id), path)
         return path
 
+    def write_part_stream(
+        self, table_name: str, tables: Iterable[pa.Table | pa.RecordBatch], run_id: str, seq: int
+    ) -> int:
+        """Validate each table against the table's schema and write them all as one new part,
+        holding one at a time: a crash leaves none of it. Returns the rows written."""
+        self._require_writable()
+        if run_id not in self._runs:
+            raise StoreError(f"run {run_id} was not begun by this writer: call begin_run first")
+        path = self.root / table_name / f"part-{run_id}-{seq:05d}.parquet"
+        arrow = registry.part_metadata(schema.load(table_name).arrow.empty_table(), path.name, run_id).schema
+        conformed = (schema.conform(pa.Table.from_batches([t]) if isinstance(t, pa.RecordBatch) else t,
+                                    table_name).replace_schema_metadata(arrow.metadata) for t in tables)  # fmt: skip
+        return write_parquet_stream_atomic(arrow, conformed, path)
+
     def writer(self, table_name: str, run_id: str, **kw: Any) -> PartWriter:
         self._require_writable()
         return PartWriter(self, table_name, run_id, **kw)
@@ -185,13 +207,34 @@ class Store:
         """A user's SELECT over the store, in the sandbox: read-only, no other file, no network, at
         most `limit` rows (and whether more were cut) within `timeout_s` seconds."""
         sandbox.check_statement(sql)
-        con, parts = self._connect()
-        try:
-            # DuckDB checks the path as the view names it (glob-escaped) and as it opens it
-            sandbox.lock_down(con, [*map(str, parts), *map(registry.glob_literal, parts)])
+        with self.sandboxed() as con:
             return sandbox.fetch_limited(con, sql, limit, timeout_s)
+
+    @contextmanager
+    def sandboxed(
+        self,
+        tables: dict[str, pa.Table] | None = None,
+        memory_limit: str = sandbox.MEMORY_LIMIT,
+        ordered: bool = True,
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`connect()` plus `tables`, locked down for user SQL (`sandbox.lock_down`): it reads the
+        store's parts and nothing else. What outgrows `memory_limit` spills to a folder
+        in the system's temporary folder ($TMPDIR), removed afterwards. Unless `ordered`, results
+        come in no set order (what lets big sorts and windows stream)."""
+        con, parts = self._connect()
+        spill = Path(tempfile.mkdtemp(prefix="r1v-spill-"))
+        try:
+            for name, table in (tables or {}).items():
+                con.register(name, table)
+            con.execute(f"SET temp_directory = '{sandbox.sql_str(spill)}'")
+            con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
+            # DuckDB checks the path as the view names it (glob-escaped) and as it opens it
+            readable = [*map(str, parts), *map(registry.glob_literal, parts)]
+            sandbox.lock_down(con, readable, memory_limit)
+            yield con
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
 
     def query(
         self, sql: str, limit: int | None = None, params: list[Any] | None = None

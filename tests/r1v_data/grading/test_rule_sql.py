@@ -34,8 +34,8 @@ def _both(con: duckdb.DuckDBPyConnection, traces: str) -> tuple[dict[str, Any], 
 def _built_rows() -> pa.Table:
     """Rows reaching every branch: verdicts, flags, blank and odd whitespace, thinks at the
     20-character line, token counts around 90% of budgets (the percentage's rounding)."""
-    rng = random.Random(3)
-    spaces = ["", " ", "\n\t", "\u3000", "\xa0", "\x1c", "\u2028 "]
+    rng = random.Random(5)
+    spaces = ["", " ", "\n\t", "\u3000", "\xa0", "\x1c", "\u2028 ", "\x0b", "\x85\u205f"]
     rows = []
     for i in range(4000):
         budget = rng.choice([None, 0, -5, 100, 1000, 1024, 2000, 4096, 7])
@@ -45,7 +45,18 @@ def _built_rows() -> pa.Table:
             else rng.randint(int(budget * 0.7), budget)
         )
         think = rng.choice(
-            [None, "", "x" * rng.randint(15, 25), rng.choice(spaces) + "y" * 19 + rng.choice(spaces)]
+            [
+                None,
+                "",
+                "x" * rng.randint(15, 25),
+                rng.choice(spaces) + "y" * 19 + rng.choice(spaces),
+                # whitespace inside, at the 20-character line: only the ends are stripped
+                rng.choice(spaces)
+                + "y" * rng.randint(5, 15)
+                + rng.choice(spaces) * 3
+                + "é" * rng.randint(1, 9)
+                + rng.choice(spaces) * rng.randint(1, 30),
+            ]
         )
         rows.append({
             "request_id": f"r{i}", "sample_id": f"s{i % 50}",
@@ -97,3 +108,12 @@ def test_real_stores_get_the_python_levels(tmp_path: Path) -> None:
         assert len(sql) >= 76 and sql == python, store
         levels |= set(sql.values())
     assert len({value for value, _ in levels}) >= 4 and len(levels) > 5
+
+
+def test_the_space_class_is_what_python_strips() -> None:
+    from r1v_data.grading.rule_sql import _SPACE
+
+    every = [chr(i) for i in range(0x3001)]  # no space character lies above U+3000
+    spaces = {r[0] for r in duckdb.sql(f"SELECT c FROM unnest($c) u(c) WHERE regexp_matches(c, '^{_SPACE}$')",
+                                       params={"c": every}).fetchall()}  # fmt: skip
+    assert spaces == {c for c in every if c.isspace()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 from tiny_models import build_tiny_llama, build_tiny_reward_model
 
 from r1v_data.grading.rewards import rule_score
-from r1v_data.store import Store
+from r1v_data.store import Store, utcnow
 
 INSTRUCT = "geoqa_test_qwen2vl_7b_instruct_legacy"
 GRPO = "geoqa_test_qwen2vl_7b_grpo_2epochs_legacy"
@@ -316,3 +317,25 @@ def test_length_rule_estimates_tokens_when_an_import_has_no_count(geo: Path) -> 
     assert all(
         reason.startswith("too long: ~") and reason.endswith("completion tokens > 100") for reason in reasons
     )
+
+
+def test_a_request_answered_twice_is_decided_once_by_its_latest_trace(geo: Path, tmp_path: Path) -> None:
+    """Request ids should be unique, and the decision query skips its window when they are: when
+    they are not, each request still gets one decision, its latest trace's."""
+    store = tmp_path / "store"
+    shutil.copytree(geo, store)
+    wrong = _rows(store, "SELECT * FROM traces WHERE verdict = 'wrong' ORDER BY request_id LIMIT 3")
+    with Store.open(store, write=True) as s:
+        run = s.begin_run("import-traces")
+        s.write_part(
+            "traces",
+            [{**t, "verdict": "correct", "run_id": run, "created_at": utcnow()} for t in wrong],
+            run,
+            0,
+        )
+        s.finish_run(run, "ok", {}, {})
+    r = _filter(store, "--no-dedup")
+    decisions = _decisions(store, r["run_id"])
+    assert len(decisions) == len({d["request_id"] for d in decisions}) == r["traces"]
+    stages = {d["request_id"]: d["stage"] for d in decisions}
+    assert all(stages[t["request_id"]] != "verdict" for t in wrong)  # the later, correct trace decided
