@@ -17,6 +17,7 @@ __all__ = ["LEFT_TO_PYTHON", "needs_parsing", "rule_levels"]
 
 # What Python's str.strip() removes: every character str.isspace() counts (RE2's \s leaves out \v)
 _SPACE = r"[\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_NOT_SPACE = "[^" + _SPACE[1:]
 # Rows scored here: flags set, and no error (a candidate trace never has one; an error's detail
 # is Python's whitespace-collapsed text, left to `rule_score`).
 _FLAGS_SET = (
@@ -41,21 +42,23 @@ WITH t AS (
     SELECT request_id, sample_id, verdict, completion_tokens AS tokens,
            regexp_matches(coalesce(text, ''), '^{_SPACE}*$') AS empty_text,
            regexp_matches(coalesce(answer, ''), '^{_SPACE}*$') AS no_answer,
-           substring(coalesce(think, ''), length(regexp_extract(coalesce(think, ''), '^{_SPACE}+')) + 1) AS think_rest,
-           list_filter([CASE WHEN NOT think_closed THEN CASE WHEN think IS NULL THEN 'no think'
-                                                             ELSE 'think unclosed' END END,
-                        CASE WHEN truncated THEN 'truncated' END,
-                        CASE WHEN repetition THEN 'repetitive' END], lambda x: x IS NOT NULL) AS issues,
+           coalesce(think, '') AS think_text, length(regexp_extract(coalesce(think, ''), '^{_SPACE}+')) AS lead,
+           -- notes joined with concat_ws, which skips NULLs: list functions cost twice the rest
+           concat_ws(', ', CASE WHEN NOT think_closed THEN CASE WHEN think IS NULL THEN 'no think'
+                                                                ELSE 'think unclosed' END END,
+                     CASE WHEN truncated THEN 'truncated' END,
+                     CASE WHEN repetition THEN 'repetitive' END) AS issues,
            sampling.max_tokens AS budget
     FROM ({traces}) WHERE {_FLAGS_SET}
 ), stripped AS (
-    -- the think's stripped length where it is short: think_rest starts with no space, so it strips
-    -- to under {MIN_THINK_CHARS} characters exactly when all it has past them is space (no regex
-    -- runs over a whole think: this query reads every trace)
-    SELECT * EXCLUDE (think_rest),
-           CASE WHEN regexp_matches(substring(think_rest, {MIN_THINK_CHARS + 1}), '^{_SPACE}*$')
-                THEN length(regexp_replace(left(think_rest, {MIN_THINK_CHARS}), '{_SPACE}+$', '')) END AS think_chars
-    FROM t
+    -- the think's stripped length where it is short. Past its leading space, it strips to under
+    -- {MIN_THINK_CHARS} characters exactly when all it has past that many is space; most thinks are
+    -- decided by one character there, and no regex runs over a whole think (this reads every trace)
+    SELECT * EXCLUDE (think_text, lead, past),
+           CASE WHEN past = '' OR (regexp_matches(past, '^{_SPACE}$')
+                                   AND NOT regexp_matches(substring(think_text, lead + {MIN_THINK_CHARS + 1}), '{_NOT_SPACE}'))
+                THEN length(regexp_replace(substring(think_text, lead + 1, {MIN_THINK_CHARS}), '{_SPACE}+$', '')) END AS think_chars
+    FROM (SELECT *, substring(think_text, lead + {MIN_THINK_CHARS + 1}, 1) AS past FROM t)
 ), noted AS (
     SELECT *, CASE WHEN tokens IS NULL THEN NULL
                    WHEN budget IS NULL OR budget <= 0 THEN tokens || ' tokens'
@@ -63,24 +66,22 @@ WITH t AS (
               CASE WHEN tokens IS NOT NULL AND budget > 0 THEN tokens / budget END AS used
     FROM stripped
 ), leveled AS (
-    SELECT *, list_concat(CASE WHEN len(issues) = 0 THEN ['think closed'] ELSE issues END,
-                          list_filter([length_note], lambda x: x IS NOT NULL)) AS notes,
-              list_filter([CASE WHEN think_chars < {MIN_THINK_CHARS} THEN 'short think (' || think_chars || ' chars)' END,
-                           CASE WHEN used >= {LONG_FRACTION} THEN printf('near the budget (%.0f%%)', used * 100) END],
-                          lambda x: x IS NOT NULL) AS minor
+    SELECT *, concat_ws(', ', CASE WHEN issues = '' THEN 'think closed' ELSE issues END, length_note) AS notes,
+              concat_ws(', ', CASE WHEN think_chars < {MIN_THINK_CHARS} THEN 'short think (' || think_chars || ' chars)' END,
+                        CASE WHEN used >= {LONG_FRACTION} THEN printf('near the budget (%.0f%%)', used * 100) END) AS minor
     FROM noted
 )
 SELECT request_id, sample_id,
        CASE WHEN empty_text OR no_answer THEN 0
-            WHEN verdict IS DISTINCT FROM 'correct' THEN CASE WHEN len(issues) > 0 THEN 1 ELSE 2 END
-            WHEN len(issues) > 0 THEN 3
-            WHEN len(minor) > 0 THEN 4
+            WHEN verdict IS DISTINCT FROM 'correct' THEN CASE WHEN issues <> '' THEN 1 ELSE 2 END
+            WHEN issues <> '' THEN 3
+            WHEN minor <> '' THEN 4
             ELSE 5 END::DOUBLE AS value,
        CASE WHEN empty_text THEN 'empty completion'
             WHEN no_answer THEN 'no answer'
-            WHEN verdict IS DISTINCT FROM 'correct' THEN array_to_string(list_prepend(
+            WHEN verdict IS DISTINCT FROM 'correct' THEN
                 CASE WHEN verdict = 'wrong' THEN 'wrong'
-                     ELSE 'unverified (' || coalesce(nullif(verdict, ''), 'no verdict') || ')' END, notes), ', ')
-            WHEN len(issues) > 0 THEN array_to_string(list_prepend('correct', notes), ', ')
-            ELSE array_to_string(list_concat(['correct'], notes, minor), ', ') END AS detail
+                     ELSE 'unverified (' || coalesce(nullif(verdict, ''), 'no verdict') || ')' END || ', ' || notes
+            WHEN issues <> '' THEN 'correct, ' || notes
+            ELSE concat_ws(', ', 'correct', notes, nullif(minor, '')) END AS detail
 FROM leveled"""
