@@ -1,24 +1,27 @@
 """The whole `filter` over N synthetic traces, beside DuckDB's plain scan of the same Parquet and
 datasketch on the dedup step, in one run.
 
-    python bench/filter.py [--traces 1000000] [--per-sample 10] [--image-every 10]
+    python bench/filter.py [--traces 1000000 5000000 20000000] [--per-sample 10] [--image-every 10]
 
 A scratch store gets N / per-sample seeded synthetic math problems (every `image-every`-th with a
 small PNG; 3% are planted near-duplicates, 0.1% verbatim MATH-500 copies) and `per-sample`
 traces each (verdicts, flags, token counts and ~400-character texts), written straight as
-Parquet parts. Then, each in a child process so peak RSS is its own:
+Parquet parts (DuckDB makes the traces). Then, for each size given, each step in a child process
+so peak RSS is its own:
 
 - ceiling: DuckDB reading every trace column of the same Parquet parts (`SELECT ... FROM traces`);
 - filter, first run: rule rewards for every trace, image phashes, exact + near-duplicate dedup,
   13-gram decontamination against MATH-500, tau = 3, every decision written;
 - filter, second run: the same with rewards and phashes cached;
-- dedup step alone: r1v's MinHash LSH and datasketch's MinHash + MinHashLSH on the same questions.
+- dedup step alone (sizes up to --dedup-up-to): r1v's MinHash LSH and datasketch's MinHash +
+  MinHashLSH on the same questions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -44,10 +47,6 @@ def question(rng: random.Random) -> str:
 
 
 def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: int = 0) -> None:
-    import io
-
-    from PIL import Image
-
     from r1v_data.store import Store, utcnow
 
     rng = random.Random(seed)
@@ -67,27 +66,12 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
     now = utcnow()
     with Store.open(store, write=True, create=True) as s:
         run = s.begin_run("bench")
-        samples = []
-        for i, q in enumerate(questions):
-            images = []
-            if i % image_every == 0:
-                buf = io.BytesIO()
-                Image.new("RGB", (64, 48), (i * 7 % 256, i * 13 % 256, i * 29 % 256)).save(buf, "PNG")
-                data = buf.getvalue()
-                images = [
-                    {
-                        "bytes": data,
-                        "format": "PNG",
-                        "width": 64,
-                        "height": 48,
-                        "sha256": f"{i:064x}",
-                        "path": None,
-                    }
-                ]
-            samples.append({"sample_id": f"{i:032x}", "source": "synthetic", "question": q, "options": [],
-                            "answer": str(i % 97), "images": images, "run_id": run, "created_at": now})  # fmt: skip
-        for lo in range(0, len(samples), 50_000):
-            s.write_part("samples", samples[lo : lo + 50_000], run, lo // 50_000)
+        for lo in range(0, n_samples, 50_000):  # a part at a time: 2M sample rows at once would cost GBs
+            rows = [
+                _sample(i, questions[i], image_every, run, now)
+                for i in range(lo, min(n_samples, lo + 50_000))
+            ]
+            s.write_part("samples", rows, run, lo // 50_000)
         for lo in range(0, n_traces, 500_000):  # DuckDB makes the trace rows: 20M in a minute or two
             s.write_part(
                 "traces",
@@ -96,6 +80,21 @@ def build(store: Path, n_traces: int, per_sample: int, image_every: int, seed: i
                 1000 + lo // 500_000,
             )
         s.finish_run(run, "ok", {}, {"command": "bench"})
+
+
+def _sample(i: int, q: str, image_every: int, run: str, now: object) -> dict[str, object]:
+    import io
+
+    from PIL import Image
+
+    images = []
+    if i % image_every == 0:
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (i * 7 % 256, i * 13 % 256, i * 29 % 256)).save(buf, "PNG")
+        images = [{"bytes": buf.getvalue(), "format": "PNG", "width": 64, "height": 48, "sha256": f"{i:064x}",
+                   "path": None}]  # fmt: skip
+    return {"sample_id": f"{i:032x}", "source": "synthetic", "question": q, "options": [],
+            "answer": str(i % 97), "images": images, "run_id": run, "created_at": now}  # fmt: skip
 
 
 _TRACES = """
@@ -115,7 +114,8 @@ def _traces(lo: int, hi: int, per_sample: int, run: str, now: object) -> object:
     import duckdb
 
     params = {"lo": lo, "hi": hi, "per": per_sample, "run": run, "now": now}
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     return con.sql(_TRACES, params=params).to_arrow_table()
 
 
@@ -196,46 +196,56 @@ def measure(what: str, store: Path) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--traces", type=int, default=1_000_000)
+    ap.add_argument("--traces", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--per-sample", type=int, default=10)
     ap.add_argument("--image-every", type=int, default=10)
+    ap.add_argument("--dedup-up-to", type=int, default=1_000_000,
+                    help="compare the dedup step with datasketch only up to this many traces")  # fmt: skip
     ap.add_argument("--child", choices=["scan", "filter", "dedup", "datasketch"])
     ap.add_argument("--store", type=Path)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.store)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "store"
-        start = time.perf_counter()
-        build(store, args.traces, args.per_sample, args.image_every)
-        print(f"# {args.traces:,} traces over {args.traces // args.per_sample:,} samples built in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
-        results = {}
-        for label, what in (("DuckDB scan (ceiling)", "scan"), ("filter, first run", "filter"),
-                            ("filter, cached rewards", "filter"), ("dedup step: r1v", "dedup"),
-                            ("dedup step: datasketch", "datasketch")):  # fmt: skip
-            r = results[label] = measure(what, store)
-            if "error" in r:
-                print(f"{label:<26} failed: {r['error']}", flush=True)
-                continue
-            rate = r["rows"] / r["seconds"]
-            print(f"{label:<26} {r['rows']:>9,} rows {r['seconds']:>7.1f} s {rate:>11,.0f} rows/s "
-                  f"peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
-            if what == "filter":
-                print(
-                    f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
-                )
-        scan, ours, peer = (
-            results[k] for k in ("DuckDB scan (ceiling)", "dedup step: r1v", "dedup step: datasketch")
-        )
-        for label in ("filter, first run", "filter, cached rewards"):
-            r = results[label]
-            if "error" not in r and "error" not in scan:
-                print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s")
-        if "error" not in ours and "error" not in peer:
-            print(f"dedup step: r1v {peer['seconds'] / ours['seconds']:.1f}x faster than datasketch "
-                  f"({ours['pairs']:,} duplicates found vs {peer['pairs']:,} unverified LSH pairs)")  # fmt: skip
+    print(f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    for n in args.traces:
+        with tempfile.TemporaryDirectory() as tmp:
+            one_size(Path(tmp) / "store", n, args)
+
+
+def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    build(store, n, args.per_sample, args.image_every)
+    print(f"# {n:,} traces over {n // args.per_sample:,} samples built in {time.perf_counter() - start:.0f} s",
+          flush=True)  # fmt: skip
+    steps = [
+        ("DuckDB scan (ceiling)", "scan"),
+        ("filter, first run", "filter"),
+        ("filter, cached rewards", "filter"),
+    ]
+    if n <= args.dedup_up_to:
+        steps += [("dedup step: r1v", "dedup"), ("dedup step: datasketch", "datasketch")]
+    results = {}
+    for label, what in steps:
+        r = results[label] = measure(what, store)
+        if "error" in r:
+            print(f"{label:<26} failed: {r['error']}", flush=True)
+            continue
+        print(f"{label:<26} {r['rows']:>11,} rows {r['seconds']:>7.1f} s {r['rows'] / r['seconds']:>11,.0f} rows/s "
+              f"peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
+        if what == "filter":
+            print(
+                f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
+            )
+    scan = results["DuckDB scan (ceiling)"]
+    for label in ("filter, first run", "filter, cached rewards"):
+        r = results[label]
+        if "error" not in r and "error" not in scan:
+            print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s")
+    ours, peer = results.get("dedup step: r1v"), results.get("dedup step: datasketch")
+    if ours and peer and "error" not in ours and "error" not in peer:
+        print(f"dedup step: r1v {peer['seconds'] / ours['seconds']:.1f}x faster than datasketch "
+              f"({ours['pairs']:,} duplicates found vs {peer['pairs']:,} unverified LSH pairs)")  # fmt: skip
 
 
 if __name__ == "__main__":
