@@ -47,6 +47,8 @@ Solution:
 {completion}"""
 
 Progress = Callable[[int], None]
+# DuckDB's share of memory for the queries over every candidate (the cached-ids join spills past it)
+QUERY_MEMORY = "1GB"
 # what the scorers read: the rule scorer's flags, and the texts a model or judge sees
 _COLUMNS = ", ".join(f"t.{c}" for c in ("request_id", "sample_id", "error", "text", "think", "answer", "finish_reason",
                                         "think_closed", "truncated", "repetition", "verdict", "completion_tokens",
@@ -125,7 +127,7 @@ def score_rewards(
     }
     counts = {"scored": 0, "failed": 0}
     counted = f"SELECT count(*), count(*) FILTER (WHERE {LEFT_TO_PYTHON}) FROM ({sql})"
-    n, n_python = store.query(counted, params=params)[1][0]
+    n, n_python = store.query(counted, params=params, memory_limit=QUERY_MEMORY)[1][0]
     if n:  # load nothing for no work
         if reward.scorer == RULE_SCORER:
             counts["scored"] = _rule_levels_in_duckdb(store, writer, sql, params)
@@ -158,9 +160,8 @@ def _rule_levels_in_duckdb(store: Store, writer: PartWriter, todo: str, params: 
     sql = f"""SELECT sample_id, request_id, $scorer AS scorer, $version AS version, $name AS name, value,
                      detail, $run_id AS run_id, $created_at AS created_at FROM ({rule_levels(todo)})"""
     scored = 0
-    for batch in store.batches(
-        sql, None, {**params, "run_id": writer.run_id, "created_at": utcnow()}, 1 << 20
-    ):
+    params = {**params, "run_id": writer.run_id, "created_at": utcnow()}
+    for batch in store.batches(sql, None, params, 1 << 20, QUERY_MEMORY):
         writer.add_table(batch)
         scored += batch.num_rows
     return scored

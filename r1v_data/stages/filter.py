@@ -47,6 +47,7 @@ from r1v_data.errors import ConfigError, Interrupted, QueryError, first_line
 from r1v_data.executors import make_executor
 from r1v_data.grading.reward_scoring import (
     JUDGE_SCORER,
+    QUERY_MEMORY,
     Reward,
     candidate_traces,
     judge_spec,
@@ -218,7 +219,9 @@ def _require_traces(store: Store, cfg: FilterConfig) -> bool:
     candidate = candidate_traces()
     sql = (f"SELECT count(*) FILTER (WHERE {candidate}), count(*), "
            f"count(DISTINCT hash(request_id)) FILTER (WHERE {candidate}) FROM traces")  # fmt: skip
-    completed, total, distinct = store.query(sql, params={"errors": cfg.errors_from})[1][0]
+    completed, total, distinct = store.query(
+        sql, params={"errors": cfg.errors_from}, memory_limit=QUERY_MEMORY
+    )[1][0]
     if completed:
         return completed == distinct
     have = f"only {total} failed or refused requests" if total else "no traces"
@@ -291,7 +294,7 @@ def check_where(store: Store, cfg: FilterConfig, reward: Reward, unique: bool) -
     if not cfg.where:
         return
     sandbox.check_expression(cfg.where, "the candidate traces")
-    with store.sandboxed({"sample_drops": _DROPS.empty_table()}, _MEMORY, ordered=False) as con:
+    with store.sandboxed({"sample_drops": _DROPS.empty_table()}, QUERY_MEMORY, ordered=False) as con:
         try:
             con.sql(_decisions_sql(cfg, _WHERE_CHECK, unique), params=_params(cfg, reward)).fetchall()
         except duckdb.Error as exc:
@@ -316,8 +319,6 @@ def _drops_table(drops: list[SampleDrop]) -> pa.Table:
 
 
 _DROPS = pa.schema([("sample_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
-# DuckDB's share of the filter's memory: the candidate traces' sorts and joins spill past it
-_MEMORY = "1GB"
 
 
 def _write_decisions(
@@ -333,7 +334,7 @@ def _write_decisions(
     decisions appear whole or not at all."""
     params = {**_params(cfg, reward), "run_id": run_id, "now": utcnow()}
     result.samples_dropped = Counter(drops.column("stage").to_pylist())
-    with store.sandboxed({"sample_drops": drops}, _MEMORY, ordered=False) as con:
+    with store.sandboxed({"sample_drops": drops}, QUERY_MEMORY, ordered=False) as con:
         batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, unique), params)
         store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import socket
 import sys
 import tempfile
@@ -192,6 +191,8 @@ class Store:
         """`connect()`, and the part files its views read."""
         con = duckdb.connect()
         try:
+            # what outgrows a memory limit spills here, not to DuckDB's default `.tmp` in the cwd
+            con.execute(f"SET temp_directory = '{sandbox.sql_str(spill_folder())}'")
             snap = catalog.load_into(con, self.root)
             tables, _ = registry.scan(self.root, snap.registered, snap.knows)
             for name, files in tables.items():
@@ -218,15 +219,12 @@ class Store:
         ordered: bool = True,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """`connect()` plus `tables`, locked down for user SQL (`sandbox.lock_down`): it reads the
-        store's parts and nothing else. What outgrows `memory_limit` spills to a folder
-        in the system's temporary folder ($TMPDIR), removed afterwards. Unless `ordered`, results
-        come in no set order (what lets big sorts and windows stream)."""
+        store's parts and nothing else. What outgrows `memory_limit` spills to `spill_folder()`.
+        Unless `ordered`, results come in no set order (what lets big sorts and windows stream)."""
         con, parts = self._connect()
-        spill = Path(tempfile.mkdtemp(prefix="r1v-spill-"))
         try:
             for name, table in (tables or {}).items():
                 con.register(name, table)
-            con.execute(f"SET temp_directory = '{sandbox.sql_str(spill)}'")
             con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
             # DuckDB checks the path as the view names it (glob-escaped) and as it opens it
             readable = [*map(str, parts), *map(registry.glob_literal, parts)]
@@ -234,14 +232,20 @@ class Store:
             yield con
         finally:
             con.close()
-            shutil.rmtree(spill, ignore_errors=True)
 
     def query(
-        self, sql: str, limit: int | None = None, params: list[Any] | None = None
+        self,
+        sql: str,
+        limit: int | None = None,
+        params: list[Any] | dict[str, Any] | None = None,
+        memory_limit: str | None = None,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a query over the store's tables; DuckDB errors become a one-line QueryError."""
+        """Run a query over the store's tables; DuckDB errors become a one-line QueryError.
+        `memory_limit` caps DuckDB's buffers (a big join spills past it)."""
         con = self.connect()
         try:
+            if memory_limit:
+                con.execute(f"SET memory_limit = '{memory_limit}'")
             rel = con.sql(sql, params=params)
             if rel is None:
                 raise QueryError("the query returned no rows (only SELECT-like queries are supported)")
@@ -400,6 +404,14 @@ class Store:
                 catalog.write_run_file(self.root, {**record, "status": "interrupted"})
         for tmp in catalog.temporary_files(self.root):
             tmp.unlink(missing_ok=True)
+
+
+def spill_folder() -> Path:
+    """Where DuckDB spills what outgrows a memory limit: the system's temporary folder ($TMPDIR),
+    shared by every r1v process (DuckDB names its files by process and removes them on close)."""
+    folder = Path(tempfile.gettempdir()) / "r1v-duckdb-spill"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _scan_sql(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> str:

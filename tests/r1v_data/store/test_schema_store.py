@@ -83,13 +83,13 @@ def test_parts_are_atomic_and_validated(tmp_path: Path, monkeypatch: pytest.Monk
         run = store.begin_run("test")
         with pytest.raises(SchemaError):
             store.write_part("samples", [_sample(question=None)], run, 1)
-        real = pq.write_table
+        real = pq.ParquetWriter.write_table
 
-        def crash_half_way(table: pa.Table, where: object, **kw: object) -> None:
-            real(table.slice(0, 0), where, **kw)  # something reached the disk ...
+        def crash_half_way(self: pq.ParquetWriter, table: pa.Table, **kw: object) -> None:
+            real(self, table.slice(0, 0), **kw)  # something reached the disk ...
             raise OSError("disk full")  # ... then the write failed
 
-        monkeypatch.setattr(pq, "write_table", crash_half_way)
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", crash_half_way)
         with pytest.raises(OSError, match="disk full"):
             store.write_part("samples", [_sample()], run, 2)
         monkeypatch.undo()
