@@ -94,8 +94,10 @@ def run_generate(
         try:
             with (
                 VerifierPool(timeout_s=cfg.verify_timeout_s) as verifier,
+                # journaled: a result is on disk once it counts as done, so a kill re-sends only
+                # the requests in flight (the buffer is folded into its part on the next open)
                 store.writer(
-                    "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
+                    "traces", run_id, journal=True, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
                 closing(make_executor(cfg.executor)) as executor,
             ):
