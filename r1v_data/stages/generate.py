@@ -40,6 +40,7 @@ from r1v_data.store import PartWriter, Store
 # passes note= (what its batches are doing while nothing finishes)
 Progress = Callable[..., None]
 
+COMPACT_AFTER_PARTS = 32  # small trace parts of one run that make the end of generate compact them
 _SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
 
 
@@ -113,6 +114,8 @@ def run_generate(
                     writer.flush()  # the next round reads this one's verdicts from the store
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
+            # a run with many small parts (a slow teacher flushes by time) leaves one part instead
+            store.compact(("traces",), min_parts=COMPACT_AFTER_PARTS)
             status = "ok"
         except BatchesPending as exc:  # --no-wait: submitted; a later run collects
             status, result.waiting = (
