@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,24 +59,71 @@ class Journal:
 
 
 class JournaledPartWriter(PartWriter):
-    """A `PartWriter` whose rows are durable as soon as `add_group` returns (see the module)."""
+    """A `PartWriter` whose rows are durable as soon as `add_group` returns (see the module).
+
+    Since the journal already holds them, a full buffer is written as its part behind the caller's
+    back, in a thread (Parquet encoding and fsync release the GIL), one part at a time and in
+    order; an explicit `flush()` waits for that and returns with every row in a part."""
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
         self._journal: Journal | None = None
+        self._behind: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
 
     def add_group(self, rows: list[dict[str, Any]], size_hint: int = 0) -> None:
-        if self._journal is None:  # the buffer becomes part SEQ+1 at the next flush
+        if self._journal is None:  # the buffer becomes part SEQ+1 when it is written
             folder = self.store.root / self.table_name
             self._journal = Journal(journal_path(folder, self.run_id, self._seq + 1))
         self._journal.append(rows)
-        super().add_group(rows, size_hint)
+        self._rows.extend(rows)
+        self._bytes += size_hint
+        if self._full():
+            self._write_behind()
 
     def flush(self) -> None:
-        super().flush()  # the part is in place before its journal goes
-        if self._journal is not None and not self._rows:
-            self._journal.remove()
-            self._journal = None
+        self._wait()
+        if self._rows:
+            self._write(*self._take())
+        self._last_flush = time.monotonic()
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            super().__exit__(exc_type, *rest)
+        finally:
+            if self._behind is not None:
+                self._behind.shutdown(wait=True)
+
+    def _full(self) -> bool:
+        return (
+            len(self._rows) >= self.flush_rows
+            or self._bytes >= self.flush_bytes
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        )
+
+    def _write_behind(self) -> None:
+        self._wait()  # one part at a time: parts land in order and memory stays bounded
+        for writer in self.after:
+            writer.flush()
+        if self._behind is None:
+            self._behind = ThreadPoolExecutor(1, thread_name_prefix=f"r1v-{self.table_name}-parts")
+        self._writing = self._behind.submit(self._write, *self._take())
+        self._last_flush = time.monotonic()
+
+    def _take(self) -> tuple[list[dict[str, Any]], int, Journal]:
+        assert self._journal is not None
+        taken = self._rows, self._seq + 1, self._journal
+        self._rows, self._bytes, self._seq, self._journal = [], 0, self._seq + 1, None
+        return taken
+
+    def _write(self, rows: list[dict[str, Any]], seq: int, journal: Journal) -> None:
+        self.store.write_part(self.table_name, rows, self.run_id, seq)
+        journal.remove()  # the part is in place before its journal goes
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()  # a failed write raises here, in the caller's thread
 
 
 def fold_journals(root: Path) -> list[Path]:

@@ -21,20 +21,22 @@ def _data_parts(store: Path, table: str = "scores") -> list[str]:
     return sorted(p.name for p in (store / table).iterdir() if p.name != SCHEMA_PART)
 
 
-def _write_journaled(root: Path, samples: str, flush_rows: int) -> str:
+def _write_journaled(root: Path, flushed: str, unflushed: str) -> str:
     """Rows written through a journaled writer by a process that dies before its last flush."""
     store = Store.open(root, write=True, create=True)
     run = store.begin_run("test")
-    writer = store.writer("scores", run, journal=True, flush_rows=flush_rows, flush_seconds=3600)
-    for s in samples:
-        writer.add_group([score_row(run, s, None, "qdam", "v", n, 0.5, None) for n in "xy"])
+    writer = store.writer("scores", run, journal=True, flush_seconds=3600)
+    for samples in (flushed, unflushed):
+        writer.flush()
+        for s in samples:
+            writer.add_group([score_row(run, s, None, "qdam", "v", n, 0.5, None) for n in "xy"])
     store.close()  # no flush: the kill
     return run
 
 
 def test_a_journal_becomes_its_part_once_with_a_torn_record_ignored(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    run = _write_journaled(root, "abc", flush_rows=4)  # a and b flushed; c only in the journal
+    run = _write_journaled(root, "ab", "c")  # a and b in a part; c only in the journal
     journal = root / "scores" / f".journal-{run}-00002.jsonl"
     assert _data_parts(root) == [journal.name, f"part-{run}-00001.parquet"]
     with open(journal, "ab") as f:
