@@ -32,7 +32,7 @@ from r1v_data.config import GenerateConfig
 from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.executors import Executor, Work, make_executor
 from r1v_data.grading.verify import VERIFIER_NAME
-from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.stages.generate_grading import TraceGrader
 from r1v_data.stages.generate_rows import GenerateResult, Pending, TraceBlock, base_row
 from r1v_data.store import PartWriter, Store
 
@@ -67,7 +67,7 @@ class _Run:
     cfg: GenerateConfig
     done: set[str]  # finished request ids: read once from the store, added to as results arrive
     writer: PartWriter
-    verifier: VerifierPool
+    grader: TraceGrader  # parses and verifies results in a process of its own
     result: GenerateResult
     progress: Progress | None
     executor: Executor
@@ -94,7 +94,7 @@ def run_generate(
         status = "failed"
         try:
             with (
-                VerifierPool(timeout_s=cfg.verify_timeout_s) as verifier,
+                TraceGrader(cfg.verify_timeout_s) as grader,
                 # journaled: a result is on disk once it counts as done, so a kill re-sends only
                 # the requests in flight (the buffer is folded into its part on the next open)
                 store.writer(
@@ -104,7 +104,7 @@ def run_generate(
             ):
                 done = _finished_request_ids(store, cfg.retry_failed)
                 _trust_proven_settings(store, backend)
-                run = _Run(store, cfg, done, writer, verifier, result, progress, executor, controls, meter)
+                run = _Run(store, cfg, done, writer, grader, result, progress, executor, controls, meter)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
@@ -244,7 +244,7 @@ def _execute(run: _Run, backend: Backend, spec: _Round, options: dict[str, Any])
     report()  # the round's total from the start
     # where the teacher runs decides nothing here: the executor yields one Done per request
     block = TraceBlock(run.writer.run_id, backend.identity, run.cfg.verify_timeout_s)
-    work = Work(backend.spec, options, block, "traces", backend, {"verifier": run.verifier})
+    work = Work(backend.spec, options, block, "traces", backend, {"grader": run.grader})
     try:
         for done in run.executor.map(work, _requests(run, backend, spec, counts), run.writer):
             run.result.add(done.tally)

@@ -342,6 +342,8 @@ class Store:
         registry then forgets the merged parts and checks the new ones."""
         self._require_writable()
         done = [c for c in compact.compact_store(self.root, tables, min_parts) if c.sources]
+        if not done:
+            return done  # the catalog is left alone: nothing it lists changed
         with self.catalog() as con:
             con.execute("DELETE FROM parts WHERE NOT list_contains(?, path)", [self._part_paths()])
             self._register_parts(con)
