@@ -44,7 +44,9 @@ def test_a_journal_becomes_its_part_once_with_a_torn_record_ignored(tmp_path: Pa
     # a journal whose part was already written (killed between the two) is spent, not re-read
     spent = root / "scores" / f".journal-{run}-00001.jsonl"
     spent.write_bytes(journal.read_bytes())
-    Store.open(root, write=True).close()
+    listed = run_cli("doctor", "--store", root, check=False).stdout
+    assert listed.count("unfolded journal") == 2
+    run_cli("doctor", "--store", root, "--repair")  # what the next writer's open does, too
     expected = [(s, n) for s in "abc" for n in "xy"]
     assert _rows(root) == expected
     assert _data_parts(root) == [f"part-{run}-00001.parquet", f"part-{run}-00002.parquet"]
