@@ -72,6 +72,10 @@ class JournaledPartWriter(PartWriter):
         self._writing: Future[None] | None = None
 
     def add_group(self, rows: list[dict[str, Any]], size_hint: int = 0) -> None:
+        if self._full(len(rows), size_hint):
+            # wait for the part before taking the rows: a Ctrl-C lands in this wait, and then the
+            # rows were neither written nor counted (after taking them it would write uncounted rows)
+            self._wait()
         if self._journal is None:  # the buffer becomes part SEQ+1 when it is written
             folder = self.store.root / self.table_name
             self._journal = Journal(journal_path(folder, self.run_id, self._seq + 1))
@@ -94,10 +98,10 @@ class JournaledPartWriter(PartWriter):
             if self._behind is not None:
                 self._behind.shutdown(wait=True)
 
-    def _full(self) -> bool:
+    def _full(self, more_rows: int = 0, more_bytes: int = 0) -> bool:
         return (
-            len(self._rows) >= self.flush_rows
-            or self._bytes >= self.flush_bytes
+            len(self._rows) + more_rows >= self.flush_rows
+            or self._bytes + more_bytes >= self.flush_bytes
             or time.monotonic() - self._last_flush >= self.flush_seconds
         )
 
