@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
+from r1v_data.errors import R1VError
 from r1v_data.grading.verify_pool import VerifierPool, start_context
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class TraceGrader:
         self.verify_timeout_s = verify_timeout_s
         self._process: Any = None
         self._conn: Connection | None = None
+        self._poller: select.poll | None = None
 
     def submit(self, text: str, finish_reason: str | None, prefix: str, sample: dict[str, Any]) -> None:
         """Send one completion to be graded against its sample's reference answer."""
@@ -50,15 +53,19 @@ class TraceGrader:
         try:
             return dict(zip(GRADE_FIELDS, self._conn.recv(), strict=True))
         except (EOFError, OSError):
-            raise RuntimeError(
-                "the trace grading process died; re-run generate (finished traces are kept)"
+            code = self._process.exitcode if self._process is not None else None
+            raise R1VError(
+                f"the trace grading process stopped (exit code {code}); re-run generate (finished "
+                "traces are kept). A script that calls run_generate needs `if __name__ == '__main__':`"
             ) from None
 
     def has_reply(self) -> bool:
-        return self._conn is not None and self._conn.poll()
+        # one poll object, made once: Connection.poll() builds a selector per call, which cost
+        # more than the grade's round trip
+        return self._poller is not None and bool(self._poller.poll(0))
 
     def close(self) -> None:
-        conn, process, self._conn, self._process = self._conn, self._process, None, None
+        conn, process, self._conn, self._process, self._poller = self._conn, self._process, None, None, None
         if conn is not None:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(None)
@@ -79,10 +86,14 @@ class TraceGrader:
         ctx = start_context()
         parent, child = ctx.Pipe(duplex=True)
         # not a daemon: its verifier pool starts worker processes of its own
-        self._process = ctx.Process(target=_serve, args=(child, self.verify_timeout_s), name="r1v-grader")
-        self._process.start()
-        child.close()
-        self._conn = parent
+        process = ctx.Process(target=_serve, args=(child, self.verify_timeout_s), name="r1v-grader")
+        try:
+            process.start()
+        finally:
+            child.close()
+        self._process, self._conn = process, parent
+        self._poller = select.poll()
+        self._poller.register(parent.fileno(), select.POLLIN)
 
 
 def _serve(conn: Connection, verify_timeout_s: float) -> None:
