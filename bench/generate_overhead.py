@@ -1,17 +1,27 @@
-"""Overhead of `generate` over calling the same backend directly, on the same requests.
+"""Overhead of `generate` over calling the same backend directly, on the same requests, and what a
+SIGKILL costs: how many requests a resumed run sends again, beside how many were in flight.
 
-    python bench/generate_overhead.py [--n-per-problem 50] [--latency-ms 50] [--hf]
+    python bench/generate_overhead.py [--n-per-problem 100] [--latency-ms 50] [--hf] [--no-kill]
 
 openai: a local OpenAI-compatible server with a fixed latency (tests/servers/fake_openai.py, in a
 child process); the same requests go (a) straight through `OpenAIBackend.generate` and (b)
 through `run_generate` (request ids, resume check, parsing, verification, trace parts written
 to a store). hf (with --hf): a tiny random Llama through `HFBackend`, the same comparison.
 Prints both throughputs and the ratio; the target is >= 0.95.
+
+kill: a real `r1v-data generate` subprocess against a fresh fake server is SIGKILLed half way
+(when the server has received half the requests); the server's count of requests it was still
+answering at that moment is "in flight at the kill"; the run is then resumed to the end, and the
+server's count of requests received twice is "re-sent" (the target: no more than in flight).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,13 +82,52 @@ def compare(name: str, spec: str, options: dict, n: int, sampling: SamplingConfi
     )
 
 
+def kill_and_resume(latency_s: float, concurrency: int, n: int, work: Path) -> None:
+    store = sample_store(work / "kill")
+    cli = [sys.executable, "-c", "from r1v_data.cli import main; main()", "generate", "--store", str(store)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    with FakeOpenAIProcess(latency_s=latency_s) as srv:
+        args = ["--teacher", f"openai:{srv.url}#fake-model", "--n", str(n),
+                "--set", f"teacher_options.concurrency={concurrency}", "--json"]  # fmt: skip
+        total = len(Store.open(store).sample_ids(None, None)) * n
+        quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        proc = subprocess.Popen([*cli, *args], env=env, **quiet)
+        while srv.stats()["total"] < total // 2 and proc.poll() is None:
+            time.sleep(0.005)
+        answering = srv.stats()["open"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sent_before = srv.stats()["distinct"]
+        durable = _trace_count(store, fold=True)  # what the killed run had acknowledged
+        resumed = subprocess.run(
+            [*cli, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True
+        )
+        stats = srv.stats()
+    result = json.loads(resumed.stdout[resumed.stdout.index("{") :])
+    rows, distinct = _trace_count(store)
+    print(
+        f"kill     {total:6} requests   sent before the SIGKILL {sent_before}, acknowledged {durable[0]}, "
+        f"in flight at the kill {sent_before - durable[0]} (the server still answering {answering}); "
+        f"re-sent after resume {stats['resent']}   (resume skipped {result['skipped']}, sent "
+        f"{result['sent']}; traces {rows}, distinct ids {distinct})"
+    )
+
+
+def _trace_count(store: Path, fold: bool = False) -> tuple[int, int]:
+    """Traces and distinct request ids; with `fold`, after a writer's open folded the journals."""
+    with Store.open(store, write=fold) as opened:
+        return opened.query("SELECT count(*), count(DISTINCT request_id) FROM traces")[1][0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-per-problem", type=int, default=100)
     ap.add_argument("--latency-ms", type=float, default=50)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--hf", action="store_true", help="also compare a tiny model through hf:")
+    ap.add_argument("--no-kill", action="store_true", help="skip the SIGKILL and resume measurement")
     args = ap.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="r1v-bench-gen-") as tmp:
         work = Path(tmp)
         with FakeOpenAIProcess(latency_s=args.latency_ms / 1000) as srv:
@@ -90,6 +139,8 @@ def main() -> None:
                 SamplingConfig(),
                 work,
             )
+        if not args.no_kill:
+            kill_and_resume(args.latency_ms / 1000, args.concurrency, args.n_per_problem, work)
         if args.hf:
             model = build_tiny_llama(work / "tiny")
             compare(
@@ -104,3 +155,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

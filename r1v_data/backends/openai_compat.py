@@ -255,14 +255,28 @@ class OpenAIBackend:
                     in_flight += len(batch)
                 if in_flight == 0:
                     return
-                item = self._next_result(results)
-                in_flight -= 1
-                if isinstance(item, BackendError):
-                    raise item
-                yield item
+                # every result that is already back, taken in one go: the freed slots are then
+                # refilled by one wake-up of the loop instead of one per result (each wake-up and
+                # each blocking get hands the GIL over, which slowed the loop under load)
+                for item in self._results_ready(results):
+                    in_flight -= 1
+                    if isinstance(item, BackendError):
+                        raise item
+                    yield item
         finally:
             if in_flight and self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(run.cancel)
+
+    def _results_ready(
+        self, results: queue.SimpleQueue[GenResult | BackendError]
+    ) -> list[GenResult | BackendError]:
+        ready = [self._next_result(results)]
+        while len(ready) < self.concurrency:
+            try:
+                ready.append(results.get_nowait())
+            except queue.Empty:
+                break
+        return ready
 
     def _next_result(self, results: queue.SimpleQueue[GenResult | BackendError]) -> GenResult | BackendError:
         while True:

@@ -147,3 +147,39 @@ def _render_doctor(r: dict[str, Any]) -> None:
         out.print(escape(f"repaired: {line}"), soft_wrap=True)
     if r["repaired"] and not r["remaining"]:
         out.print("the store is whole again")
+
+
+@app.command()
+def compact(
+    store: ExistingStoreOpt,
+    min_parts: Annotated[
+        int, typer.Option("--min-parts", min=2, help="Merge a run's small parts only when it has this many.")
+    ] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge each run's small parts into larger ones, atomically, so queries open fewer files."""
+    from r1v_data.store import Store
+
+    with Store.open(store, write=True) as opened:
+        done = opened.compact(min_parts=min_parts)
+    result = {
+        "store": str(store),
+        "merged_parts": sum(c.sources for c in done),
+        "written_parts": len(done),
+        "rows": sum(c.rows for c in done),
+        "by_table": {
+            t: sum(c.sources for c in done if c.table == t) for t in sorted({c.table for c in done})
+        },
+    }
+    emit(result, as_json, _render_compact)
+
+
+def _render_compact(r: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    if not r["merged_parts"]:
+        out.print(escape(f"{r['store']}: nothing to compact"))
+        return
+    by_table = ", ".join(f"{t} {n}" for t, n in r["by_table"].items())
+    out.print(escape(f"merged {r['merged_parts']} small parts ({by_table}) into {r['written_parts']} "
+                     f"({r['rows']} rows)"))  # fmt: skip

@@ -125,6 +125,11 @@ def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | N
 
 
 # ----------------------------------------------------------------------------- the pool
+def start_context() -> mp.context.BaseContext:
+    """How r1v starts helper processes from a process that may have threads (see below)."""
+    return _context()
+
+
 def _context() -> mp.context.BaseContext:
     # Not "fork": the pool lives inside `generate`, whose process has threads (HTTP clients,
     # progress bars, torch); forking a threaded process can deadlock the child on a lock some

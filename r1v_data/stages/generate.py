@@ -32,7 +32,7 @@ from r1v_data.config import GenerateConfig
 from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.executors import Executor, Work, make_executor
 from r1v_data.grading.verify import VERIFIER_NAME
-from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.stages.generate_grading import TraceGrader
 from r1v_data.stages.generate_rows import GenerateResult, Pending, TraceBlock, base_row
 from r1v_data.store import PartWriter, Store
 
@@ -40,6 +40,7 @@ from r1v_data.store import PartWriter, Store
 # passes note= (what its batches are doing while nothing finishes)
 Progress = Callable[..., None]
 
+COMPACT_AFTER_PARTS = 32  # small trace parts of one run that make the end of generate compact them
 _SAMPLE_COLUMNS = "sample_id, question, options, answer, answer_type, images, caption"
 
 
@@ -66,7 +67,7 @@ class _Run:
     cfg: GenerateConfig
     done: set[str]  # finished request ids: read once from the store, added to as results arrive
     writer: PartWriter
-    verifier: VerifierPool
+    grader: TraceGrader  # parses and verifies results in a process of its own
     result: GenerateResult
     progress: Progress | None
     executor: Executor
@@ -93,15 +94,17 @@ def run_generate(
         status = "failed"
         try:
             with (
-                VerifierPool(timeout_s=cfg.verify_timeout_s) as verifier,
+                TraceGrader(cfg.verify_timeout_s) as grader,
+                # journaled: a result is on disk once it counts as done, so a kill re-sends only
+                # the requests in flight (the buffer is folded into its part on the next open)
                 store.writer(
-                    "traces", run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
+                    "traces", run_id, journal=True, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
                 ) as writer,
                 closing(make_executor(cfg.executor)) as executor,
             ):
                 done = _finished_request_ids(store, cfg.retry_failed)
                 _trust_proven_settings(store, backend)
-                run = _Run(store, cfg, done, writer, verifier, result, progress, executor, controls, meter)
+                run = _Run(store, cfg, done, writer, grader, result, progress, executor, controls, meter)
                 for round_ in range(1, cfg.rounds + 1):
                     # later rounds retry only this run's problems that no trace has solved yet
                     ids = problems if round_ == 1 else _unsolved(store, problems, result.teacher, round_)
@@ -111,6 +114,8 @@ def run_generate(
                     writer.flush()  # the next round reads this one's verdicts from the store
                 if cfg.reviser:
                     result.rounds.append(_revise(run, backend, problems))
+            # a run with many small parts (a slow teacher flushes by time) leaves one part instead
+            store.compact(("traces",), min_parts=COMPACT_AFTER_PARTS)
             status = "ok"
         except BatchesPending as exc:  # --no-wait: submitted; a later run collects
             status, result.waiting = (
@@ -239,7 +244,7 @@ def _execute(run: _Run, backend: Backend, spec: _Round, options: dict[str, Any])
     report()  # the round's total from the start
     # where the teacher runs decides nothing here: the executor yields one Done per request
     block = TraceBlock(run.writer.run_id, backend.identity, run.cfg.verify_timeout_s)
-    work = Work(backend.spec, options, block, "traces", backend, {"verifier": run.verifier})
+    work = Work(backend.spec, options, block, "traces", backend, {"grader": run.grader})
     try:
         for done in run.executor.map(work, _requests(run, backend, spec, counts), run.writer):
             run.result.add(done.tally)

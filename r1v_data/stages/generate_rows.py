@@ -3,7 +3,7 @@ sampling it was made with), and the run's counts that every row adds to."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +11,7 @@ from typing import Any
 from r1v_data.backends import Backend, GenRequest, GenResult, Sampling
 from r1v_data.backends.prompts import PROMPT_VERSION
 from r1v_data.executors import Done, Resources, Rows
-from r1v_data.grading.traces import parse_completion
-from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.stages.generate_grading import DEPTH, TraceGrader
 from r1v_data.store import utcnow
 
 
@@ -72,10 +71,12 @@ def trace_row(
     res: GenResult,
     job: Pending,
     teacher: str,
-    verifier: VerifierPool,
     run_id: str,
     result: GenerateResult,
+    grade: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The trace row of one result; `grade` holds what `TraceGrader` made of its text (None for a
+    failed request, which has no text to grade)."""
     row = base_row(
         res.request_id,
         job.sample,
@@ -96,43 +97,26 @@ def trace_row(
     )
     result.prompt_tokens += res.prompt_tokens or 0
     result.completion_tokens += res.completion_tokens or 0
-    if res.error is not None or res.text is None:
+    if grade is None:
         result.failed[reason_key(res.error)] += 1
         row.update(error=res.error or "no text returned", verdict="error")
         return row
-    parsed = parse_completion(
-        res.text,
-        res.finish_reason,
-        assistant_prefix=job.prefix,
-        options=job.sample.get("options"),
-        answer_type=job.sample.get("answer_type"),
-    )
-    verdict = verifier.verify(
-        parsed.answer,
-        job.sample.get("answer"),
-        job.sample.get("answer_type"),
-        job.sample.get("options"),
-    )
-    result.verdicts[verdict.verdict] += 1
-    result.truncated += parsed.truncated
-    result.repetition += parsed.repetition
-    row.update(
-        text=res.text,
-        think=parsed.think,
-        answer=parsed.answer,
-        think_closed=parsed.think_closed,
-        truncated=parsed.truncated,
-        repetition=parsed.repetition,
-        verdict=verdict.verdict,
-        verifier=verdict.verifier,
-    )
+    result.verdicts[grade["verdict"]] += 1
+    result.truncated += bool(grade["truncated"])
+    result.repetition += bool(grade["repetition"])
+    row.update(text=res.text, **grade)
     return row
+
+
+def _gradable(res: GenResult) -> bool:
+    return res.error is None and res.text is not None
 
 
 @dataclass(frozen=True)
 class TraceBlock:
     """generate's block function: the teacher answers a block of (request, Pending) pairs and each
-    result becomes its verified trace row, where the teacher runs (this process or a Ray actor).
+    result becomes its graded trace row, where the teacher runs (this process or a Ray actor).
+    Grading runs in a `TraceGrader` process, a few results behind the teacher (see there).
     A result counts as finished unless it failed in a way a later run may fix."""
 
     run_id: str
@@ -143,8 +127,9 @@ class TraceBlock:
         self, backend: Backend | None, items: Iterable[tuple[GenRequest, Pending]], resources: Resources
     ) -> Iterator[tuple[Rows, Done]]:
         assert backend is not None, "generate always has a teacher"
-        verifier = resources.get("verifier", lambda: VerifierPool(workers=1, timeout_s=self.verify_timeout_s))
+        grader = resources.get("grader", lambda: TraceGrader(self.verify_timeout_s))
         jobs: dict[str, Pending] = {}
+        grading: deque[tuple[GenResult, Pending]] = deque()  # submitted, in the grader's order
 
         def requests() -> Iterator[GenRequest]:
             for request, job in items:
@@ -152,15 +137,22 @@ class TraceBlock:
                 yield request
 
         for res in backend.generate(requests()):
-            yield self._row(res, jobs.pop(res.request_id), verifier)
+            job = jobs.pop(res.request_id)
+            if not _gradable(res):
+                yield self._row(res, job)
+                continue
+            grader.submit(res.text, res.finish_reason, job.prefix, job.sample)
+            grading.append((res, job))
+            while grading and (len(grading) > DEPTH or grader.has_reply()):
+                yield self._row(*grading.popleft(), grader.receive())
+        while grading:
+            yield self._row(*grading.popleft(), grader.receive())
         for rid, job in jobs.items():  # a backend that yielded nothing for a request: say so
-            yield self._row(
-                GenResult(rid, finish_reason="error", error="no result from the backend"), job, verifier
-            )
+            yield self._row(GenResult(rid, finish_reason="error", error="no result from the backend"), job)
 
-    def _row(self, res: GenResult, job: Pending, verifier: VerifierPool) -> tuple[Rows, Done]:
+    def _row(self, res: GenResult, job: Pending, grade: dict[str, Any] | None = None) -> tuple[Rows, Done]:
         tally = GenerateResult(self.run_id, self.teacher)
-        row = trace_row(res, job, self.teacher, verifier, self.run_id, tally)
+        row = trace_row(res, job, self.teacher, self.run_id, tally, grade)
         # other failures stay unfinished: the next run retries them
         finished = res.error is None or res.finish_reason == "rejected"
         return [row], Done(res.request_id, finished, tally)

@@ -13,10 +13,12 @@ part (its recorded name differs from its file name), or comes from a run this st
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 from r1v_data.errors import DamagedStoreError, first_line
 from r1v_data.store import schema
 
+INTENT_PREFIX, INTENT_SUFFIX = ".compact-", ".json"  # a compaction's intent file (compact.py)
 META_PART = b"r1v.part"
 META_RUN = b"r1v.run_id"
 REGISTRY_DDL = (
@@ -47,12 +50,27 @@ def part_metadata(table: pa.Table, name: str, run_id: str) -> pa.Table:
 
 def part_files(folder: Path) -> list[Path]:
     """The Parquet files of a table folder, listed (never globbed: a store path may hold `*`, `?`
-    or `[`), without the hidden temporary files of writes in progress."""
+    or `[`), without the hidden temporary files of writes in progress, nor the parts a finished
+    but not yet tidied compaction replaced (`compact.py`)."""
     if not folder.is_dir():
         return []
     with os.scandir(folder) as entries:
-        names = [e.name for e in entries if e.name.endswith(".parquet") and not e.name.startswith(".")]
+        listed = [e.name for e in entries]
+    names = {n for n in listed if n.endswith(".parquet") and not n.startswith(".")}
+    for intent in (n for n in listed if n.startswith(INTENT_PREFIX) and n.endswith(INTENT_SUFFIX)):
+        plan = read_intent(folder / intent)
+        if plan and plan["target"] in names:  # the compacted part holds these rows now
+            names -= set(plan["sources"])
     return [folder / n for n in sorted(names)]
+
+
+def read_intent(path: Path) -> dict[str, Any] | None:
+    """A compaction's intent (its target and sources), or None if it is gone or unreadable."""
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and "target" in plan and "sources" in plan else None
 
 
 def read_part_info(path: Path, table: str) -> PartInfo:

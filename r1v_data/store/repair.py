@@ -17,7 +17,8 @@ from typing import Any
 import duckdb
 
 from r1v_data.errors import DamagedStoreError, StoreError
-from r1v_data.store import catalog, registry, schema
+from r1v_data.store import catalog, compact, registry, schema
+from r1v_data.store.journal import fold_journals
 from r1v_data.store.layout import SCHEMA_PART, ensure_table_dir, read_info
 from r1v_data.store.parts import utcnow
 
@@ -44,7 +45,7 @@ def diagnose(root: Path) -> list[Problem]:
         problems += _table_problems(root, table, runs)
     problems += [Problem("temporary file", str(p), "left by a write that never finished", "delete it")
                  for p in catalog.temporary_files(root)]  # fmt: skip
-    return problems
+    return problems + _unfinished_writes(root)
 
 
 def repair(root: Path, problems: list[Problem]) -> list[str]:
@@ -115,6 +116,20 @@ def _bad_run_files(root: Path) -> list[Path]:
     return [p for p in sorted(folder.glob("*.json")) if p.name not in good] if folder.is_dir() else []
 
 
+def _unfinished_writes(root: Path) -> list[Problem]:
+    """Journals and compaction intents a killed writer left (the next writer's open tidies them)."""
+    problems = []
+    for table in schema.STORE_TABLES:
+        folder = root / table
+        if not folder.is_dir():
+            continue
+        problems += [Problem("unfolded journal", str(p), "results a killed generate acknowledged",
+                             "write them as their part") for p in sorted(folder.glob(".journal-*.jsonl"))]  # fmt: skip
+        problems += [Problem("unfinished compaction", str(p), "a compaction a kill interrupted",
+                             "finish it (target written) or drop it") for p in sorted(folder.glob(".compact-*.json"))]  # fmt: skip
+    return problems
+
+
 # ---- repair -------------------------------------------------------------------------------------
 def _fix(root: Path, problem: Problem) -> str:
     path = Path(problem.path)
@@ -129,6 +144,12 @@ def _fix(root: Path, problem: Problem) -> str:
     if problem.kind == "temporary file":
         path.unlink(missing_ok=True)
         return f"deleted {path}"
+    if problem.kind == "unfolded journal":
+        fold_journals(root)
+        return f"folded {path} into its part"
+    if problem.kind == "unfinished compaction":
+        compact.recover(root)
+        return f"finished or undid the compaction of {path}"
     if problem.kind in ("unreadable run record", "unreadable catalog"):
         path.rename(path.with_name(f"{path.name}.damaged-{utcnow():%Y%m%dT%H%M%S}"))
         return f"set {path} aside"

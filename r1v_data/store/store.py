@@ -33,7 +33,8 @@ import pyarrow as pa
 from r1v_data import __version__
 from r1v_data.errors import QueryError, StoreError, StoreLockedError, first_line
 from r1v_data.redact import redact, redact_value
-from r1v_data.store import catalog, registry, sandbox, schema
+from r1v_data.store import catalog, compact, registry, sandbox, schema
+from r1v_data.store.journal import JournaledPartWriter, fold_journals
 from r1v_data.store.layout import (
     check_versions,
     ensure_table_dir,
@@ -173,9 +174,11 @@ class Store:
                                     table_name).replace_schema_metadata(arrow.metadata) for t in tables)  # fmt: skip
         return write_parquet_stream_atomic(arrow, conformed, path)
 
-    def writer(self, table_name: str, run_id: str, **kw: Any) -> PartWriter:
+    def writer(self, table_name: str, run_id: str, *, journal: bool = False, **kw: Any) -> PartWriter:
+        """A buffered writer of `table_name` rows; with `journal`, each row is durable once added
+        (`journal.py`), not only once its buffer is flushed."""
         self._require_writable()
-        return PartWriter(self, table_name, run_id, **kw)
+        return (JournaledPartWriter if journal else PartWriter)(self, table_name, run_id, **kw)
 
     # ---- reading -------------------------------------------------------------------------
     def parts(self, table_name: str) -> list[Path]:
@@ -381,6 +384,22 @@ class Store:
             catalog.refresh_views(con)
         catalog.write_run_file(self.root, {**record[0], "counts": counts, "manifest": manifest})
 
+    def compact(self, tables: tuple[str, ...] | None = None, min_parts: int = 2) -> list[compact.Compacted]:
+        """Merge each run's small parts into larger ones, atomically (`compact.py`); the catalog's
+        registry then forgets the merged parts and checks the new ones."""
+        self._require_writable()
+        done = [c for c in compact.compact_store(self.root, tables, min_parts) if c.sources]
+        if not done:
+            return done  # the catalog is left alone: nothing it lists changed
+        with self.catalog() as con:
+            con.execute("DELETE FROM parts WHERE NOT list_contains(?, path)", [self._part_paths()])
+            self._register_parts(con)
+            catalog.refresh_views(con)
+        return done
+
+    def _part_paths(self) -> list[str]:
+        return [f"{t}/{p.name}" for t in schema.STORE_TABLES for p in self.parts(t)]
+
     def _register_parts(self, con: duckdb.DuckDBPyConnection) -> None:
         """Check the parts the registry does not hold yet and add them (the lock holder only)."""
         registered = dict(con.sql("SELECT path, bytes FROM parts").fetchall())
@@ -395,6 +414,10 @@ class Store:
         files of its unfinished writes are removed; parts it wrote are checked and registered."""
         if not (self.root / catalog.CATALOG).exists():
             catalog.refuse_lost_catalog(self.root)  # a new catalog would forget the history
+        # before anything is registered: what a killed writer acknowledged becomes its parts, and a
+        # compaction cut short is finished or undone, so every row is in exactly one part
+        fold_journals(self.root)
+        compact.recover(self.root)
         with self.catalog() as con:
             con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             self._register_parts(con)

@@ -168,6 +168,7 @@ class FakeOpenAI(ThreadedServer):
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()  # per request: digest of messages + seed
         self.total = 0
+        self.open = 0  # requests received and not yet answered: in flight, as the server sees them
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @property
@@ -223,16 +224,22 @@ def make_runner(state: FakeOpenAI) -> web.AppRunner:
         if state.record:
             headers = {k.lower(): v for k, v in request.headers.items()}
             state.received.append(Received(body, headers, text, attempt, outcome))
-        if state.latency_s:
-            await asyncio.sleep(state.latency_s)
-        return await _respond(request, state, body, d, outcome, attempt)
+        state.open += 1
+        try:
+            if state.latency_s:
+                await asyncio.sleep(state.latency_s)
+            return await _respond(request, state, body, d, outcome, attempt)
+        finally:
+            state.open -= 1
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": state.model}]})
 
     async def stats(request: web.Request) -> web.Response:
         resent = sum(n - 1 for n in state.attempts.values())
-        return web.json_response({"total": state.total, "distinct": len(state.attempts), "resent": resent})
+        return web.json_response(
+            {"total": state.total, "distinct": len(state.attempts), "resent": resent, "open": state.open}
+        )
 
     async def reset(request: web.Request) -> web.Response:
         state.reset()
