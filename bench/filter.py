@@ -24,6 +24,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,9 @@ def main() -> None:
     ap.add_argument("--image-every", type=int, default=10)
     ap.add_argument("--dedup-up-to", type=int, default=1_000_000,
                     help="compare the dedup step with datasketch only up to this many traces")  # fmt: skip
+    ap.add_argument(
+        "--built", type=Path, help="keep the synthetic stores here and reuse them on the next run"
+    )
     ap.add_argument("--child", choices=["scan", "filter", "dedup", "datasketch"])
     ap.add_argument("--store", type=Path)
     args = ap.parse_args()
@@ -214,9 +218,16 @@ def main() -> None:
 
 
 def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
+    built = args.built and args.built / f"store-{n}"
     start = time.perf_counter()
-    build(store, n, args.per_sample, args.image_every)
-    print(f"# {n:,} traces over {n // args.per_sample:,} samples built in {time.perf_counter() - start:.0f} s",
+    if built and not (built / ".built").exists():  # kept for the next run: 20M takes minutes to make
+        build(built, n, args.per_sample, args.image_every)
+        (built / ".built").touch()
+    if built:
+        shutil.copytree(built, store)
+    else:
+        build(store, n, args.per_sample, args.image_every)
+    print(f"# {n:,} traces over {n // args.per_sample:,} samples ready in {time.perf_counter() - start:.0f} s",
           flush=True)  # fmt: skip
     steps = [
         ("DuckDB scan (ceiling)", "scan"),
