@@ -36,13 +36,7 @@ import pyarrow.compute as pc
 
 from r1v_data import __version__, executors
 from r1v_data.config import FilterConfig
-from r1v_data.curation.sample_checks import (
-    Candidates,
-    SampleDrop,
-    find_contamination,
-    find_duplicates,
-    load_candidates,
-)
+from r1v_data.curation.sample_checks import SampleDrop, sample_drops
 from r1v_data.errors import ConfigError, Interrupted, QueryError
 from r1v_data.executors import make_executor
 from r1v_data.grading.reward_scoring import (
@@ -54,7 +48,7 @@ from r1v_data.grading.reward_scoring import (
     score_rewards,
 )
 from r1v_data.stages.filter_rewards import model_runner
-from r1v_data.store import Store, sandbox, utcnow
+from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
 Progress = Callable[[str], None]
 
@@ -169,8 +163,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 )
                 reward = replace(reward, version=levels)
                 say("checking samples")
-                candidates = load_candidates(store, scores) if cfg.dedup or benchmarks else None
-            drops = _sample_drops(candidates, cfg, benchmarks)
+                drops = _sample_drops(store, scores, cfg, benchmarks)
             say("selecting traces")
             decisions = _decide(_candidates(store, cfg, reward), drops, errors, cfg)
             _write_decisions(store, run_id, decisions, drops, result)
@@ -231,23 +224,19 @@ def _error_set(store: Store, cfg: FilterConfig) -> list[str]:
     return [r[0] for r in store.query(_ERROR_SET, params={"errors": cfg.errors_from})[1]]
 
 
-def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]) -> list[SampleDrop]:
-    if c is None:
-        return []
-    drops = (
-        find_duplicates(
-            c,
-            threshold=cfg.near_duplicate_threshold,
-            image_distance=cfg.image_distance,
-            semantic=cfg.semantic_threshold,
-        )
-        if cfg.dedup
-        else []
+def _sample_drops(
+    store: Store, scores: PartWriter, cfg: FilterConfig, benchmarks: list[Any]
+) -> list[SampleDrop]:
+    table = sample_drops(
+        store,
+        scores,
+        dedup=cfg.dedup,
+        threshold=cfg.near_duplicate_threshold,
+        image_distance=cfg.image_distance,
+        semantic=cfg.semantic_threshold,
+        benchmarks=benchmarks,
     )
-    if benchmarks:
-        dropped = {d.sample_id for d in drops}
-        drops += [d for d in find_contamination(c, benchmarks) if d.sample_id not in dropped]
-    return drops
+    return [SampleDrop(**row) for row in table.to_pylist()]  # the rest of filter.py takes these
 
 
 def _candidates(store: Store, cfg: FilterConfig, reward: Reward) -> pa.Table:
