@@ -99,13 +99,14 @@ def keep_first_pairs(
             np.array([dropped[j][1] for j in items], dtype=float))  # fmt: skip
 
 
-_PUNCTUATION_SPACE = re.compile(r"\s*([^\w\s])\s*")
+# the spaces beside punctuation (a plain deletion: a sub with a group template is 3x slower)
+_PUNCTUATION_SPACE = re.compile(r"\s+(?=[^\w\s])|(?<=[^\w\s])\s+")
 
 
 def duplicate_key(text: str) -> str:
     """The form exact dedup compares: `normalise_text` (case, Unicode, whitespace), then no space
     beside punctuation, so "What is 6+7 ?" and "what is 6 + 7?" are one question however short."""
-    return _PUNCTUATION_SPACE.sub(r"\1", normalise_text(text))
+    return _PUNCTUATION_SPACE.sub("", normalise_text(text))
 
 
 def exact_duplicates(
