@@ -67,7 +67,9 @@ class Words:
         flat = list(chain.from_iterable(docs))
         try:  # Arrow numbers them in C++, in order of first use, as the dict below does
             encoded = pa.array(flat, pa.string()).dictionary_encode()
-            return cls(docs, encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64), lengths)
+            return cls(
+                docs, encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64), lengths
+            )
         except UnicodeError:  # a lone surrogate (from JSON) is no UTF-8 for Arrow
             seen: dict[str, int] = {}
             ids = np.fromiter((seen.setdefault(w, len(seen)) for w in flat), dtype=np.int64, count=len(flat))

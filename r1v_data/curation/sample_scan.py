@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,46 +131,65 @@ def _connect(store: Store, folder: Path) -> Any:
 
 def _consume(scan: Scan, reader: Iterator[pa.RecordBatch], benchmarks: Sequence[Any],
              lsh: tuple[int, int], keep_questions: bool) -> None:  # fmt: skip
+    flat: list[np.ndarray] = []
+    start = 0
+    with ExitStack() as files:
+        sig_file = files.enter_context(open(scan.folder / "sig.u32", "wb"))
+        bands = [files.enter_context(open(scan.folder / f"band_{t}.u64", "wb")) for t in range(lsh[0])]
+        rows = files.enter_context(pq.ParquetWriter(scan.folder / "rows.parquet", _ROWS))
+        for rb in reader:
+            b = rb.to_pydict()
+            _take_text(scan, start, b, sig_file, bands, lsh)
+            hashes = _take_images(scan, start, b["detail"], flat)
+            scan.hits += _contaminated(benchmarks, start, b["question"], hashes)
+            rows.write_table(_rows_table(start, b, keep_questions))
+            start += len(b["sample_id"])
+    scan.flat = np.concatenate(flat) if flat else scan.flat
+
+
+def _take_text(
+    scan: Scan, start: int, b: dict[str, list[Any]], sig_file: Any, bands: list[Any], lsh: tuple[int, int]
+) -> None:
+    """The batch's exact-dedup digests and word flags in memory, its signatures and band keys on disk."""
+    questions = b["question"]
+    stop = start + len(questions)
+    digests = b"".join(exact_digest(q, s or ()) for q, s in zip(questions, b["shas"], strict=True))
+    scan.digests[start:stop] = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
+    sig = minhash_signatures(questions, num_perm=scan.num_perm)
+    sig_file.write(sig.tobytes())
+    scan.has_words[start:stop] = sig[:, 0] != EMPTY
+    for band, keys in zip(bands, band_keys(sig, *lsh), strict=True):
+        band.write(keys.tobytes())
+
+
+def _take_images(
+    scan: Scan, start: int, details: list[str | None], flat: list[np.ndarray]
+) -> list[list[int]]:
+    """The batch's image counts and phashes into the scan; the phashes per sample."""
+    hashes = [_unpack(d) if d else [] for d in details]
+    counts = np.array([len(h) for h in hashes], dtype=np.intp)
+    held = sum(len(f) for f in flat)
+    scan.counts[start : start + len(hashes)] = counts
+    scan.offsets[start : start + len(hashes)] = held + np.cumsum(counts) - counts
+    flat.append(np.array([x for h in hashes for x in h], dtype=np.uint64))
+    return hashes
+
+
+def _contaminated(
+    benchmarks: Sequence[Any], start: int, questions: list[str], hashes: list[list[int]]
+) -> list[tuple[int, str]]:
+    if not benchmarks:
+        return []
     from r1v_data.curation.decontam import check_all
 
-    bands = [open(scan.folder / f"band_{t}.u64", "wb") for t in range(lsh[0])]  # noqa: SIM115
-    flat: list[np.ndarray] = []
-    start = held = 0
-    try:
-        with (
-            open(scan.folder / "sig.u32", "wb") as sig_file,
-            pq.ParquetWriter(scan.folder / "rows.parquet", _ROWS) as rows,
-        ):
-            for rb in reader:
-                b = rb.to_pydict()
-                stop = start + len(b["sample_id"])
-                questions, shas = b["question"], [s or () for s in b["shas"]]
-                scan.digests[start:stop] = np.frombuffer(
-                    b"".join(exact_digest(q, s) for q, s in zip(questions, shas, strict=True)),
-                    dtype=np.uint64,
-                ).reshape(-1, 2)
-                sig = minhash_signatures(questions, num_perm=scan.num_perm)
-                sig_file.write(sig.tobytes())
-                scan.has_words[start:stop] = sig[:, 0] != EMPTY
-                for t, keys in enumerate(band_keys(sig, *lsh)):
-                    bands[t].write(keys.tobytes())
-                hashes = [_unpack(d) if d else [] for d in b["detail"]]
-                counts = np.array([len(h) for h in hashes], dtype=np.intp)
-                scan.counts[start:stop] = counts
-                scan.offsets[start:stop] = held + np.cumsum(counts) - counts
-                flat.append(np.array([x for h in hashes for x in h], dtype=np.uint64))
-                held += int(counts.sum())
-                for i, hit in enumerate(check_all(benchmarks, questions, hashes) if benchmarks else ()):
-                    if hit is not None:
-                        scan.hits.append((start + i, hit.reason))
-                rows.write_table(pa.table({"idx": np.arange(start, stop, dtype=np.int64), "sample_id": b["sample_id"],
-                                           "answer": b["answer"], "question": questions if keep_questions else pa.nulls(stop - start, pa.string())},
-                                          schema=_ROWS))  # fmt: skip
-                start = stop
-    finally:
-        for f in bands:
-            f.close()
-    scan.flat = np.concatenate(flat) if flat else scan.flat
+    hits = check_all(benchmarks, questions, hashes)
+    return [(start + i, hit.reason) for i, hit in enumerate(hits) if hit is not None]
+
+
+def _rows_table(start: int, b: dict[str, list[Any]], keep_questions: bool) -> pa.Table:
+    n = len(b["sample_id"])
+    return pa.table({"idx": np.arange(start, start + n, dtype=np.int64), "sample_id": b["sample_id"], "answer": b["answer"],
+                     "question": b["question"] if keep_questions else pa.nulls(n, pa.string())}, schema=_ROWS)  # fmt: skip
 
 
 def _cache_phashes(store: Store, writer: PartWriter, folder: Path) -> str:
