@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from itertools import chain, pairwise
 
 import numpy as np
+import pyarrow as pa
 
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial n-gram hash (mod 2**64)
 _CHOICES = re.compile(r"\n\s*choices:\s*\n.*\Z", re.DOTALL)  # text.render_question's options block
@@ -62,11 +63,17 @@ class Words:
 
     @classmethod
     def of(cls, docs: list[list[str]]) -> Words:
-        seen: dict[str, int] = {}
-        flat = chain.from_iterable(docs)
-        ids = np.fromiter((seen.setdefault(w, len(seen)) for w in flat), dtype=np.int64)
         lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        return cls(docs, list(seen), ids, lengths)
+        flat = list(chain.from_iterable(docs))
+        try:  # Arrow numbers them in C++, in order of first use, as the dict below does
+            encoded = pa.array(flat, pa.string()).dictionary_encode()
+            return cls(
+                docs, encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64), lengths
+            )
+        except UnicodeError:  # a lone surrogate (from JSON) is no UTF-8 for Arrow
+            seen: dict[str, int] = {}
+            ids = np.fromiter((seen.setdefault(w, len(seen)) for w in flat), dtype=np.int64, count=len(flat))
+            return cls(docs, list(seen), ids, lengths)
 
 
 class TextIndex:

@@ -13,24 +13,34 @@ Duplicates, the earliest ingested sample of a group kept:
 
 Contamination: `r1v_data.curation.decontam` (word n-grams and image phashes) against each benchmark spec.
 
+`sample_drops` is what the filter runs: one streamed pass over the store (`sample_scan`) and the
+checks on its compact arrays (`streamed_dedup`), in memory bounded per sample (its docstring says
+how much). `load_candidates`, `find_duplicates` and `find_contamination` are the same rules on
+Python lists of every sample, kept as the plain reference the streamed path is tested against.
+
 Image phashes are computed once per sample and cached in the scores table (scorer `phash`, name
 `image_phash`, the hashes as signed 64-bit integers in `detail`, the image count in `value`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from r1v_data.curation.dedup import exact_duplicates, keep_first, sample_near_duplicates
 from r1v_data.curation.phash import PHASH_VERSION, hamming, phash64
+from r1v_data.curation.sample_scan import BATCH, PHASH_SCORER, Scan, scan_samples
+from r1v_data.curation.streamed_dedup import exact_firsts, near_duplicates
 from r1v_data.store import PartWriter, Store, add_score
 
-PHASH_SCORER = "phash"
+DROPS = pa.schema([("sample_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -169,3 +179,86 @@ def find_contamination(c: Candidates, benchmarks: Sequence[Any]) -> list[SampleD
         for sid, hit in zip(c.ids, hits, strict=True)
         if hit is not None
     ]
+
+
+def sample_drops(
+    store: Store,
+    writer: PartWriter,
+    *,
+    dedup: bool = True,
+    threshold: float = 0.8,
+    image_distance: int = 4,
+    semantic: float | None = None,
+    benchmarks: Sequence[Any] = (),
+    batch: int = BATCH,
+    spill_dir: Path | None = None,
+) -> pa.Table:
+    """The samples to drop, as a table (sample_id, stage, reason): with `dedup`, exact, near and
+    (with `semantic`, a cosine threshold) semantic duplicates, then the samples contaminated by
+    one of `benchmarks` that are not duplicates already. The decisions and reasons are those of
+    `find_duplicates` and `find_contamination`; `writer` caches the image phashes it computes.
+
+    Memory is bounded per sample, not by the traces or the text: about 50 bytes a sample for the
+    pass over the store, 8 more per image, and ~110 while near duplicates are sought (one LSH key
+    row and its sort at a time), beside DuckDB's `sample_scan.MEMORY_LIMIT`; signatures, band keys
+    and ids wait on disk under `spill_dir` (default: the system's temporary folder), ~700 bytes a
+    sample. Semantic dedup alone holds its samples in memory: the question and 1.5 KB of
+    embedding each, and O(n^2) dot products, so it suits tens of thousands of samples."""
+    if not dedup and not benchmarks:
+        return DROPS.empty_table()
+    from r1v_data.curation.minhash import lsh_params
+
+    with tempfile.TemporaryDirectory(prefix="r1v-sample-checks-", dir=spill_dir) as tmp:
+        scan = scan_samples(store, writer, Path(tmp), benchmarks=benchmarks, lsh=lsh_params(threshold, 128),
+                            keep_questions=dedup and semantic is not None, batch=batch)  # fmt: skip
+        found = _streamed_duplicates(scan, threshold, image_distance, semantic) if dedup else []
+        dropped = {j for j, _, _ in found}
+        hits = [(j, reason) for j, reason in scan.hits if j not in dropped]
+        needed = [j for j, _, _ in found] + [i for _, i, _ in found if i is not None] + [j for j, _ in hits]
+        ids = {k: v[0] for k, v in scan.rows(np.array(needed, dtype=np.int64), "sample_id").items()}
+    rows = [(ids[j], "dedup", why.format(ids[i])) for j, i, why in found]
+    rows += [(ids[j], "decontamination", reason) for j, reason in hits]
+    return pa.table([pa.array(col, pa.string()) for col in zip(*rows, strict=True)] if rows else
+                    [pa.array([], pa.string())] * 3, schema=DROPS)  # fmt: skip
+
+
+def _streamed_duplicates(
+    scan: Scan, threshold: float, image_distance: int, semantic: float | None
+) -> list[tuple[int, int, str]]:
+    """(dropped, kept, reason with `{}` for the kept sample's id), exact then near then semantic."""
+    first = exact_firsts(scan.digests)
+    scan.digests = scan.digests[:0]  # done with: its memory goes to the near-duplicate search
+    copies = np.flatnonzero(first != np.arange(scan.n))
+    found = [(j, i, "duplicate of {} (exact: same text and images)") for j, i in zip(
+        copies.tolist(), first[copies].tolist(), strict=True)]  # fmt: skip
+    live = np.flatnonzero(first == np.arange(scan.n))
+    del first
+    dj, di, est = near_duplicates(
+        scan, live[scan.has_words[live]], threshold=threshold, max_distance=image_distance
+    )
+    answers = scan.rows(np.concatenate([dj, di]), "answer")
+    near = [(j, i, f"duplicate of {{}} (near: estimated Jaccard {score:.2f}, matching images)")
+            for j, i, score in zip(dj.tolist(), di.tolist(), est.tolist(), strict=True)
+            if _same_answer(answers[i][0], answers[j][0])]  # fmt: skip
+    found += near
+    if semantic is not None:
+        live = np.setdiff1d(live, np.array([j for j, _, _ in near], dtype=np.int64))
+        found += _streamed_semantic(scan, live, semantic, image_distance)
+    return found
+
+
+def _streamed_semantic(
+    scan: Scan, live: np.ndarray, semantic: float, image_distance: int
+) -> list[tuple[int, int, str]]:
+    """`find_duplicates`'s semantic step on the samples left, held in memory (see `sample_drops`)."""
+    from r1v_data.curation.dedup import embed_texts, embedding_pairs
+
+    rows = scan.rows(live, "sample_id, answer, question")
+    order = live.tolist()
+    hashes = [scan.flat[scan.offsets[k] : scan.offsets[k] + scan.counts[k]].tolist() for k in order]
+    c = Candidates([rows[k][0] for k in order], [rows[k][2] for k in order], [[] for _ in order], hashes,
+                   [rows[k][1] for k in order])  # fmt: skip
+    local = list(range(len(order)))
+    pairs = embedding_pairs(embed_texts(c.questions), semantic)
+    return [(order[j], order[i], f"duplicate of {{}} (semantic: cosine {score:.3f}, matching images)")
+            for j, i, score in _keep_first(c, local, *pairs, image_distance)]  # fmt: skip

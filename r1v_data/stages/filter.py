@@ -36,13 +36,7 @@ import pyarrow.compute as pc
 
 from r1v_data import __version__, executors
 from r1v_data.config import FilterConfig
-from r1v_data.curation.sample_checks import (
-    Candidates,
-    SampleDrop,
-    find_contamination,
-    find_duplicates,
-    load_candidates,
-)
+from r1v_data.curation.sample_checks import DROPS, sample_drops
 from r1v_data.errors import ConfigError, Interrupted, QueryError, first_line
 from r1v_data.executors import make_executor
 from r1v_data.grading.reward_scoring import (
@@ -55,7 +49,7 @@ from r1v_data.grading.reward_scoring import (
     score_rewards,
 )
 from r1v_data.stages.filter_rewards import model_runner
-from r1v_data.store import Store, sandbox, utcnow
+from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
 Progress = Callable[[str], None]
 
@@ -188,8 +182,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 )
                 reward = replace(reward, version=levels)
                 say("checking samples")
-                candidates = load_candidates(store, scores) if cfg.dedup or benchmarks else None
-            drops = _drops_table(_sample_drops(candidates, cfg, benchmarks))
+                drops = _sample_drops(store, scores, cfg, benchmarks)
             say("selecting traces")
             _write_decisions(store, run_id, cfg, reward, drops, unique, result)
             status = "ok"
@@ -255,23 +248,17 @@ def _error_set(store: Store, cfg: FilterConfig) -> int:
     return store.query(f"SELECT count(*) FROM ({_ERROR_SET})", params={"errors": cfg.errors_from})[1][0][0]
 
 
-def _sample_drops(c: Candidates | None, cfg: FilterConfig, benchmarks: list[Any]) -> list[SampleDrop]:
-    if c is None:
-        return []
-    drops = (
-        find_duplicates(
-            c,
-            threshold=cfg.near_duplicate_threshold,
-            image_distance=cfg.image_distance,
-            semantic=cfg.semantic_threshold,
-        )
-        if cfg.dedup
-        else []
+def _sample_drops(store: Store, scores: PartWriter, cfg: FilterConfig, benchmarks: list[Any]) -> pa.Table:
+    """(sample_id, stage, reason) of every sample a sample rule drops."""
+    return sample_drops(
+        store,
+        scores,
+        dedup=cfg.dedup,
+        threshold=cfg.near_duplicate_threshold,
+        image_distance=cfg.image_distance,
+        semantic=cfg.semantic_threshold,
+        benchmarks=benchmarks,
     )
-    if benchmarks:
-        dropped = {d.sample_id for d in drops}
-        drops += [d for d in find_contamination(c, benchmarks) if d.sample_id not in dropped]
-    return drops
 
 
 def _decisions_sql(cfg: FilterConfig, tail: str, unique: bool) -> str:
@@ -294,7 +281,7 @@ def check_where(store: Store, cfg: FilterConfig, reward: Reward, unique: bool) -
     if not cfg.where:
         return
     sandbox.check_expression(cfg.where, "the candidate traces")
-    with store.sandboxed({"sample_drops": _DROPS.empty_table()}, QUERY_MEMORY, ordered=False) as con:
+    with store.sandboxed({"sample_drops": DROPS.empty_table()}, QUERY_MEMORY, ordered=False) as con:
         try:
             con.sql(_decisions_sql(cfg, _WHERE_CHECK, unique), params=_params(cfg, reward)).fetchall()
         except duckdb.Error as exc:
@@ -310,15 +297,6 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> I
         yield from con.sql(sql, params=params).to_arrow_reader(1 << 16)
     except (duckdb.Error, OSError) as exc:
         raise QueryError(f"the filter's decision query failed: {first_line(exc)}") from None
-
-
-def _drops_table(drops: list[SampleDrop]) -> pa.Table:
-    columns = {"sample_id": [d.sample_id for d in drops], "stage": [d.stage for d in drops],
-               "reason": [d.reason for d in drops]}  # fmt: skip
-    return pa.table(columns, schema=_DROPS)
-
-
-_DROPS = pa.schema([("sample_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())])
 
 
 def _write_decisions(
