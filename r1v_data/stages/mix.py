@@ -25,7 +25,7 @@ from r1v_data.outputs.card import TraceStats, write_card
 from r1v_data.outputs.folder import replacing, write_manifest
 from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
-from r1v_data.outputs.report import REPORT_NAME, render_report, write_html
+from r1v_data.outputs.report import MIX_MEMORY_LIMIT, REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
 
@@ -81,9 +81,8 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     if cfg.report:
-        html = render_report(
-            store, run, latest[1], DRLCConfig(), examples=cfg.report_examples, mix=result.as_dict()
-        )
+        html = render_report(store, run, latest[1], DRLCConfig(), examples=cfg.report_examples,
+                             mix=result.as_dict(), memory_limit=MIX_MEMORY_LIMIT)  # fmt: skip
         result.report_bytes = write_html(out / REPORT_NAME, html)
         result.report = str(Path(cfg.out) / REPORT_NAME)
     result.seconds = time.perf_counter() - start
