@@ -215,7 +215,7 @@ def _lengths(traces: TraceStats) -> str:
     values = np.array(sorted(traces.tokens), dtype=np.int64)
     counts = np.array([traces.tokens[v] for v in values], dtype=np.int64)
     n = int(counts.sum())
-    p10, p50, p90, p99 = (_percentile(values, counts, q) for q in (10, 50, 90, 99))
+    p10, p50, p90, p99 = (percentile_of_counts(values, counts, q) for q in (10, 50, 90, 99))
     mean = float((values * counts).sum()) / n
     summary = _table(["traces", "min", "p10", "median", "p90", "p99", "max", "mean"],
                      [[f"{n:,}", values[0], *(round(x) for x in (p10, p50, p90, p99)), values[-1],
@@ -234,7 +234,7 @@ def _lengths(traces: TraceStats) -> str:
     return summary + "\n\n" + histogram + note
 
 
-def _percentile(values: Any, counts: Any, q: float) -> float:
+def percentile_of_counts(values: Any, counts: Any, q: float) -> float:
     """numpy's default (linear) percentile of the values repeated `counts` times, without
     repeating them: the two order statistics around the position, interpolated."""
     import numpy as np
