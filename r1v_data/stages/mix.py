@@ -97,7 +97,8 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
 
 def _report(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, result: MixResult) -> str:
     """report.html under mix's own DuckDB limit, so mix's peak does not grow with the store; with
-    the report's larger one when DuckDB cannot spill enough (a 5M-trace mix failed at 256 MB)."""
+    the report's larger one if DuckDB still cannot spill enough (the report's quantiles could not,
+    at 5M traces, until they were counted per length)."""
     import duckdb
 
     for limit in (MIX_MEMORY_LIMIT, MEMORY_LIMIT):
