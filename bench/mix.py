@@ -1,19 +1,26 @@
-"""`mix` into shards at two sizes: rows/s and peak RSS at 100k and 1M SFT rows (memory should stay flat).
+"""`mix` (and `export`) at 1M, 5M and 20M traces: rows/s and peak RSS, which should stay flat.
 
-    python bench/mix.py [--sizes 100000 1000000]
+    python bench/mix.py [--sizes 1000000 5000000 20000000] [--kinds sft rl] [--export llamafactory verl]
 
-For each size, a scratch store gets that many synthetic traces (bench/filter.py's generator, 10
-per sample, a small PNG on every 10th sample), is filtered with everything kept (tau 0, no
-dedup), then mixed into 64 MB shards in a child process whose peak RSS is its own. Beside it, the
-baseline: DuckDB copying the very same selection (the kept traces joined to their samples, images
-included) straight into one zstd Parquet file, also in its own process: the ceiling for moving
-these rows, without the message structure, HF features, shards or card that mix writes.
+For each size, a scratch store gets that many synthetic traces (bench/filter.py's `build()`, 10
+per sample, a small PNG on every 10th sample) and a filter run's decisions written straight with
+DuckDB: every trace and every sample kept, as `filter --tau 0` without dedup would write them (the
+real filter is not run here: this measures mix alone). Then, each in a child process whose peak
+RSS (VmHWM) is its own:
+
+- baseline: DuckDB copying the very same selection (the kept traces joined to their samples,
+  images included) straight into one zstd Parquet file: the ceiling for moving these rows,
+  without the message structure, HF features, shards, card and report that mix writes;
+- r1v mix of the kinds asked for into 64 MB shards, with its dataset card and report.html;
+- r1v export of that mix in each format asked for (llamafactory reads the SFT shards; easyr1 and
+  verl the RL ones, so they need `--kinds ... rl`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,60 +31,138 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from filter import build, peak_rss_mb  # bench/filter.py: the same synthetic store
 
+# the decisions of a filter that keeps everything: one row per sample, then one per trace
+_DECISIONS = """
+SELECT sample_id, NULL::VARCHAR AS request_id, 'sample' AS stage, true AS kept,
+       'kept: no duplicate or contamination found' AS reason
+FROM read_parquet('{root}/samples/*.parquet')
+UNION ALL
+SELECT sample_id, request_id, 'selected' AS stage, true AS kept, 'kept: tau 0' AS reason
+FROM read_parquet('{root}/traces/*.parquet')"""
 
-def child(store: Path, out: Path) -> None:
+
+def decide(store: Path) -> None:
+    """A successful filter run keeping every sample and trace, written in bounded parts."""
+    import duckdb
+    import pyarrow as pa
+
+    from r1v_data.store import Store, utcnow
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '512MB'")
+    reader = con.sql(_DECISIONS.format(root=store)).to_arrow_reader(1_000_000)
+    with Store.open(store, write=True, create=False) as s:
+        run, now, rows = s.begin_run("filter"), utcnow(), 0
+        for seq, batch in enumerate(reader):
+            table = pa.Table.from_batches([batch])
+            table = table.append_column("run_id", pa.array([run] * len(table), pa.string()))
+            table = table.append_column(
+                "created_at", pa.array([now] * len(table), pa.timestamp("us", tz="UTC"))
+            )
+            s.write_part("decisions", table, run, seq + 1)
+            rows += len(table)
+        manifest = {
+            "command": "filter",
+            "run_id": run,
+            "config": {"tau": 0, "dedup": False},
+            "counts": {"decisions": rows},
+        }
+        s.finish_run(run, "ok", {"decisions": rows}, manifest)
+
+
+def child(store: Path, out: Path, kinds: str) -> None:
     from r1v_data.config import MixConfig
     from r1v_data.stages.mix import run_mix
 
     start = time.perf_counter()
-    r = run_mix(MixConfig(store=store, out=out, kinds=["sft"], shard_bytes=64 << 20))
-    print(json.dumps({"rows": r.rows["sft"], "shards": r.shards["sft"], "seconds": time.perf_counter() - start,
+    r = run_mix(MixConfig(store=store, out=out, kinds=kinds.split(","), shard_bytes=64 << 20))
+    print(json.dumps({"rows": sum(r.rows.values()), "shards": sum(r.shards.values()),
+                      "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+
+
+def export(source: Path, dest: Path, layout: str) -> None:
+    from r1v_data.config import ExportConfig
+    from r1v_data.stages.export import run_export
+
+    start = time.perf_counter()
+    r = run_export(ExportConfig(source=source, dest=dest, format=layout))
+    print(json.dumps({"rows": r.rows, "shards": r.images, "seconds": time.perf_counter() - start,
                       "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
 
 
-def baseline(store: Path, out: Path) -> None:
+def baseline(store: Path, out: Path, kinds: str) -> None:
+    import duckdb
+
     from r1v_data.outputs.kinds import SFT_QUERY
     from r1v_data.store import Store
 
     s = Store.open(store)
     run = s.latest_run("filter")[0]
-    con = s.connect()
-    con.execute("SET memory_limit = '256MB'")
-    start = time.perf_counter()
-    con.execute(
-        f"COPY ({SFT_QUERY.replace('$run', repr(run))}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)"
-    )
+    for limit in ("256MB", "1GB"):  # mix's own limit first; DuckDB's join ran out of it at 5M rows
+        con = s.connect()
+        con.execute(f"SET memory_limit = '{limit}'")
+        con.execute("SET preserve_insertion_order = false")  # a copy need not keep the order
+        start = time.perf_counter()
+        try:
+            sql = SFT_QUERY.replace("$run", repr(run))
+            con.execute(f"COPY ({sql}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+            break
+        except duckdb.OutOfMemoryException:
+            con.close()
     rows = con.sql(f"SELECT count(*) FROM '{out}.parquet'").fetchall()[0][0]
-    print(
-        json.dumps(
-            {"rows": rows, "shards": 1, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
-        )
-    )
+    print(json.dumps({"rows": rows, "shards": 1, "seconds": time.perf_counter() - start,
+                      "peak_rss_mb": peak_rss_mb(), "limit": limit}))  # fmt: skip
+
+
+def _run(label: str, unit: str, args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode:  # say so and go on: the other rows of this size still count
+        print(f"{label:<18} failed: {proc.stderr.strip().splitlines()[-1][:300]}", flush=True)
+        return
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    label += f" ({r['limit']})" if "limit" in r else ""
+    print(f"{label:<18} {r['rows']:>10,} {unit:<5} {r['seconds']:>7.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
+          f"{r['shards']:>6} {'images' if 'export' in label else 'shards'}  peak RSS {r['peak_rss_mb']:>6.0f} MB  "
+          f"(load {load})", flush=True)  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--child", nargs=2, type=Path, metavar=("STORE", "OUT"))
-    ap.add_argument("--baseline", nargs=2, type=Path, metavar=("STORE", "OUT"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
+    ap.add_argument("--kinds", nargs="+", default=["sft"], choices=["sft", "rl"])
+    ap.add_argument(
+        "--export", nargs="*", default=["llamafactory"], choices=["llamafactory", "easyr1", "verl"]
+    )
+    ap.add_argument("--child", nargs=3, metavar=("STORE", "OUT", "KINDS"))
+    ap.add_argument("--baseline", nargs=3, metavar=("STORE", "OUT", "KINDS"))
+    ap.add_argument("--export-child", nargs=3, metavar=("SOURCE", "DEST", "FORMAT"))
     args = ap.parse_args()
-    if args.child or args.baseline:
-        (child if args.child else baseline)(*(args.child or args.baseline))
+    if args.child or args.baseline or args.export_child:
+        task = child if args.child else baseline if args.baseline else export
+        task(*(Path(a) for a in (args.child or args.baseline or args.export_child)[:2]),
+             (args.child or args.baseline or args.export_child)[2])  # fmt: skip
         return
-    from r1v_data.config import FilterConfig
-    from r1v_data.stages.filter import run_filter
-
+    kinds = ",".join(args.kinds)
     for n in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Path(tmp) / "store"
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            store, mix = Path(tmp) / "store", Path(tmp) / "mix"
+            start = time.perf_counter()
             build(store, n, 10, 10)
-            run_filter(FilterConfig(store=store, dedup=False, keep_truncated=True))
-            for label, flag in (("duckdb COPY", "--baseline"), ("r1v mix    ", "--child")):
-                proc = subprocess.run([sys.executable, __file__, flag, str(store), str(Path(tmp) / flag[2:])],
-                                      capture_output=True, text=True, check=True)  # fmt: skip
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f"{label} {r['rows']:>9,} SFT rows  {r['seconds']:>6.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
-                      f"{r['shards']:>3} shards  peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
+            decide(store)
+            print(
+                f"(store of {n:,} traces built and decided in {time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+            _run("duckdb COPY", "SFT", ["--baseline", str(store), str(Path(tmp) / "copy"), kinds])
+            _run(f"r1v mix {kinds}", "rows", ["--child", str(store), str(mix), kinds])
+            for layout in args.export:
+                _run(
+                    f"r1v export {layout}",
+                    "rows",
+                    ["--export-child", str(mix), str(Path(tmp) / layout), layout],
+                )
+                subprocess.run(["rm", "-rf", str(Path(tmp) / layout)], check=True)  # disk: 20M rows of JSONL
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ distribution of the kept traces, and a link to `report.html` when mix wrote one.
 
 from __future__ import annotations
 
-from array import array
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +43,17 @@ _REPORT_LINK = (
 @dataclass
 class TraceStats:
     """What the card says about the kept traces, gathered while mix streams them (no second
-    query over a million rows: that would be mix's memory peak)."""
+    query over every row: that would be mix's memory peak). Lengths are kept as counts per token
+    value, so memory is bounded by the longest trace, not by the number of traces, and the
+    percentiles are still exact."""
 
     teachers: Counter[tuple[str, str]] = field(default_factory=Counter)
-    tokens: array = field(default_factory=lambda: array("q"))
+    tokens: Counter[int] = field(default_factory=Counter)
     estimated: int = 0  # traces without a token count (imports), measured as characters / 4
 
     def add(self, row: dict[str, Any]) -> None:
         self.teachers[row["teacher"], row["verifier"]] += 1
-        self.tokens.append(row["tokens"])
+        self.tokens[row["tokens"]] += 1
         self.estimated += row["completion_tokens"] is None
 
     @classmethod
@@ -208,18 +210,21 @@ def _mixture(mixture: list[dict[str, Any]]) -> str:
 def _lengths(traces: TraceStats) -> str:
     import numpy as np
 
-    tokens = np.frombuffer(traces.tokens, dtype=np.int64) if traces.tokens else np.zeros(0, np.int64)
-    if not len(tokens):
+    if not traces.tokens:
         return "No kept traces."
-    p10, p50, p90, p99 = np.percentile(tokens, [10, 50, 90, 99])
+    values = np.array(sorted(traces.tokens), dtype=np.int64)
+    counts = np.array([traces.tokens[v] for v in values], dtype=np.int64)
+    n = int(counts.sum())
+    p10, p50, p90, p99 = (percentile_of_counts(values, counts, q) for q in (10, 50, 90, 99))
+    mean = float((values * counts).sum()) / n
     summary = _table(["traces", "min", "p10", "median", "p90", "p99", "max", "mean"],
-                     [[f"{len(tokens):,}", tokens.min(), *(round(x) for x in (p10, p50, p90, p99)), tokens.max(),
-                       round(float(tokens.mean()), 1)]])  # fmt: skip
-    buckets = np.minimum(np.floor(np.log2(np.maximum(tokens, 1))), 15).astype(int)
-    values, counts = np.unique(buckets, return_counts=True)
+                     [[f"{n:,}", values[0], *(round(x) for x in (p10, p50, p90, p99)), values[-1],
+                       round(mean, 1)]])  # fmt: skip
+    buckets = np.minimum(np.floor(np.log2(np.maximum(values, 1))), 15).astype(int)
+    per_bucket = np.bincount(buckets, weights=counts, minlength=16).astype(np.int64)
     histogram = _table(["tokens", "traces", ""],
                        [[f"{2**b:,}–{2 ** (b + 1) - 1:,}" if b < 15 else f"≥{2**b:,}", f"{c:,}",
-                         "█" * max(1, round(30 * c / len(tokens)))] for b, c in zip(values, counts, strict=True)])  # fmt: skip
+                         "█" * max(1, round(30 * c / n))] for b, c in enumerate(per_bucket) if c])  # fmt: skip
     estimated = traces.estimated
     note = (
         f"\n\n{estimated:,} traces had no token count (imports): measured as characters / 4."
@@ -227,3 +232,16 @@ def _lengths(traces: TraceStats) -> str:
         else ""
     )
     return summary + "\n\n" + histogram + note
+
+
+def percentile_of_counts(values: Any, counts: Any, q: float) -> float:
+    """numpy's default (linear) percentile of the values repeated `counts` times, without
+    repeating them: the two order statistics around the position, interpolated."""
+    import numpy as np
+
+    position = q / 100 * (int(counts.sum()) - 1)
+    ends = np.cumsum(counts)  # the k-th value in order (from 0) is values[i], i the first with ends[i] > k
+    lo, hi = (
+        values[np.searchsorted(ends, k, side="right")] for k in (math.floor(position), math.ceil(position))
+    )
+    return float(lo + (hi - lo) * (position - math.floor(position)))

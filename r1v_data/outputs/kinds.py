@@ -17,6 +17,7 @@ stage that runs them.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from r1v_data.backends.prompts import build_prompt
@@ -25,8 +26,9 @@ from r1v_data.grading.reward_model import completion_text
 KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
 
 
-# No ORDER BY and no window over whole rows: DuckDB then streams them (rows come in the order of
-# the decisions, which is stable), so memory does not grow with the number of rows mixed.
+# SFT and RL: no ORDER BY and no window over whole rows: DuckDB then streams them (rows come in
+# the order of the decisions, which is stable), so memory does not grow with the number of rows
+# mixed. Preference pairs need a sort (below), which DuckDB spills to disk past its memory limit.
 _SAMPLE = (
     "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
 )
@@ -54,6 +56,8 @@ WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NU
 
 # chosen: the best kept trace of a sample that is verified correct; rejected: its lowest-rewarded
 # candidate below that
+# Ordered by sample: the GROUP BY and the window hand rows over in any order (8 runs, 8 orders),
+# so the same store gave other shards on every mix. DuckDB's sort spills, so memory stays bounded.
 PREFERENCE_QUERY = f"""
 WITH cand AS (
     SELECT d.sample_id, d.request_id, d.kept AND v.verdict = 'correct' AS choosable, r.value AS reward
@@ -76,7 +80,8 @@ SELECT {_SAMPLE}, p.chosen_id, p.chosen_score, p.rejected_id, p.rejected_score,
 FROM pairs p JOIN samples s USING (sample_id)
 JOIN traces c ON c.request_id = p.chosen_id AND c.error IS NULL
 JOIN traces r ON r.request_id = p.rejected_id AND r.error IS NULL
-QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1"""
+QUALIFY row_number() OVER (PARTITION BY p.sample_id ORDER BY c.created_at DESC, r.created_at DESC) = 1
+ORDER BY p.sample_id"""
 
 
 SFT_COLUMNS = f"""
@@ -89,14 +94,24 @@ SELECT t.request_id, t.sample_id, t.teacher, s.source, s.subject, s.difficulty, 
 def _prompt(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """The user turn as content parts, the images for the `images` column, and their size."""
     images = row["images"] or []
-    (user,) = build_prompt(row, supports_images=True).messages
-    parts = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": user.text}]
+    text = _user_text(row["question"], bool(row["options"]))
+    parts = [{"type": "image", "text": None} for _ in images] + [{"type": "text", "text": text}]
     hf_images = [{"bytes": im["bytes"], "path": None} for im in images]
     return (
         [{"role": "user", "content": parts}],
         hf_images,
-        sum(len(im["bytes"]) for im in images) + len(user.text),
+        sum(len(im["bytes"]) for im in images) + len(text),
     )
+
+
+@lru_cache(maxsize=1024)
+def _user_text(question: str, has_options: bool) -> str:
+    """The user turn's text as the teacher saw it. Cached: the traces of a sample come together
+    (one sample, many traces), and rendering it again for each was a fifth of mix's time."""
+    # the images go in their own parts, so the text is the same with or without them
+    sample = {"question": question, "options": [""] if has_options else [], "images": []}
+    (user,) = build_prompt(sample, supports_images=True).messages
+    return user.text
 
 
 def _assistant(text: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,11 @@ def run_export(cfg: ExportConfig) -> ExportResult:
 def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
     shards = find_shards(mix_out, "sft")
     (dest / "images").mkdir(parents=True, exist_ok=True)
-    rows, written = 0, set[str]()
+    rows, images = 0, _ImageFiles(dest)
     with (dest / f"{DATASET_NAME}.jsonl").open("w") as f:
         for batch in ds.dataset([str(p) for p in shards], format="parquet").to_batches(batch_size=256):
             for row in batch.to_pylist():
-                paths = [_save_image(dest, im["bytes"], written) for im in row["images"]]
+                paths = [images.save(im["bytes"]) for im in row["images"]]
                 f.write(
                     json.dumps({"messages": _messages(row["messages"], len(paths)), "images": paths}) + "\n"
                 )
@@ -92,7 +93,7 @@ def export_llamafactory(mix_out: Path, dest: Path) -> ExportResult:
                  "system_tag": "system"},
     }}  # fmt: skip
     (dest / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return ExportResult("llamafactory", str(dest), rows, len(written))
+    return ExportResult("llamafactory", str(dest), rows, images.written)
 
 
 def _messages(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, str]]:
@@ -171,12 +172,29 @@ def export_rl(mix_out: Path, dest: Path, layout: str) -> ExportResult:
     return ExportResult(layout, str(dest), rows, images)
 
 
-def _save_image(dest: Path, data: bytes, written: set[str]) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    with Image.open(io.BytesIO(data)) as im:
-        ext = (im.format or "png").lower().replace("jpeg", "jpg")
-    rel = f"images/{digest}.{ext}"
-    if digest not in written:
-        (dest / rel).write_bytes(data)
-        written.add(digest)
-    return rel
+class _ImageFiles:
+    """Each distinct image written once under `images/`, named by its content hash. The folder
+    itself records what is written, so memory does not grow with the number of images; a small
+    cache of recent hashes spares the checks for the rows of one sample, which come together."""
+
+    def __init__(self, dest: Path, recent: int = 4096):
+        self.dest, self.recent, self.written = dest, recent, 0
+        self._names: OrderedDict[str, str] = OrderedDict()
+
+    def save(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        rel = self._names.get(digest)
+        if rel is None:
+            rel = self._names[digest] = self._write(digest, data)
+            if len(self._names) > self.recent:
+                self._names.popitem(last=False)
+        return rel
+
+    def _write(self, digest: str, data: bytes) -> str:
+        with Image.open(io.BytesIO(data)) as im:
+            ext = (im.format or "png").lower().replace("jpeg", "jpg")
+        rel = f"images/{digest}.{ext}"
+        if not (self.dest / rel).exists():
+            (self.dest / rel).write_bytes(data)
+            self.written += 1
+        return rel

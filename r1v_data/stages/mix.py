@@ -25,7 +25,7 @@ from r1v_data.outputs.card import TraceStats, write_card
 from r1v_data.outputs.folder import replacing, write_manifest
 from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
-from r1v_data.outputs.report import REPORT_NAME, render_report, write_html
+from r1v_data.outputs.report import MEMORY_LIMIT, MIX_MEMORY_LIMIT, REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
 
@@ -81,9 +81,7 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     if cfg.report:
-        html = render_report(
-            store, run, latest[1], DRLCConfig(), examples=cfg.report_examples, mix=result.as_dict()
-        )
+        html = _report(store, latest, cfg, result)
         result.report_bytes = write_html(out / REPORT_NAME, html)
         result.report = str(Path(cfg.out) / REPORT_NAME)
     result.seconds = time.perf_counter() - start
@@ -95,6 +93,22 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
     })  # fmt: skip
     return result
+
+
+def _report(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, result: MixResult) -> str:
+    """report.html under mix's own DuckDB limit, so mix's peak does not grow with the store; with
+    the report's larger one if DuckDB still cannot spill enough (the report's quantiles could not,
+    at 5M traces, until they were counted per length)."""
+    import duckdb
+
+    for limit in (MIX_MEMORY_LIMIT, MEMORY_LIMIT):
+        try:
+            return render_report(store, latest[0], latest[1], DRLCConfig(), examples=cfg.report_examples,
+                                 mix=result.as_dict(), memory_limit=limit)  # fmt: skip
+        except duckdb.OutOfMemoryException:
+            if limit == MEMORY_LIMIT:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _recipe_copies(store: Store, run: str, cfg: MixConfig, result: MixResult) -> Counter[str]:

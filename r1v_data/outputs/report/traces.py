@@ -3,9 +3,11 @@ read `r_traces` (data.py), one narrow row per trace."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from r1v_data.backends.pricing import store_cost
+from r1v_data.outputs.card import percentile_of_counts
 from r1v_data.outputs.report import svg
 from r1v_data.outputs.report.data import Context, binned
 from r1v_data.outputs.report.page import none, table
@@ -62,10 +64,30 @@ def _missing(title: str) -> str:
 
 
 def _summary(ctx: Context, series: str, where: str, names: dict[str, str]) -> str:
-    found = ctx.rows(f"""SELECT series, count(*), median(x)::INT, quantile_cont(x, 0.9)::INT, avg(x)::INT
-                         FROM ({_values(series, where)}) GROUP BY 1 ORDER BY 1""")
-    rows = [(names.get(str(r[0]), r[0]), *r[1:]) for r in found]
+    """Traces, median, p90 and mean per series, from the counts per (series, length): DuckDB's
+    median and quantile hold every value and ran out of mix's 256 MB at 5M traces."""
+    import numpy as np
+
+    found = ctx.rows(f"""SELECT series, x, count(*) FROM ({_values(series, where)})
+                         GROUP BY ALL ORDER BY 1, 2 NULLS LAST""")  # fmt: skip
+    per: dict[Any, list[tuple[Any, int]]] = {}
+    for key, x, n in found:
+        per.setdefault(key, []).append((x, n))
+    rows = []
+    for key, pairs in per.items():
+        known = [(x, n) for x, n in pairs if x is not None]
+        values, counts = np.array([x for x, _ in known]), np.array([n for _, n in known])
+        stats = (
+            [percentile_of_counts(values, counts, 50), percentile_of_counts(values, counts, 90),
+             float((values * counts).sum()) / counts.sum()] if known else [None] * 3
+        )  # fmt: skip
+        rows.append((names.get(str(key), key), sum(n for _, n in pairs), *map(_as_int, stats)))
     return table(["", "traces", "median", "p90", "mean"], rows, [False, True, True, True, True])
+
+
+def _as_int(v: float | None) -> int | None:
+    """As DuckDB's ::INT: to the nearest, halves away from zero (lengths are never negative)."""
+    return None if v is None else math.floor(v + 0.5)
 
 
 def _notes(ctx: Context) -> str:

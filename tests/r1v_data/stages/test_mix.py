@@ -269,3 +269,24 @@ def test_preflight_against_a_models_chat_template(filtered: Path, tmp_path: Path
     plain = build_tiny_llama(tmp_path / "plain", chat=False)
     proc = run_cli("preflight", out, "--model", plain, check=False)
     assert proc.returncode == 1 and "no chat template" in proc.stderr
+
+
+def test_the_same_store_mixes_into_the_same_shards(filtered: Path, tmp_path: Path) -> None:
+    """Preference pairs came in the order of DuckDB's threads: every mix of one store wrote other
+    shards (other rows in each, another number of them). Small shards make the order show."""
+    import pyarrow.parquet as pq
+
+    from r1v_data.config import MixConfig
+    from r1v_data.stages.mix import run_mix
+
+    def shards(name: str) -> list[tuple[str, object]]:
+        cfg = MixConfig(
+            store=filtered, out=tmp_path / name, kinds=["preference"], shard_bytes=1 << 17, report=False
+        )
+        run_mix(cfg)
+        paths = sorted((tmp_path / name / "preference" / "data").glob("train-*.parquet"))
+        return [(p.name, pq.read_table(p)) for p in paths]
+
+    first = shards("a")
+    assert len(first) > 2
+    assert shards("b") == first
