@@ -125,6 +125,10 @@ def _render(r: dict[str, Any]) -> None:
     )
     if r["error_set"]:
         out.print(f"error set E_(t-1): {r['error_set']} samples")
+    if r["sample_checks_from"]:
+        out.print(
+            f"sample checks: the same samples and settings as filter run {r['sample_checks_from']}, its drops reused"
+        )
     for label, counts in (("samples dropped", r["samples_dropped"]), ("traces dropped", r["dropped"])):
         if counts:
             out.print(

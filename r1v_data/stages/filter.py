@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from r1v_data import __version__, executors
+from r1v_data import __version__, executors, text
 from r1v_data.config import FilterConfig
 from r1v_data.curation.sample_checks import DROPS, sample_drops
 from r1v_data.errors import ConfigError, Interrupted, QueryError, first_line
@@ -146,6 +146,7 @@ class FilterResult:
     dropped: Counter[str] = field(default_factory=Counter)  # traces per rule
     rewards: dict[str, int] = field(default_factory=dict)
     error_set: int = 0
+    sample_checks_from: str | None = None  # the filter run whose sample drops were reused
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
         errors = _error_set(store, cfg)
         run_id = store.begin_run("filter")
         result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=errors)
-        start, status = time.perf_counter(), "failed"
+        start, status, checks = time.perf_counter(), "failed", None
         try:
             with (
                 store.writer("scores", run_id, flush_rows=65536) as scores,
@@ -182,7 +183,10 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 )
                 reward = replace(reward, version=levels)
                 say("checking samples")
-                drops = _sample_drops(store, scores, cfg, benchmarks)
+                checks = _sample_checks_key(store, cfg, benchmarks)
+                result.sample_checks_from, drops = _cached_sample_drops(store, checks)
+                if drops is None:
+                    drops = _sample_drops(store, scores, cfg, benchmarks)
             say("selecting traces")
             _write_decisions(store, run_id, cfg, reward, drops, unique, result)
             status = "ok"
@@ -193,7 +197,8 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
             result.seconds = time.perf_counter() - start
             manifest = {"command": "filter", "r1v_version": __version__, "run_id": run_id,
                         "config": cfg.model_dump(mode="json"), "reward": reward.version,
-                        "benchmarks": [b.describe() for b in benchmarks], "counts": result.as_dict()}  # fmt: skip
+                        "benchmarks": [b.describe() for b in benchmarks], "sample_checks": checks,
+                        "counts": result.as_dict()}  # fmt: skip
             store.finish_run(run_id, status, result.as_dict(), manifest)
     return result
 
@@ -246,6 +251,40 @@ def _error_set(store: Store, cfg: FilterConfig) -> int:
     if not known:
         raise ConfigError(f"--errors-from {cfg.errors_from!r}: no trace has that run id or teacher")
     return store.query(f"SELECT count(*) FROM ({_ERROR_SET})", params={"errors": cfg.errors_from})[1][0][0]
+
+
+def _sample_checks_key(store: Store, cfg: FilterConfig, benchmarks: list[Any]) -> str | None:
+    """What the sample rules' drops depend on: the samples (their parts), the rules' settings and
+    code, and the benchmarks. None when no sample rule runs."""
+    if not cfg.dedup and not benchmarks:
+        return None
+    settings = {"dedup": cfg.dedup, "threshold": cfg.near_duplicate_threshold, "image_distance": cfg.image_distance,
+                "semantic": cfg.semantic_threshold, "r1v": __version__}  # fmt: skip
+    parts = [(p.name, p.stat().st_size) for p in store.parts("samples")]
+    return text.stable_hash(settings, parts, [b.describe() for b in benchmarks])
+
+
+_CACHED_DROPS = """
+SELECT sample_id, stage, reason FROM decisions
+WHERE run_id = $run AND request_id IS NULL AND NOT kept AND stage IN ('dedup', 'decontamination')"""
+
+
+def _cached_sample_drops(store: Store, key: str | None) -> tuple[str | None, pa.Table | None]:
+    """The sample drops of the latest filter run that checked the same samples the same way (the
+    checks cost a pass over every sample; re-filtering at another tau should not repeat them)."""
+    if key is None:  # no sample rule runs
+        return None, DROPS.empty_table()
+    sql = """SELECT r.run_id FROM runs r JOIN manifests m USING (run_id)
+             WHERE r.command = 'filter' AND r.status = 'ok' AND json_extract_string(m.manifest, '$.sample_checks') = $key
+             ORDER BY r.started_at DESC LIMIT 1"""  # fmt: skip
+    runs = store.query(sql, params={"key": key})[1]
+    if not runs:
+        return None, None
+    con = store.connect()
+    try:
+        return runs[0][0], con.sql(_CACHED_DROPS, params={"run": runs[0][0]}).to_arrow_table().cast(DROPS)
+    finally:
+        con.close()
 
 
 def _sample_drops(store: Store, scores: PartWriter, cfg: FilterConfig, benchmarks: list[Any]) -> pa.Table:

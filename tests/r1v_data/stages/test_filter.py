@@ -339,3 +339,29 @@ def test_a_request_answered_twice_is_decided_once_by_its_latest_trace(geo: Path,
     assert len(decisions) == len({d["request_id"] for d in decisions}) == r["traces"]
     stages = {d["request_id"]: d["stage"] for d in decisions}
     assert all(stages[t["request_id"]] != "verdict" for t in wrong)  # the later, correct trace decided
+
+
+def test_sample_checks_are_reused_until_the_samples_or_their_settings_change(
+    geo: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(geo, store)
+    first = _filter(store, "--min-score", "2")
+    again = _filter(store, "--min-score", "3")  # another tau: the same samples, the same checks
+    assert (first["sample_checks_from"], again["sample_checks_from"]) == (None, first["run_id"])
+    assert again["samples_dropped"] == first["samples_dropped"]
+    assert (
+        _filter(store, "--min-score", "3", "--set", "near_duplicate_threshold=0.9")["sample_checks_from"]
+        is None
+    )
+    # a new sample, a near copy of a long question: the checks run again and find it
+    long = max(_rows(store, "SELECT question, answer FROM samples"), key=lambda r: len(r["question"].split()))
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text(
+        json.dumps({"question": long["question"] + " Explain.", "ground_truth": long["answer"]}) + "\n"
+    )
+    ingest_json(copy, "--store", store, "--preset", "native", "--map", "question=question",
+                "--map", "answer=ground_truth", "--map", "images=no_images")  # fmt: skip
+    after = _filter(store, "--min-score", "3")
+    assert after["sample_checks_from"] is None
+    assert after["samples_dropped"].get("dedup", 0) == first["samples_dropped"].get("dedup", 0) + 1
