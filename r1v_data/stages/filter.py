@@ -183,10 +183,7 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 )
                 reward = replace(reward, version=levels)
                 say("checking samples")
-                checks = _sample_checks_key(store, cfg, benchmarks)
-                result.sample_checks_from, drops = _cached_sample_drops(store, checks)
-                if drops is None:
-                    drops = _sample_drops(store, scores, cfg, benchmarks)
+                checks, drops = _sample_rule_drops(store, scores, cfg, benchmarks, result)
             say("selecting traces")
             _write_decisions(store, run_id, cfg, reward, drops, unique, result)
             status = "ok"
@@ -251,6 +248,15 @@ def _error_set(store: Store, cfg: FilterConfig) -> int:
     if not known:
         raise ConfigError(f"--errors-from {cfg.errors_from!r}: no trace has that run id or teacher")
     return store.query(f"SELECT count(*) FROM ({_ERROR_SET})", params={"errors": cfg.errors_from})[1][0][0]
+
+
+def _sample_rule_drops(
+    store: Store, scores: PartWriter, cfg: FilterConfig, benchmarks: list[Any], result: FilterResult
+) -> tuple[str | None, pa.Table]:
+    """The sample checks' key and drops: a previous run's when it checked the same, else new ones."""
+    key = _sample_checks_key(store, cfg, benchmarks)
+    result.sample_checks_from, drops = _cached_sample_drops(store, key)
+    return key, drops if drops is not None else _sample_drops(store, scores, cfg, benchmarks)
 
 
 def _sample_checks_key(store: Store, cfg: FilterConfig, benchmarks: list[Any]) -> str | None:
