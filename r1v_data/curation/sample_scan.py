@@ -224,7 +224,10 @@ def _cache_phashes(store: Store, writer: PartWriter, folder: Path) -> str:
                 out.write_table(pa.table({"sample_id": ids, "detail": details}, schema=schema))
     finally:
         con.close()
-    return f"{_CACHED} UNION ALL SELECT sample_id, detail FROM read_parquet('{sql_str(new)}')"
+    # one row a sample: the writer may have flushed some new hashes to `scores` already, and the
+    # view of the scan's connection would then hold them twice (a sample joined twice)
+    both = f"{_CACHED} UNION ALL SELECT sample_id, detail FROM read_parquet('{sql_str(new)}')"
+    return f"SELECT sample_id, any_value(detail) AS detail FROM ({both}) GROUP BY sample_id"
 
 
 def _unpack(detail: str) -> list[int]:

@@ -90,7 +90,9 @@ def test_streamed_sample_drops_equal_the_in_memory_rules(
     semantic = None  # semantic dedup goes through the same path in test_filter's paraphrase test
     with Store.open(store_path, write=True) as store:
         run = store.begin_run("test")
-        with store.writer("scores", run) as writer:  # the first call hashes and caches the images
+        with store.writer(
+            "scores", run, flush_rows=7
+        ) as writer:  # hashes and caches the images, flushing as it goes
             streamed = sample_drops(store, writer, benchmarks=benchmarks, semantic=semantic, batch=13)
         with store.writer("scores", run) as writer:
             expected = _reference(store, writer, benchmarks, semantic)
