@@ -111,11 +111,6 @@ def matching(table: pa.Table, where: str, what: str, key: str = "sample_id") -> 
     return [r[0] for r in _run(table, f"SELECT {key} FROM t WHERE ({where})", where, what)]
 
 
-def check_on(table: pa.Table, where: str, what: str) -> None:
-    """Evaluate `where` on every row of `table`: a cast that fails on some value fails here."""
-    _run(table, f"SELECT count(*) FROM t WHERE ({where})", where, what)
-
-
 def _run(table: pa.Table, sql: str, where: str, what: str) -> list[tuple[object, ...]]:
     check_expression(where, what)
     con = connect({"t": table})
