@@ -21,9 +21,12 @@ from r1v_data.store import SCHEMA_PART, Store
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
     """`r1v-data ARGS` in its own process group, as a shell starts a job: a terminal's Ctrl-C
-    reaches the whole group."""
+    reaches the whole group. SIGINT is set back to its default first: a test run started in the
+    background by a non-interactive shell inherits it ignored, and Python then never raises
+    KeyboardInterrupt."""
     return subprocess.Popen(
         [str(BIN / "r1v-data"), *args],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
