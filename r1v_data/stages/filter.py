@@ -283,11 +283,11 @@ def _cached_sample_drops(store: Store, key: str | None) -> tuple[str | None, pa.
     sql = """SELECT r.run_id FROM runs r JOIN manifests m USING (run_id)
              WHERE r.command = 'filter' AND r.status = 'ok' AND json_extract_string(m.manifest, '$.sample_checks') = $key
              ORDER BY r.started_at DESC LIMIT 1"""  # fmt: skip
-    runs = store.query(sql, params={"key": key})[1]
-    if not runs:
-        return None, None
-    con = store.connect()
+    con = store.connect()  # one connection for both: each opens the catalog and lists the parts
     try:
+        runs = con.sql(sql, params={"key": key}).fetchall()
+        if not runs:
+            return None, None
         return runs[0][0], con.sql(_CACHED_DROPS, params={"run": runs[0][0]}).to_arrow_table().cast(DROPS)
     finally:
         con.close()
