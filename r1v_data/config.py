@@ -305,7 +305,8 @@ class GenerateConfig(Strict):
         "answer, after the last round (a backend spec; may equal the teacher)",
     )
     reviser_options: dict[str, Any] = Field(default_factory=dict)
-    flush_rows: int = Field(64, ge=1, description="write a trace part every this many results ...")
+    # a result is durable once journaled (store/journal.py): parts can be large, and no compaction follows
+    flush_rows: int = Field(2048, ge=1, description="write a trace part every this many results ...")
     flush_seconds: float = Field(10.0, gt=0, description="... or this many seconds")
     verify_timeout_s: float = Field(5.0, gt=0)
     retry_failed: bool = Field(

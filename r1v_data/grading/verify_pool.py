@@ -150,7 +150,8 @@ class _Worker:
 
 
 def _stop(worker: _Worker, graceful: bool) -> None:
-    if graceful and worker.process.is_alive():
+    # one still importing math-verify has nothing to finish: waiting would cost its whole start
+    if graceful and worker.ready and worker.process.is_alive():
         try:
             worker.conn.send(None)
             worker.process.join(1.0)
@@ -272,9 +273,14 @@ class VerifierPool:
         _stop(worker, graceful=False)
         self._workers[self._workers.index(worker)] = self._spawn()
 
-    def _run(self, pending: deque[tuple[int, str, str]], results: list[Verdict | None]) -> None:
+    def start(self) -> None:
+        """Start the workers now (they import math-verify and warm up in the background) rather
+        than on the first call that needs them."""
         while len(self._workers) < self.n_workers:
             self._workers.append(self._spawn())
+
+    def _run(self, pending: deque[tuple[int, str, str]], results: list[Verdict | None]) -> None:
+        self.start()
         while pending or any(w.task is not None for w in self._workers):
             if self._start_failures >= _MAX_START_FAILURES:
                 while pending:  # a broken environment: say so per item rather than spin
