@@ -4,7 +4,9 @@ SIGKILL costs: how many requests a resumed run sends again, beside how many were
     python bench/generate_overhead.py [--n-per-problem 100] [--latency-ms 50] [--hf] [--no-kill]
 
 openai: a local OpenAI-compatible server with a fixed latency (tests/servers/fake_openai.py, in a
-child process); the same requests go (a) straight through `OpenAIBackend.generate` and (b)
+child process); the same requests go (a) straight through `OpenAIBackend.generate` with its client
+loop in a thread of the calling process (`client_process=False`: aiohttp as a script would call
+it, the baseline of every earlier figure) and (b)
 through `run_generate` (request ids, resume check, parsing, verification, trace parts written
 to a store). hf (with --hf): a tiny random Llama through `HFBackend`, the same comparison.
 Prints both throughputs and the ratio; the target is >= 0.95.
@@ -60,15 +62,21 @@ def direct_requests(samples: list[dict], backend, n: int, sampling: SamplingConf
             )
 
 
-def compare(name: str, spec: str, options: dict, n: int, sampling: SamplingConfig, work: Path) -> None:
+def compare(
+    name: str, spec: str, options: dict, n: int, sampling: SamplingConfig, work: Path, bare: dict | None = None
+) -> None:
+    """`bare`: the options that make the backend a plain client for the direct run (for openai:,
+    its loop in a thread of the calling process, as a script using aiohttp would run it)."""
     backend = make_backend(spec, **options)
     store = sample_store(work / name)
     con = Store.open(store).connect()
     samples = con.sql("SELECT * FROM samples ORDER BY sample_id").to_arrow_table().to_pylist()
     total = len(samples) * n
+    direct = make_backend(spec, **options, **(bare or {}))
     start = time.perf_counter()
-    done = sum(1 for r in backend.generate(direct_requests(samples, backend, n, sampling)) if r.error is None)
+    done = sum(1 for r in direct.generate(direct_requests(samples, direct, n, sampling)) if r.error is None)
     direct_s = time.perf_counter() - start
+    direct.close()
     cfg = GenerateConfig(store=store, teacher=spec, n=n, sampling=sampling)
     start = time.perf_counter()
     result = run_generate(cfg, backend=backend)
@@ -138,6 +146,7 @@ def main() -> None:
                 args.n_per_problem,
                 SamplingConfig(),
                 work,
+                bare={"client_process": False},
             )
         if not args.no_kill:
             kill_and_resume(args.latency_ms / 1000, args.concurrency, args.n_per_problem, work)

@@ -22,6 +22,7 @@ LAYERS = [
             "r1v_data._compat",
             "r1v_data.config",
             "r1v_data.errors",
+            "r1v_data.processes",
             "r1v_data.redact",
             "r1v_data.text",
         ),

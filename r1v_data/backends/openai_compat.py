@@ -1,5 +1,6 @@
 """`openai:URL#MODEL` — any OpenAI-compatible chat server (vLLM serve, SGLang, llama.cpp,
-hosted APIs), called with aiohttp from a private event loop in a background thread.
+hosted APIs), called with aiohttp from a private event loop in a process of its own
+(`client_process.py`; `client_process=False` runs the loop in a thread of this process).
 
 aiohttp was the fastest client measured against a 50 ms server at 64 requests in flight
 (1,093 req/s, against 490 for `openai.AsyncOpenAI` and 106 for httpx 0.28; see the anchors
@@ -25,8 +26,9 @@ Budgets
 
 Streaming and memory
     `generate()` pulls requests from its iterable lazily, in the caller's thread (the iterable
-    may touch the caller's state), and keeps at most `concurrency` in flight; results come back
-    as they complete, in any order.
+    may touch the caller's state), encodes their bodies there, and keeps at most `concurrency`
+    in flight (and as many more handed to the client process); results come back as they
+    complete, in any order.
 
 Retries (exponential backoff with full jitter, at most `max_retries` re-sends)
     Only transient failures are retried: HTTP 408, 429 (waiting at least its Retry-After, in
@@ -61,11 +63,14 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from typing import Any
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.client_process import ClientProcess
 from r1v_data.backends.endpoints import Endpoints
 from r1v_data.backends.openai_wire import (
     body_snippet,
@@ -121,6 +126,7 @@ class OpenAIBackend:
         reasoning_effort: str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
+        client_process: bool = True,
     ):
         if concurrency < 1:
             raise BackendError(f"openai backend: concurrency must be at least 1, not {concurrency}")
@@ -164,6 +170,19 @@ class OpenAIBackend:
         self._answered = False  # the server has sent at least one HTTP response
         self._succeeded = False  # at least one request produced a completion
         self._early_failures: list[str] = []  # non-transient failures before the first success
+        self._lock = threading.Lock()
+        # the client loop runs in a process of its own (client_process.py) unless told otherwise
+        self.client_process = bool(client_process)
+        self._remote: ClientProcess | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what the client process is sent: the settings, none of this process's running state
+        state = self.__dict__.copy()
+        state.update(_loop=None, _thread=None, _session=None, _lock=None, _remote=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -233,10 +252,42 @@ class OpenAIBackend:
 
     # ---- the sync facade ---------------------------------------------------------------------
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
+        encoded = self._encoded(requests)
+        if not self.client_process:
+            return self._generate_here(encoded)
+        if self._remote is None:
+            self._remote = ClientProcess(self)
+        return self._remote.generate(encoded, proven=self._succeeded)
+
+    def _encoded(self, requests: Iterable[GenRequest]) -> Iterator[tuple[GenRequest, bytes]]:
+        """Each request with its body as sent; the request keeps only what the client reads of it
+        (its messages, images included, are in the body)."""
+        for req in requests:
+            payload = json.dumps(self.body(req), ensure_ascii=False).encode()
+            yield replace(req, messages=[]), payload
+
+    def serve(self, requests: Connection, results: queue.SimpleQueue[Any]) -> None:
+        """The client process's side (`ClientProcess`): send what comes in `requests`, put each
+        result in `results`, until the driver says stop or goes away."""
+        loop = self._start()
+        run = _Run(self, results, slots=self.concurrency)
+        try:
+            while (msg := requests.recv()) is not None:
+                kind, value = msg
+                if kind == "requests":
+                    loop.call_soon_threadsafe(run.spawn, value)
+                elif value:  # "proven"
+                    self.settings_proven()
+        except (EOFError, OSError):
+            pass  # the driver is gone
+        finally:
+            self.close()
+
+    def _generate_here(self, encoded: Iterator[tuple[GenRequest, bytes]]) -> Iterator[GenResult]:
+        """The client loop in a thread of this process."""
         loop = self._start()
         results: queue.SimpleQueue[GenResult | BackendError] = queue.SimpleQueue()
         run = _Run(self, results)
-        it = iter(requests)
         in_flight = 0
         exhausted = False
         try:
@@ -244,12 +295,10 @@ class OpenAIBackend:
                 batch: list[tuple[GenRequest, bytes]] = []
                 while not exhausted and in_flight + len(batch) < self.concurrency:
                     try:
-                        req = next(it)
+                        batch.append(next(encoded))
                     except StopIteration:
                         exhausted = True
                         break
-                    payload = json.dumps(self.body(req), ensure_ascii=False).encode()
-                    batch.append((req, payload))
                 if batch:
                     loop.call_soon_threadsafe(run.spawn, batch)
                     in_flight += len(batch)
@@ -287,6 +336,9 @@ class OpenAIBackend:
                     raise BackendError(f"{self.spec}: the client thread stopped") from None
 
     def close(self) -> None:
+        remote, self._remote = self._remote, None
+        if remote is not None:
+            remote.close()
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -474,22 +526,41 @@ class OpenAIBackend:
 
 
 class _Run:
-    """The loop-side half of one `generate()` call: its tasks and its result queue."""
+    """The loop-side half of one `generate()` call (or of a client process): its tasks and its
+    result queue. With `slots`, at most that many requests are in flight and the rest wait here
+    (the client process is handed more than it may send at once); without, the caller bounds
+    what it hands over."""
 
-    def __init__(self, backend: OpenAIBackend, results: queue.SimpleQueue[GenResult | BackendError]):
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        results: queue.SimpleQueue[GenResult | BackendError],
+        slots: int | None = None,
+    ):
         self.backend = backend
         self.results = results
+        self.slots = slots
+        self.waiting: deque[tuple[GenRequest, bytes]] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False
 
     def spawn(self, batch: list[tuple[GenRequest, bytes]]) -> None:
         if self.stopped:
             return
+        self.waiting.extend(batch)
+        self._fill()
+
+    def _fill(self) -> None:
         loop = asyncio.get_running_loop()
-        for req, payload in batch:
-            task = loop.create_task(self._one(req, payload))
+        while self.waiting and (self.slots is None or len(self.tasks) < self.slots):
+            task = loop.create_task(self._one(*self.waiting.popleft()))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.stopped:
+            self._fill()
 
     async def _one(self, req: GenRequest, payload: bytes) -> None:
         try:
@@ -507,6 +578,7 @@ class _Run:
 
     def cancel(self) -> None:
         self.stopped = True
+        self.waiting.clear()
         current = asyncio.current_task()
         for task in list(self.tasks):
             if task is not current:

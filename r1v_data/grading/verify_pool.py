@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -23,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
 from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest, cheap_verdict
+from r1v_data.processes import start_context
 
 __all__ = ["VERIFIER_NAME", "Verdict", "VerifierPool", "VerifyRequest"]
 
@@ -125,21 +125,6 @@ def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | N
 
 
 # ----------------------------------------------------------------------------- the pool
-def start_context() -> mp.context.BaseContext:
-    """How r1v starts helper processes from a process that may have threads (see below)."""
-    return _context()
-
-
-def _context() -> mp.context.BaseContext:
-    # Not "fork": the pool lives inside `generate`, whose process has threads (HTTP clients,
-    # progress bars, torch); forking a threaded process can deadlock the child on a lock some
-    # other thread held, and forked workers inherit every open descriptor (CUDA, sockets, the
-    # other workers' pipes, so a worker would not see EOF when the parent dies). A forkserver
-    # child starts clean and cheaply; spawn where forkserver does not exist (Windows).
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
 @dataclass(eq=False)
 class _Worker:
     process: Any
@@ -205,7 +190,7 @@ class VerifierPool:
         auto = inner_timeout_s == "auto"
         self.inner_timeout_s = max(1, int(timeout_s / 3)) if auto else inner_timeout_s
         self.memory_mb = memory_mb
-        self._ctx = _context()
+        self._ctx = start_context()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False

@@ -5,9 +5,12 @@ Grading costs several times what the HTTP client spends on a request (the repeti
 answer rules, math-verify now and then), and in the driver's process it competed for the GIL with
 the client's event loop thread: at 50 ms and 64 requests in flight `generate` reached 0.6-0.9 of
 the bare client. Here the driver only pickles completions over a pipe and reads back their fields;
-the grading runs on another core. Requests go in order and replies come back in order, so the
-driver can keep several in the pipe (`TraceBlock` keeps up to `DEPTH`) while it waits for the
-next result. The child writes nothing: if the driver dies, the child sees its pipe close and exits.
+the grading runs on another core. Most answers are settled by the verifier's rules at once; those
+that need math-verify wait for it in a thread of their own, so a slow one (math-verify's cold
+start, a hard expression) holds back only itself: grades come back in the order they are made,
+each with the key it was submitted with. The driver keeps up to `DEPTH` in the pipe while it
+waits for the next result. The child writes nothing: if the driver dies, the child sees its pipe
+close and exits.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import select
 import signal
 import threading
 from collections import deque
+from collections.abc import Callable, Hashable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from r1v_data.errors import R1VError
-from r1v_data.grading.verify_pool import VerifierPool, start_context
+from r1v_data.grading.verify import Verdict, cheap_verdict
+from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.processes import start_context
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +57,27 @@ class TraceGrader:
         self._poller: select.poll | None = None
         self._held: list[tuple] = []  # submitted, not sent yet
         self._sent = 0  # sent, grade not received yet
-        self._grades: deque[tuple] = deque()  # received, not handed out yet
+        self._grades: deque[tuple[Hashable, tuple]] = deque()  # received, not handed out yet
 
-    def submit(self, text: str, finish_reason: str | None, prefix: str, sample: dict[str, Any]) -> None:
-        """Queue one completion to be graded against its sample's reference answer."""
+    def submit(
+        self, key: Hashable, text: str, finish_reason: str | None, prefix: str, sample: dict[str, Any]
+    ) -> None:
+        """Queue one completion to be graded against its sample's reference answer; its grade
+        comes back from `receive` with `key`."""
         self.start()
         problem = (sample.get("answer"), sample.get("answer_type"), sample.get("options"))
-        self._held.append((text, finish_reason, prefix, problem))
+        self._held.append((key, text, finish_reason, prefix, problem))
         if not self._sent or len(self._held) >= BATCH:  # an idle grader starts at once
             self._send_held()
 
-    def receive(self) -> dict[str, Any]:
-        """The grade of the oldest completion submitted and not yet received."""
+    def receive(self) -> tuple[Hashable, dict[str, Any]]:
+        """The key and grade of a completion submitted and not yet received (the first graded)."""
         assert self._conn is not None, "receive() before submit()"
         if not self._grades:
             self._send_held()
             self._read()
-        return dict(zip(GRADE_FIELDS, self._grades.popleft(), strict=True))
+        key, grade = self._grades.popleft()
+        return key, dict(zip(GRADE_FIELDS, grade, strict=True))
 
     def has_reply(self) -> bool:
         """Whether `receive` would return at once."""
@@ -136,50 +146,93 @@ class TraceGrader:
 def _serve(conn: Connection, verify_timeout_s: float) -> None:
     """Grade completions until told to stop or the driver goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    inbox: queue.SimpleQueue[list[tuple] | None] = queue.SimpleQueue()
+    # ("grade", completions) from the driver, ("graded", key, grade) from math-verify, None: stop
+    inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+    hard: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()  # what math-verify must decide
     # Completions are read off the pipe by a thread of their own: were the grades sent from the
     # thread that also reads, a driver sending while the replies it has not read yet fill the
     # pipe's other way (a few long traces do) would wait for this process, and this one for it.
-    threading.Thread(target=_read_all, args=(conn, inbox), name="r1v-grader-inbox", daemon=True).start()
+    _daemon(_read_all, conn, inbox)
     with VerifierPool(workers=1, timeout_s=verify_timeout_s) as verifier:
         verifier.start()  # math-verify imports while the first completions are still on their way
-        while (batch := inbox.get()) is not None:
-            grades = [_grade(verifier, *item) for item in batch]
-            while len(grades) < BATCH and not inbox.empty():  # what came meanwhile goes along
-                if (more := inbox.get()) is None:
-                    inbox.put(None)  # the stop comes after these grades are sent
-                    break
-                grades.extend(_grade(verifier, *item) for item in more)
+        _daemon(_verify_all, verifier, hard, inbox)
+        try:
+            _answer(conn, inbox, hard)
+        finally:
+            hard.put(None)
+
+
+def _daemon(target: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=target, args=args, name=f"r1v-grader-{target.__name__}", daemon=True).start()
+
+
+def _answer(conn: Connection, inbox: queue.SimpleQueue[tuple | None], hard: queue.SimpleQueue) -> None:
+    """Send back every grade made, a batch per message: what came in meanwhile goes along."""
+    while (msg := inbox.get()) is not None:
+        grades: list[tuple[Hashable, tuple]] = []
+        while True:
+            if msg[0] == "graded":
+                grades.append(msg[1:])
+            for item in msg[1] if msg[0] == "grade" else ():
+                _first_look(item, grades, hard)
+            if len(grades) >= BATCH or inbox.empty():
+                break
+            if (msg := inbox.get()) is None:
+                inbox.put(None)  # the stop comes after these grades are sent
+                break
+        if grades:
             try:
                 conn.send(grades)
             except (BrokenPipeError, OSError):
                 return
 
 
-def _read_all(conn: Connection, inbox: queue.SimpleQueue[list[tuple] | None]) -> None:
+def _read_all(conn: Connection, inbox: queue.SimpleQueue[tuple | None]) -> None:
     """Move what the driver sends into `inbox`; None when it says stop or goes away."""
     try:
         while (msg := conn.recv()) is not None:
-            inbox.put(msg)
+            inbox.put(("grade", msg))
     except (EOFError, OSError):
         pass
     inbox.put(None)
 
 
-def _grade(
-    verifier: VerifierPool, text: str, finish_reason: str | None, prefix: str, problem: tuple
-) -> tuple:
+def _first_look(item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.SimpleQueue) -> None:
+    """Parse a completion and judge it by the verifier's rules: its grade goes to `grades`, or the
+    completion to `hard` when only math-verify can decide."""
     from r1v_data.grading.traces import parse_completion
 
-    answer, answer_type, options = problem
+    key, text, finish_reason, prefix, (answer, answer_type, options) = item
     try:
         parsed = parse_completion(
             text, finish_reason, assistant_prefix=prefix, options=options, answer_type=answer_type
         )
-        verdict = verifier.verify(parsed.answer, answer, answer_type, options)
+        verdict = cheap_verdict(parsed.answer, answer, answer_type, options)
     except Exception as exc:  # a bug in one grade must not stop the run: the row says so
         log.error("grading a completion failed: %s: %s", type(exc).__name__, exc)
-        return (None, None, None, None, None, "error", None)
+        grades.append((key, _FAILED))
+        return
+    if verdict is None:
+        hard.put((key, parsed, answer, answer_type, options))
+    else:
+        grades.append((key, _fields(parsed, verdict)))
+
+
+def _verify_all(verifier: VerifierPool, hard: queue.SimpleQueue, inbox: queue.SimpleQueue) -> None:
+    while (item := hard.get()) is not None:
+        key, parsed, answer, answer_type, options = item
+        try:
+            grade = _fields(parsed, verifier.verify(parsed.answer, answer, answer_type, options))
+        except Exception as exc:
+            log.error("verifying an answer failed: %s: %s", type(exc).__name__, exc)
+            grade = _FAILED
+        inbox.put(("graded", key, grade))
+
+
+_FAILED = (None, None, None, None, None, "error", None)  # the grade of a completion grading failed on
+
+
+def _fields(parsed: Any, verdict: Verdict) -> tuple:
     return (
         parsed.think,
         parsed.answer,

@@ -3,7 +3,7 @@ sampling it was made with), and the run's counts that every row adds to."""
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,24 +129,28 @@ class TraceBlock:
         assert backend is not None, "generate always has a teacher"
         grader = resources.get("grader", lambda: TraceGrader(self.verify_timeout_s))
         jobs: dict[str, Pending] = {}
-        grading: deque[tuple[GenResult, Pending]] = deque()  # submitted, in the grader's order
+        grading: dict[str, tuple[GenResult, Pending]] = {}  # submitted to the grader, by request id
 
         def requests() -> Iterator[GenRequest]:
             for request, job in items:
                 jobs[request.request_id] = job
                 yield request
 
+        def graded() -> tuple[Rows, Done]:
+            key, grade = grader.receive()
+            return self._row(*grading.pop(key), grade)
+
         for res in backend.generate(requests()):
             job = jobs.pop(res.request_id)
             if not _gradable(res):
                 yield self._row(res, job)
                 continue
-            grader.submit(res.text, res.finish_reason, job.prefix, job.sample)
-            grading.append((res, job))
+            grader.submit(res.request_id, res.text, res.finish_reason, job.prefix, job.sample)
+            grading[res.request_id] = (res, job)
             while grading and (len(grading) > DEPTH or grader.has_reply()):
-                yield self._row(*grading.popleft(), grader.receive())
+                yield graded()
         while grading:
-            yield self._row(*grading.popleft(), grader.receive())
+            yield graded()
         for rid, job in jobs.items():  # a backend that yielded nothing for a request: say so
             yield self._row(GenResult(rid, finish_reason="error", error="no result from the backend"), job)
 

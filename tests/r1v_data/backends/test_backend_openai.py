@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
@@ -285,11 +286,12 @@ def test_pulls_requests_lazily_with_bounded_memory(serve, backends) -> None:
     stream = be.generate(requests())
     for seen, res in enumerate(stream, 1):
         assert res.error is None
-        assert pulled <= seen + 8 + 1, (pulled, seen)
+        # 8 in flight and 8 more waiting in the client process, at most
+        assert pulled <= seen + 2 * 8 + 1, (pulled, seen)
         if seen == 1_000:
             break
     stream.close()  # stop early: in-flight requests are cancelled, the backend stays usable
-    assert pulled <= 1_000 + 8 + 1
+    assert pulled <= 1_000 + 2 * 8 + 1
     assert srv.total <= pulled
     assert len(run(be, [req("after")])) == 1
 
@@ -330,8 +332,26 @@ def test_server_gone_for_good_is_fatal(serve, backends) -> None:
 def test_close_stops_the_client_thread(serve) -> None:
     srv = serve()
     before = {t.name for t in threading.enumerate()}
-    be = OpenAIBackend(srv.url, "fake-model", **FAST)
+    be = OpenAIBackend(srv.url, "fake-model", client_process=False, **FAST)
     assert len(run(be, [req("a")])) == 1
     be.close()
     be.close()  # idempotent
     assert "r1v-openai-client" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_close_stops_the_client_process(serve) -> None:
+    srv = serve()
+    be = OpenAIBackend(srv.url, "fake-model", **FAST)
+
+    def clients() -> list[multiprocessing.Process]:
+        return [p for p in multiprocessing.active_children() if p.name == "r1v-http-client"]
+
+    assert len(run(be, [req("a")])) == 1
+    (child,) = clients()
+    be.close()
+    be.close()  # idempotent
+    assert not clients() and not child.is_alive()
+    assert len(run(be, [req("b")])) == 1  # a closed backend starts a new client when used again
+    be.close()
+
+

@@ -1,35 +1,62 @@
-"""The grading process behind `generate`: grades come back in order, whatever the driver does."""
+"""The grading process behind `generate`: every completion gets its grade back, under its key,
+whatever the driver does and however slow one grade is."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from r1v_data.stages.generate_grading import TraceGrader
 
 _SAMPLE = {"answer": "7", "answer_type": "free_form", "options": None}
 
 
-def _completion(i: int) -> str:
-    # long enough that a few of them fill a pipe's buffer, as real reasoning traces do
-    steps = " ".join(f"step {k} of the derivation;" for k in range(800))
-    return f"<think>\n{steps}\n</think>\n\nThe answer is \\boxed{{{i}}}."
+def _completion(answer: str, steps: int = 800) -> str:
+    # 800 steps: long enough that a few of them fill a pipe's buffer, as real reasoning traces do
+    derivation = " ".join(f"step {k} of the derivation;" for k in range(steps))
+    return f"<think>\n{derivation}\n</think>\n\nThe answer is \\boxed{{{answer}}}."
 
 
-def test_a_driver_that_sends_many_long_traces_before_reading_any_grade_gets_them_all_in_order() -> None:
+def _within(seconds: float, work: Callable[[], None]) -> None:
+    driver = threading.Thread(target=work, daemon=True)
+    driver.start()
+    driver.join(seconds)
+    assert not driver.is_alive(), "the driver and the grading process wait for each other"
+
+
+def test_a_driver_that_sends_many_long_traces_before_reading_any_grade_gets_them_all() -> None:
     # Before the grader read its pipe in a thread of its own, this deadlocked: the driver sat in
     # send() behind a full pipe while the grader sat in send() behind the unread grades.
-    n, grades = 200, []
+    n, grades = 200, {}
 
     def drive() -> None:
         with TraceGrader() as grader:
             for i in range(n):
-                grader.submit(_completion(i), "stop", "", _SAMPLE)
-            grades.extend(grader.receive() for _ in range(n))
+                grader.submit(i, _completion(str(i)), "stop", "", _SAMPLE)
+            grades.update(grader.receive() for _ in range(n))
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    driver.join(120)
-    assert not driver.is_alive(), "the driver and the grading process wait for each other"
-    assert [g["answer"] for g in grades] == [str(i) for i in range(n)]
-    assert [g["verdict"] for g in grades].count("correct") == 1  # only the 7th says 7
-    assert all(g["think_closed"] and not g["truncated"] for g in grades)
+    _within(120, drive)
+    assert {k: g["answer"] for k, g in grades.items()} == {i: str(i) for i in range(n)}
+    assert [k for k, g in grades.items() if g["verdict"] == "correct"] == [7]
+    assert all(g["think_closed"] and not g["truncated"] for g in grades.values())
+
+
+def test_an_answer_waiting_for_math_verify_holds_back_no_other_grade() -> None:
+    # the first needs math-verify (not yet started: a cold worker takes a second or more), the
+    # others are settled by the rules; their grades come back first, and the slow one after
+    grades: list[tuple[object, dict]] = []
+
+    def drive() -> None:
+        sample = {**_SAMPLE, "answer": "1 + x^2"}
+        with TraceGrader() as grader:
+            grader.submit("hard", _completion("x^2 + 1", steps=5), "stop", "", sample)
+            for i in range(30):
+                grader.submit(i, _completion("0", steps=5), "stop", "", sample)
+            grades.extend(grader.receive() for _ in range(31))
+
+    _within(120, drive)
+    order = [k for k, _ in grades]
+    assert sorted(order, key=str) == sorted(["hard", *range(30)], key=str)
+    assert order[-1] == "hard"
+    assert dict(grades)["hard"]["verdict"] == "correct"
+    assert {g["verdict"] for k, g in grades if k != "hard"} == {"wrong"}

@@ -1,0 +1,134 @@
+"""`ClientProcess`: an HTTP backend's client loop in a process of its own.
+
+At 50 ms and 64 requests in flight the client's event loop needs most of a core, and in the
+driver's process it shared one GIL with everything `generate` does per result (request ids,
+the journal, rows, the grader's pipe): every time the driver took the GIL the loop waited, and
+`generate` reached 0.5-0.9 of the bare client. Here the driver only encodes request bodies and
+hands them over a pipe, a batch at a time; the child process sends them, keeps `concurrency` in
+flight, and hands back every result it has in one message.
+
+The driver keeps up to twice `concurrency` requests with the child, so the child always has the
+next requests at hand when a slot frees. The child ignores Ctrl-C (the driver's to handle) and
+exits when the driver closes the pipe or dies; a generation stopped early closes the child, and
+the next one starts a new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.processes import start_context
+from r1v_data.redact import redact
+
+_RESULTS_PER_MESSAGE = 256
+
+
+class Served(Protocol):
+    """What the child needs of the backend it runs (picklable: it is sent to the child)."""
+
+    spec: str
+    concurrency: int
+
+    def serve(self, requests: Connection, results: queue.SimpleQueue[Any]) -> None: ...
+
+
+class ClientProcess:
+    """One child process running `backend.serve`, started on first use."""
+
+    def __init__(self, backend: Served):
+        self.backend = backend
+        self._process: Any = None
+        self._conn: Connection | None = None
+
+    def generate(self, items: Iterable[tuple[GenRequest, bytes]], proven: bool) -> Iterator[GenResult]:
+        """Send each (request, encoded body) and yield its result, in the order results come."""
+        conn = self._start()
+        conn.send(("proven", proven))
+        window = 2 * self.backend.concurrency
+        it, outstanding, exhausted = iter(items), 0, False
+        try:
+            while True:
+                batch: list[tuple[GenRequest, bytes]] = []
+                while not exhausted and outstanding + len(batch) < window:
+                    try:
+                        batch.append(next(it))
+                    except StopIteration:
+                        exhausted = True
+                if batch:
+                    conn.send(("requests", batch))
+                    outstanding += len(batch)
+                if not outstanding:
+                    return
+                for item in self._receive():
+                    if isinstance(item, BackendError):
+                        raise item
+                    outstanding -= 1
+                    yield item
+        finally:
+            if outstanding:  # stopped early: what the child still has in flight goes with it
+                self.close()
+
+    def close(self) -> None:
+        conn, process, self._conn, self._process = self._conn, self._process, None, None
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+            conn.close()
+        if process is not None:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+    def _start(self) -> Connection:
+        if self._conn is None:
+            ctx = start_context()
+            parent, child = ctx.Pipe(duplex=True)
+            process = ctx.Process(target=_child_main, args=(child, self.backend), name="r1v-http-client")
+            process.daemon = True  # never outlives the driver, even if close() was not called
+            try:
+                process.start()
+            finally:
+                child.close()
+            self._process, self._conn = process, parent
+        return self._conn
+
+    def _receive(self) -> list[GenResult | BackendError]:
+        assert self._conn is not None
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            code = self._process.exitcode if self._process is not None else None
+            self.close()
+            raise BackendError(
+                f"{redact(self.backend.spec)}: the HTTP client process stopped (exit code {code}); "
+                "re-run (finished requests are kept)"
+            ) from None
+
+
+def _child_main(conn: Connection, backend: Served) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    # results go back from a thread of their own: the thread reading requests never blocks on a
+    # driver that is itself busy sending
+    threading.Thread(target=_send_results, args=(conn, results), name="r1v-http-results", daemon=True).start()
+    backend.serve(conn, results)
+
+
+def _send_results(conn: Connection, results: queue.SimpleQueue[Any]) -> None:
+    while True:
+        batch = [results.get()]
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < _RESULTS_PER_MESSAGE:
+                batch.append(results.get_nowait())
+        try:
+            conn.send(batch)
+        except (OSError, ValueError):
+            return
