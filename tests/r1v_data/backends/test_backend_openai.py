@@ -353,5 +353,3 @@ def test_close_stops_the_client_process(serve) -> None:
     assert not clients() and not child.is_alive()
     assert len(run(be, [req("b")])) == 1  # a closed backend starts a new client when used again
     be.close()
-
-
