@@ -65,7 +65,8 @@ def filter_(
             help="SQL expression over the candidate traces, run read-only, e.g. \"teacher = 'vllm:QwQ' AND "
             'completion_tokens < 8000". Columns: request_id sample_id teacher round sample_index trace_run_id '
             "provenance verdict finish_reason prompt_tokens completion_tokens think_closed truncated repetition "
-            "think_chars text_chars reward source subject difficulty answer_type n_images."
+            "think_chars text_chars tokens reward source subject difficulty answer_type n_images (tokens: completion "
+            "tokens, or characters / 4 for a trace imported without a count)."
         ),
     ] = None,
     decontaminate: Annotated[

@@ -26,7 +26,7 @@ drop reasons; default the file stem), `split`, `preset`, or a sample field mappe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from r1v_data.curation.phash import PHASH_VERSION, phash64
 from r1v_data.errors import ConfigError, SourceError
 from r1v_data.readers.images import ImageLimits
 from r1v_data.readers.presets import FIELDS, resolve
-from r1v_data.readers.samples import RowPlan, prepare
-from r1v_data.readers.sources import open_source
+from r1v_data.readers.samples import Prepared, RowPlan, conforming, prepare
+from r1v_data.readers.sources import Record, open_source
 
 DEFAULT_NGRAM = 13
 # Calibrated on MATH-Vision testmini (304 images; phash distances are always even): re-encoding
@@ -214,11 +214,7 @@ def load_benchmark(
     image_hashes: list[int] = []
     image_items: list[int] = []
     skipped: Counter[str] = Counter()
-    for record in source.records():
-        prep = prepare(record, plan)
-        if prep.sample is None:
-            skipped[prep.reason or "unknown"] += 1
-            continue
+    for prep in _prepared(source.records(), plan, skipped):
         for image in prep.sample["images"]:
             image_hashes.append(phash64(image["bytes"]))
             image_items.append(len(items))
@@ -240,6 +236,22 @@ def load_benchmark(
         skipped=skipped,
         fingerprint=source.fingerprint,
     )
+
+
+def _prepared(records: Iterable[Record], plan: RowPlan, skipped: Counter[str]) -> list[Prepared]:
+    """The rows ingest would take, as `prepare` reads them; the others counted in `skipped`. The
+    schema check runs on all rows at once, not per row (most of the time of a benchmark's load)."""
+    prepared = []
+    for record in records:
+        prep = prepare(record, plan, validate=False)
+        if prep.sample is None:
+            skipped[prep.reason or "unknown"] += 1
+        else:
+            prepared.append(prep)
+    ok = conforming([p.sample for p in prepared])
+    if bad := ok.count(False):
+        skipped["invalid record"] += bad
+    return [p for p, good in zip(prepared, ok, strict=True) if good]
 
 
 def check_all(

@@ -192,6 +192,7 @@ def sample_drops(
     benchmarks: Sequence[Any] = (),
     batch: int = BATCH,
     spill_dir: Path | None = None,
+    workers: int | None = None,
 ) -> pa.Table:
     """The samples to drop, as a table (sample_id, stage, reason): with `dedup`, exact, near and
     (with `semantic`, a cosine threshold) semantic duplicates, then the samples contaminated by
@@ -203,14 +204,16 @@ def sample_drops(
     row and its sort at a time), beside DuckDB's `sample_scan.MEMORY_LIMIT`; signatures, band keys
     and ids wait on disk under `spill_dir` (default: the system's temporary folder), ~700 bytes a
     sample. Semantic dedup alone holds its samples in memory: the question and 1.5 KB of
-    embedding each, and O(n^2) dot products, so it suits tens of thousands of samples."""
+    embedding each, and O(n^2) dot products, so it suits tens of thousands of samples.
+    `workers` processes (default: one per core for a big store) do the per-sample Python; each
+    holds a batch of text and the benchmark indexes."""
     if not dedup and not benchmarks:
         return DROPS.empty_table()
     from r1v_data.curation.minhash import lsh_params
 
     with tempfile.TemporaryDirectory(prefix="r1v-sample-checks-", dir=spill_dir) as tmp:
         scan = scan_samples(store, writer, Path(tmp), benchmarks=benchmarks, lsh=lsh_params(threshold, 128),
-                            keep_questions=dedup and semantic is not None, batch=batch)  # fmt: skip
+                            keep_questions=dedup and semantic is not None, batch=batch, workers=workers)  # fmt: skip
         found = _streamed_duplicates(scan, threshold, image_distance, semantic) if dedup else []
         dropped = {j for j, _, _ in found}
         hits = [(j, reason) for j, reason in scan.hits if j not in dropped]

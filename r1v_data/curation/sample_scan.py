@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from r1v_data.curation.dedup import exact_digest
-from r1v_data.curation.minhash import EMPTY, band_keys, minhash_signatures
-from r1v_data.curation.phash import PHASH_VERSION, phash64
+from r1v_data.curation.minhash import EMPTY
+from r1v_data.curation.phash import PHASH_VERSION
+from r1v_data.curation.scan_work import Settings, TextResult, Workers, phash_work, text_work, worker_count
 from r1v_data.store import PartWriter, Store, add_score
 from r1v_data.store.sandbox import sql_str
 
 PHASH_SCORER = "phash"
 MEMORY_LIMIT = "256MB"  # DuckDB's buffers for the sort and the joins; beyond it they spill to disk
 BATCH = 8192  # samples per batch: numpy-sized, and a few MB of text
+_PHASH_BATCH = 256  # samples whose images are hashed in one task
 
 _CACHED = """SELECT sample_id, any_value(detail) AS detail FROM scores
              WHERE scorer = $scorer AND version = $version AND name = 'image_phash' GROUP BY sample_id"""
@@ -105,18 +105,25 @@ def scan_samples(
     num_perm: int = 128,
     keep_questions: bool = False,
     batch: int = BATCH,
+    workers: int | None = None,
 ) -> Scan:
-    """Stream every sample once (see the module docstring); `lsh` is (bands, rows per band)."""
-    phashes = _cache_phashes(store, writer, folder)
+    """Stream every sample once (see the module docstring); `lsh` is (bands, rows per band).
+    `workers` processes do the per-sample Python (default: `scan_work.worker_count`)."""
     con = _connect(store, folder)
     try:
         n = con.sql("SELECT count(*) FROM samples").fetchall()[0][0]
-        scan = Scan(folder, n, lsh[0], num_perm, np.zeros((n, 2), dtype=np.uint64), np.zeros(n, dtype=bool),
-                    np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.intp))  # fmt: skip
-        query = _ORDERED.format(phashes=phashes)
-        params = {"scorer": PHASH_SCORER, "version": PHASH_VERSION}
-        reader = con.sql(query, params=params).to_arrow_reader(batch)
-        _consume(scan, reader, benchmarks, lsh, keep_questions)
+        pool = Workers(
+            Settings(benchmarks, lsh, num_perm), worker_count(n, batch) if workers is None else workers
+        )
+        try:
+            phashes = _cache_phashes(con, writer, folder, pool)
+            scan = Scan(folder, n, lsh[0], num_perm, np.zeros((n, 2), dtype=np.uint64), np.zeros(n, dtype=bool),
+                        np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.intp))  # fmt: skip
+            params = {"scorer": PHASH_SCORER, "version": PHASH_VERSION}
+            reader = con.sql(_ORDERED.format(phashes=phashes), params=params).to_arrow_reader(batch)
+            _consume(scan, reader, pool, keep_questions)
+        finally:
+            pool.close()
     finally:
         con.close()
     return scan
@@ -129,61 +136,51 @@ def _connect(store: Store, folder: Path) -> Any:
     return con
 
 
-def _consume(scan: Scan, reader: Iterator[pa.RecordBatch], benchmarks: Sequence[Any],
-             lsh: tuple[int, int], keep_questions: bool) -> None:  # fmt: skip
+def _consume(scan: Scan, reader: Iterator[pa.RecordBatch], pool: Workers, keep_questions: bool) -> None:
     flat: list[np.ndarray] = []
-    start = 0
     with ExitStack() as files:
         sig_file = files.enter_context(open(scan.folder / "sig.u32", "wb"))
-        bands = [files.enter_context(open(scan.folder / f"band_{t}.u64", "wb")) for t in range(lsh[0])]
+        bands = [files.enter_context(open(scan.folder / f"band_{t}.u64", "wb")) for t in range(scan.bands)]
         rows = files.enter_context(pq.ParquetWriter(scan.folder / "rows.parquet", _ROWS))
-        for rb in reader:
-            b = rb.to_pydict()
-            _take_text(scan, start, b, sig_file, bands, lsh)
-            hashes = _take_images(scan, start, b["detail"], flat)
-            scan.hits += _contaminated(benchmarks, start, b["question"], hashes)
+        start = 0
+        for b, text in _with_text_work(reader, pool):
+            stop = start + len(b["sample_id"])
+            scan.digests[start:stop] = text.digests
+            sig_file.write(text.signatures.tobytes())
+            scan.has_words[start:stop] = text.signatures[:, 0] != EMPTY
+            for band, keys in zip(bands, text.keys, strict=True):
+                band.write(keys.tobytes())
+            _take_images(scan, start, b["hashes"], flat)
+            scan.hits += [(start + i, reason) for i, reason in text.hits]
             rows.write_table(_rows_table(start, b, keep_questions))
-            start += len(b["sample_id"])
+            start = stop
     scan.flat = np.concatenate(flat) if flat else scan.flat
 
 
-def _take_text(
-    scan: Scan, start: int, b: dict[str, list[Any]], sig_file: Any, bands: list[Any], lsh: tuple[int, int]
-) -> None:
-    """The batch's exact-dedup digests and word flags in memory, its signatures and band keys on disk."""
-    questions = b["question"]
-    stop = start + len(questions)
-    digests = b"".join(exact_digest(q, s or ()) for q, s in zip(questions, b["shas"], strict=True))
-    scan.digests[start:stop] = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
-    sig = minhash_signatures(questions, num_perm=scan.num_perm)
-    sig_file.write(sig.tobytes())
-    scan.has_words[start:stop] = sig[:, 0] != EMPTY
-    for band, keys in zip(bands, band_keys(sig, *lsh), strict=True):
-        band.write(keys.tobytes())
+def _with_text_work(
+    reader: Iterator[pa.RecordBatch], pool: Workers
+) -> Iterator[tuple[dict[str, Any], TextResult]]:
+    """Each batch as columns (with its images' phashes unpacked), beside its `text_work`."""
+    held: list[dict[str, Any]] = []  # the batches sent to the pool and not back yet
+
+    def tasks() -> Iterator[tuple[Any, ...]]:
+        for rb in reader:
+            b = rb.to_pydict()
+            b["hashes"] = [_unpack(d) if d else [] for d in b["detail"]]
+            held.append(b)
+            yield b["question"], b["shas"], b["hashes"]
+
+    for text in pool.map(text_work, tasks()):
+        yield held.pop(0), text
 
 
-def _take_images(
-    scan: Scan, start: int, details: list[str | None], flat: list[np.ndarray]
-) -> list[list[int]]:
-    """The batch's image counts and phashes into the scan; the phashes per sample."""
-    hashes = [_unpack(d) if d else [] for d in details]
+def _take_images(scan: Scan, start: int, hashes: list[list[int]], flat: list[np.ndarray]) -> None:
+    """The batch's image counts and phashes into the scan."""
     counts = np.array([len(h) for h in hashes], dtype=np.intp)
     held = sum(len(f) for f in flat)
     scan.counts[start : start + len(hashes)] = counts
     scan.offsets[start : start + len(hashes)] = held + np.cumsum(counts) - counts
     flat.append(np.array([x for h in hashes for x in h], dtype=np.uint64))
-    return hashes
-
-
-def _contaminated(
-    benchmarks: Sequence[Any], start: int, questions: list[str], hashes: list[list[int]]
-) -> list[tuple[int, str]]:
-    if not benchmarks:
-        return []
-    from r1v_data.curation.decontam import check_all
-
-    hits = check_all(benchmarks, questions, hashes)
-    return [(start + i, hit.reason) for i, hit in enumerate(hits) if hit is not None]
 
 
 def _rows_table(start: int, b: dict[str, list[Any]], keep_questions: bool) -> pa.Table:
@@ -192,42 +189,35 @@ def _rows_table(start: int, b: dict[str, list[Any]], keep_questions: bool) -> pa
                      "question": b["question"] if keep_questions else pa.nulls(n, pa.string())}, schema=_ROWS)  # fmt: skip
 
 
-def _cache_phashes(store: Store, writer: PartWriter, folder: Path) -> str:
+def _cache_phashes(con: Any, writer: PartWriter, folder: Path, pool: Workers) -> str:
     """Hash the images no earlier run cached; the SQL of every sample's phashes, cached or new."""
-    con = _connect(store, folder)
     params = {"scorer": PHASH_SCORER, "version": PHASH_VERSION}
     new = folder / "phash.parquet"
     schema = pa.schema([("sample_id", pa.string()), ("detail", pa.string())])
-    try:
-        with (
-            pq.ParquetWriter(new, schema) as out,
-            ThreadPoolExecutor(2) as pool,
-        ):  # PIL decodes outside the GIL
-            for rb in con.sql(_UNCACHED, params=params).to_arrow_reader(64):
-                ids, details = [], []
-                for sid, images in zip(rb.column(0).to_pylist(), rb.column(1).to_pylist(), strict=True):
-                    hashes = list(pool.map(phash64, (im["bytes"] for im in images)))
-                    signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]  # int64 in the detail
-                    detail = ",".join(map(str, signed))
-                    add_score(
-                        writer,
-                        sid,
-                        None,
-                        PHASH_SCORER,
-                        PHASH_VERSION,
-                        "image_phash",
-                        float(len(hashes)),
-                        detail,
-                    )
-                    ids.append(sid)
-                    details.append(detail)
-                out.write_table(pa.table({"sample_id": ids, "detail": details}, schema=schema))
-    finally:
-        con.close()
+    held: list[list[str]] = []  # the ids of the batches sent to the pool and not back yet
+
+    def tasks() -> Iterator[tuple[list[list[bytes]]]]:
+        for rb in con.sql(_UNCACHED, params=params).to_arrow_reader(_PHASH_BATCH):
+            held.append(rb.column(0).to_pylist())
+            yield ([[im["bytes"] for im in images] for images in rb.column(1).to_pylist()],)
+
+    with pq.ParquetWriter(new, schema) as out:
+        for hashes in pool.map(phash_work, tasks()):
+            ids = held.pop(0)
+            details = [_cached(writer, sid, h) for sid, h in zip(ids, hashes, strict=True)]
+            out.write_table(pa.table({"sample_id": ids, "detail": details}, schema=schema))
     # one row a sample: the writer may have flushed some new hashes to `scores` already, and the
     # view of the scan's connection would then hold them twice (a sample joined twice)
     both = f"{_CACHED} UNION ALL SELECT sample_id, detail FROM read_parquet('{sql_str(new)}')"
     return f"SELECT sample_id, any_value(detail) AS detail FROM ({both}) GROUP BY sample_id"
+
+
+def _cached(writer: PartWriter, sample_id: str, hashes: list[int]) -> str:
+    """Caches a sample's image phashes through `writer`; the detail they are cached as."""
+    signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]  # int64 in the detail
+    detail = ",".join(map(str, signed))
+    add_score(writer, sample_id, None, PHASH_SCORER, PHASH_VERSION, "image_phash", float(len(hashes)), detail)
+    return detail
 
 
 def _unpack(detail: str) -> list[int]:

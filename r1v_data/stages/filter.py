@@ -53,15 +53,23 @@ from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
 Progress = Callable[[str], None]
 
+# Imported traces may carry no token count: their `tokens` are about 4 characters a token. They
+# are a branch of their own so that the texts are read only for them (Parquet statistics skip
+# every row group whose counts are all there); a --where that names text_chars reads them all.
+_TRACE_COLUMNS = """request_id, sample_id, teacher, round, sample_index, run_id, provenance, verdict, finish_reason,
+       prompt_tokens, completion_tokens, think_closed, truncated, repetition, created_at,
+       length(think) AS think_chars, length(text) AS text_chars"""  # the texts are not carried
+
 _CANDIDATES = f"""
 SELECT t.request_id, t.sample_id, t.teacher, t.round, t.sample_index, t.run_id AS trace_run_id,
        t.provenance, t.verdict, t.finish_reason, t.prompt_tokens, t.completion_tokens, t.think_closed,
-       t.truncated, t.repetition, t.think_chars, t.text_chars,
+       t.truncated, t.repetition, t.think_chars, t.text_chars, t.tokens,
        r.value AS reward, s.source, s.subject, s.difficulty, s.answer_type, len(s.images) AS n_images
-FROM (SELECT request_id, sample_id, teacher, round, sample_index, run_id, provenance, verdict, finish_reason,
-             prompt_tokens, completion_tokens, think_closed, truncated, repetition,
-             length(think) AS think_chars, length(text) AS text_chars  -- the texts are not carried
-      FROM traces WHERE {candidate_traces()}
+FROM (SELECT * FROM (SELECT {_TRACE_COLUMNS}, completion_tokens AS tokens
+                     FROM traces WHERE {candidate_traces()} AND completion_tokens IS NOT NULL
+                     UNION ALL
+                     SELECT {_TRACE_COLUMNS}, length(text) // 4 AS tokens
+                     FROM traces WHERE {candidate_traces()} AND completion_tokens IS NULL)
       {{latest}}) t
 JOIN samples s USING (sample_id)
 LEFT JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
@@ -80,9 +88,7 @@ GROUP BY sample_id HAVING arg_max(verdict, (created_at, round, sample_index)) IS
 _DECIDE = """
 WITH candidates AS ({candidates}), error_set AS ({error_set}), c AS (
     SELECT c.*, d.stage AS sample_stage, d.reason AS sample_reason, e.sample_id IS NOT NULL AS in_errors,
-           COALESCE(({where}), false) AS where_ok,
-           -- imported traces may carry no token count: about 4 characters a token then
-           coalesce(completion_tokens, text_chars // 4) AS tokens
+           COALESCE(({where}), false) AS where_ok
     FROM candidates c LEFT JOIN sample_drops d USING (sample_id) LEFT JOIN error_set e USING (sample_id)
 ), ruled AS (
     SELECT *, CASE

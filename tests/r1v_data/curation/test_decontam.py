@@ -173,6 +173,15 @@ def test_folder_and_parquet_benchmarks(shared: Path, tmp_path: Path) -> None:
     assert hit is not None and hit.reason.startswith("contamination: 13-gram overlap with bench:p1 ")
 
 
+def test_a_benchmark_is_schema_checked_all_at_once_and_row_by_row_where_one_fails() -> None:
+    from r1v_data.readers.samples import conforming
+
+    good = {"sample_id": "0" * 32, "question": "What is 2+2?", "options": [], "answer": "4", "images": []}
+    bad = {**good, "question": 5}  # what `prepare` would quarantine as an invalid record
+    assert conforming([good, good]) == [True, True]
+    assert conforming([good, bad, good]) == [True, False, True]
+
+
 def test_pigeonhole_index_equals_brute_force() -> None:
     rng = random.Random(7)
     base = [rng.getrandbits(64) for _ in range(300)]

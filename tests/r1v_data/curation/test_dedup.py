@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from r1v_data.curation.dedup import (
+    duplicate_key,
     embedding_pairs,
     exact_duplicates,
     image_near_duplicates,
@@ -103,6 +104,19 @@ def test_exact_duplicates_edge_cases() -> None:
     assert exact_duplicates(["ab", "a"], [["c"], ["bc"]]) == [None, None]
     with pytest.raises(ValueError, match="2 texts but 1"):
         exact_duplicates(["a", "b"], [["x"]])
+
+
+def test_duplicate_key_drops_the_spaces_beside_punctuation_as_the_rule_is_written() -> None:
+    import re
+
+    # the rule as written: whitespace runs before or after a character that is neither word nor space
+    written = re.compile(r"\s+(?=[^\w\s])|(?<=[^\w\s])\s+")
+    rng = random.Random(19)
+    alphabet = [chr(c) for c in range(0x3100)] + list(" \t\n.,?!+=ab_1") * 40
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert duplicate_key(text) == written.sub("", normalise_text(text)), repr(text)
+    assert duplicate_key("What is 6 + 7 ?") == duplicate_key("what is 6+7?") == "what is 6+7?"
 
 
 # --- MinHash near-duplicates -----------------------------------------------------------------

@@ -93,7 +93,10 @@ def test_streamed_sample_drops_equal_the_in_memory_rules(
         with store.writer(
             "scores", run, flush_rows=7
         ) as writer:  # hashes and caches the images, flushing as it goes
-            streamed = sample_drops(store, writer, benchmarks=benchmarks, semantic=semantic, batch=13)
+            # in two worker processes: the phashes and the text of each batch come back in order
+            streamed = sample_drops(
+                store, writer, benchmarks=benchmarks, semantic=semantic, batch=13, workers=2
+            )
         with store.writer("scores", run) as writer:
             expected = _reference(store, writer, benchmarks, semantic)
             cached = sample_drops(store, writer, benchmarks=benchmarks, semantic=semantic, batch=64)
