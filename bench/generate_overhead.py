@@ -34,20 +34,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the fake server and the tiny model builder
 
-# Only when run: generate's helper processes start from a forkserver that first imports the main
-# module (as __mp_main__), and this script's imports (torch, through the tiny model builder) would
-# then be timed as generate's start. A script of yours that calls run_generate pays that too,
-# once per process; `r1v-data` itself imports almost nothing at the top.
-if __name__ == "__main__":
-    from servers.fake_openai import FakeOpenAIProcess
-    from tiny_models import build_tiny_llama
+from servers.fake_openai import FakeOpenAIProcess  # noqa: E402
+from tiny_models import build_tiny_llama  # noqa: E402
 
-    from r1v_data.backends import GenRequest, Sampling, make_backend
-    from r1v_data.backends.prompts import build_prompt
-    from r1v_data.config import GenerateConfig, IngestConfig, SamplingConfig
-    from r1v_data.stages.generate import run_generate
-    from r1v_data.stages.ingest import run_ingest
-    from r1v_data.store import Store
+from r1v_data.backends import GenRequest, Sampling, make_backend  # noqa: E402
+from r1v_data.backends.prompts import build_prompt  # noqa: E402
+from r1v_data.config import GenerateConfig, IngestConfig, SamplingConfig  # noqa: E402
+from r1v_data.stages.generate import run_generate  # noqa: E402
+from r1v_data.stages.ingest import run_ingest  # noqa: E402
+from r1v_data.store import Store  # noqa: E402
 
 
 def sample_store(root: Path) -> Path:

@@ -2,16 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import pickle
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from r1v_data.errors import R1VError
+
+# A helper's bootstrap: the parent's import path first (so it imports the parent's r1v_data), then
+# `target(connection, *args)`. Nothing of the caller's main script runs in the helper.
+_BOOT = (
+    "import importlib, pickle, sys; path, fd, target, args = pickle.load(sys.stdin.buffer); "
+    "sys.path[:] = path; from multiprocessing.connection import Connection; "
+    "module, _, name = target.partition(':'); getattr(importlib.import_module(module), name)(Connection(fd), *args)"
+)
+
+
+def start_helper(target: str, *args: Any) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start `python -c` running `target` ("module:function") with one end of a pipe and `args`
+    (pickled); the process and the other end.
+
+    A plain interpreter, not multiprocessing's spawn or forkserver: those first run the caller's
+    main script again (a script without an `if __name__ == "__main__":` guard then starts its
+    work over, and one that imports torch pays for it before the helper starts). Its own session,
+    so a Ctrl-C at the terminal reaches only the driver, which then closes the pipe; a helper
+    exits when its end of the pipe closes, also when the driver was SIGKILLed."""
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT],
+            stdin=subprocess.PIPE,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,
+        )
+        try:
+            with process.stdin:  # type: ignore[union-attr]
+                pickle.dump((sys.path, theirs.fileno(), target, args), process.stdin, protocol=5)
+        except BrokenPipeError:
+            raise R1VError(
+                f"a helper process for {target} exited at start (status {process.wait()})"
+            ) from None
+    finally:
+        theirs.close()
+    return process, Connection(ours.detach())
+
+
+def stop_helper(
+    process: subprocess.Popen[bytes] | None, conn: Connection | None, timeout_s: float = 10
+) -> None:
+    """Ask a helper to stop (None down its pipe), wait for it, kill it if it does not."""
+    if conn is not None:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(None)
+        conn.close()
+    if process is not None:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def start_context() -> mp.context.BaseContext:
     """A multiprocessing context that is safe from a process with threads.
 
-    Not "fork": helpers start inside `generate`, whose process has threads (HTTP clients, progress
-    bars, torch); forking a threaded process can deadlock the child on a lock some other thread
-    held, and forked children inherit every open descriptor (CUDA, sockets, the other children's
-    pipes, so a child would not see EOF when the parent dies). A forkserver child starts clean
-    and cheaply; spawn where forkserver does not exist (Windows)."""
+    Not "fork": a forked copy of a threaded process can deadlock on a lock some other thread
+    held, and inherits every open descriptor (CUDA, sockets, the other children's pipes, so a
+    child would not see EOF when the parent dies). A forkserver child starts clean and cheaply;
+    spawn where forkserver does not exist (Windows)."""
     methods = mp.get_all_start_methods()
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")

@@ -8,9 +8,9 @@ hands them over a pipe, a batch at a time; the child process sends them, keeps `
 flight, and hands back every result it has in one message.
 
 The driver keeps up to twice `concurrency` requests with the child, so the child always has the
-next requests at hand when a slot frees. The child ignores Ctrl-C (the driver's to handle) and
-exits when the driver closes the pipe or dies; a generation stopped early closes the child, and
-the next one starts a new child.
+next requests at hand when a slot frees. The child is a plain interpreter (`processes.start_helper`)
+in a session of its own, so Ctrl-C reaches only the driver; it exits when the driver closes the
+pipe or dies. A generation stopped early closes the child, and the next one starts a new child.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import queue
 import signal
+import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
-from r1v_data.processes import start_context
+from r1v_data.processes import start_helper, stop_helper
 from r1v_data.redact import redact
 
 _RESULTS_PER_MESSAGE = 256
@@ -44,7 +45,7 @@ class ClientProcess:
 
     def __init__(self, backend: Served):
         self.backend = backend
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
 
     def generate(self, items: Iterable[tuple[GenRequest, bytes]], proven: bool) -> Iterator[GenResult]:
@@ -76,28 +77,12 @@ class ClientProcess:
                 self.close()
 
     def close(self) -> None:
-        conn, process, self._conn, self._process = self._conn, self._process, None, None
-        if conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(None)
-            conn.close()
-        if process is not None:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
+        process, conn, self._process, self._conn = self._process, self._conn, None, None
+        stop_helper(process, conn)
 
     def _start(self) -> Connection:
         if self._conn is None:
-            ctx = start_context()
-            parent, child = ctx.Pipe(duplex=True)
-            process = ctx.Process(target=_child_main, args=(child, self.backend), name="r1v-http-client")
-            process.daemon = True  # never outlives the driver, even if close() was not called
-            try:
-                process.start()
-            finally:
-                child.close()
-            self._process, self._conn = process, parent
+            self._process, self._conn = start_helper(f"{__name__}:serve", self.backend)
         return self._conn
 
     def _receive(self) -> list[GenResult | BackendError]:
@@ -105,7 +90,7 @@ class ClientProcess:
         try:
             return self._conn.recv()
         except (EOFError, OSError):
-            code = self._process.exitcode if self._process is not None else None
+            code = self._process.poll() if self._process is not None else None
             self.close()
             raise BackendError(
                 f"{redact(self.backend.spec)}: the HTTP client process stopped (exit code {code}); "
@@ -113,7 +98,8 @@ class ClientProcess:
             ) from None
 
 
-def _child_main(conn: Connection, backend: Served) -> None:
+def serve(conn: Connection, backend: Served) -> None:
+    """The client process (`start_helper` runs it): `backend.serve` until the driver stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
     # results go back from a thread of their own: the thread reading requests never blocks on a

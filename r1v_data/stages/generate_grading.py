@@ -15,11 +15,11 @@ close and exits.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import select
 import signal
+import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -29,7 +29,7 @@ from typing import Any
 from r1v_data.errors import R1VError
 from r1v_data.grading.verify import Verdict, cheap_verdict
 from r1v_data.grading.verify_pool import VerifierPool
-from r1v_data.processes import start_context
+from r1v_data.processes import start_helper, stop_helper
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class TraceGrader:
 
     def __init__(self, verify_timeout_s: float = 5.0):
         self.verify_timeout_s = verify_timeout_s
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._poller: select.poll | None = None
         self._held: list[tuple] = []  # submitted, not sent yet
@@ -99,25 +99,17 @@ class TraceGrader:
         try:
             grades = self._conn.recv()
         except (EOFError, OSError):
-            code = self._process.exitcode if self._process is not None else None
+            code = self._process.poll() if self._process is not None else None
             raise R1VError(
                 f"the trace grading process stopped (exit code {code}); re-run generate (finished "
-                "traces are kept). A script that calls run_generate needs `if __name__ == '__main__':`"
+                "traces are kept)"
             ) from None
         self._sent -= len(grades)
         self._grades.extend(grades)
 
     def close(self) -> None:
-        conn, process, self._conn, self._process, self._poller = self._conn, self._process, None, None, None
-        if conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(None)
-            conn.close()
-        if process is not None:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
+        process, conn, self._process, self._conn, self._poller = self._process, self._conn, None, None, None
+        stop_helper(process, conn)
 
     def __enter__(self) -> TraceGrader:
         self.start()  # it and its verifier warm up while the first requests are in flight
@@ -130,21 +122,14 @@ class TraceGrader:
         """Start the grading process (if it is not running yet)."""
         if self._conn is not None:
             return
-        ctx = start_context()
-        parent, child = ctx.Pipe(duplex=True)
-        # not a daemon: its verifier pool starts worker processes of its own
-        process = ctx.Process(target=_serve, args=(child, self.verify_timeout_s), name="r1v-grader")
-        try:
-            process.start()
-        finally:
-            child.close()
-        self._process, self._conn = process, parent
+        self._process, self._conn = start_helper(f"{__name__}:serve", self.verify_timeout_s)
         self._poller = select.poll()
-        self._poller.register(parent.fileno(), select.POLLIN)
+        self._poller.register(self._conn.fileno(), select.POLLIN)
 
 
-def _serve(conn: Connection, verify_timeout_s: float) -> None:
-    """Grade completions until told to stop or the driver goes away."""
+def serve(conn: Connection, verify_timeout_s: float) -> None:
+    """The grading process (`start_helper` runs it): grade completions until told to stop or the
+    driver goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     # ("grade", completions) from the driver, ("graded", key, grade) from math-verify, None: stop
     inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
