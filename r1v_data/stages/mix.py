@@ -12,8 +12,10 @@ config, the filter run and the counts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,14 @@ from r1v_data.errors import ConfigError
 from r1v_data.outputs.card import TraceStats, write_card
 from r1v_data.outputs.columns import BATCH_BUILDERS
 from r1v_data.outputs.folder import replacing, write_manifest
-from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
+from r1v_data.outputs.kinds import BUILDERS, KINDS, PART_ROWS, PART_SIZES, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
 from r1v_data.outputs.report import MEMORY_LIMIT, MIX_MEMORY_LIMIT, REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
 
 _BATCH = 4096  # rows a batch: the Arrow builders' arrays stay a few MB (images included)
+_MEMORY_LIMIT = "256MB"  # DuckDB's, for the rows of a kind (or of one part of them)
 
 
 @dataclass
@@ -77,8 +80,7 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
     for kind in cfg.kinds:
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
         params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
-        batches = store.batches(QUERIES[kind], None, params, batch=_BATCH, memory_limit="256MB")
-        for batch in batches:
+        for batch in _batches(store, kind, params):
             if kind == "sft":
                 traces.add_batch(batch)
             if kind in BATCH_BUILDERS:
@@ -102,6 +104,27 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
     })  # fmt: skip
     return result
+
+
+def _batches(store: Store, kind: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """The rows of a kind, part after part where the kind is read in parts (`kinds.PART_ROWS`)."""
+    if kind not in PART_SIZES:
+        yield from store.batches(QUERIES[kind], None, params, batch=_BATCH, memory_limit=_MEMORY_LIMIT)
+        return
+    con = store.connect()
+    try:
+        con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
+        # the joins as written: the traces (or decisions) stream through, and DuckDB's hash tables
+        # hold only the part's kept ids and samples; left to its estimates, DuckDB built them on
+        # the traces, texts and all, and ran out of memory at 20M
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+        parts = max(1, math.ceil(con.sql(PART_SIZES[kind], params=params).fetchall()[0][0] / PART_ROWS))
+        for part in range(parts):
+            yield from con.sql(
+                QUERIES[kind], params={**params, "parts": parts, "part": part}
+            ).to_arrow_reader(_BATCH)
+    finally:
+        con.close()
 
 
 def _repeated(table: pa.Table, sizes: np.ndarray, repeat: Counter[str] | None) -> tuple[pa.Table, np.ndarray]:
