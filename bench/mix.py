@@ -104,7 +104,7 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
         con.execute("SET preserve_insertion_order = false")  # a copy need not keep the order
         start = time.perf_counter()
         try:
-            sql = SFT_QUERY.replace("$run", repr(run))
+            sql = SFT_QUERY.replace("$run", repr(run)).replace("$parts", "1").replace("$part", "0")
             con.execute(f"COPY ({sql}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)")
             break
         except duckdb.OutOfMemoryException:

@@ -26,9 +26,9 @@ from r1v_data.grading.reward_model import completion_text
 KINDS = {"sft": "sft_row", "rl": "rl_row", "preference": "preference_pair"}
 
 
-# SFT and RL: no ORDER BY and no window over whole rows: DuckDB then streams them (rows come in
-# the order of the decisions, which is stable), so memory does not grow with the number of rows
-# mixed. Preference pairs need a sort (below), which DuckDB spills to disk past its memory limit.
+# SFT and RL: no ORDER BY and no window over whole rows: DuckDB then streams them, so memory does
+# not grow with the number of rows mixed. Preference pairs need a sort (below), which DuckDB spills
+# to disk past its memory limit.
 _SAMPLE = (
     "s.sample_id, s.question, s.options, s.answer, s.answer_type, s.images, s.source, s.subject, s.difficulty"
 )
@@ -42,16 +42,35 @@ SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND req
 JOIN samples s ON s.sample_id = t.sample_id"""
 
 
+# Mix reads the SFT and RL rows in parts ($parts of them; one for up to PART_ROWS rows): the samples
+# split by a hash of their id, each part's query joining only its own traces, decisions and samples.
+# DuckDB builds its hash table on the kept traces, texts and all: in one query 20M of them ran out
+# of mix's 256MB, and a pass over the Parquet costs seconds. Part by part, the rows of one part
+# come in the join's order (as in one query, where there is one part).
+PART_ROWS = 1_000_000
+_IN_PART = "hash(sample_id) % $parts = $part"
+PART_SIZES = {
+    "sft": "SELECT count(*) FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL",
+    "rl": "SELECT count(*) FROM decisions WHERE run_id = $run AND kept AND request_id IS NULL",
+}
+
+
 # what the dataset card counts about each kept trace
 TRACE_COLUMNS = (
     "t.teacher, t.verifier, t.completion_tokens, coalesce(t.completion_tokens, length(t.text) // 4) AS tokens"
 )
 
-SFT_QUERY = f"SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS} {KEPT_TRACES}"
+SFT_QUERY = f"""
+SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS}
+FROM (SELECT * FROM traces WHERE error IS NULL AND {_IN_PART}) t
+SEMI JOIN (SELECT request_id FROM decisions
+           WHERE run_id = $run AND kept AND request_id IS NOT NULL AND {_IN_PART}) k USING (request_id)
+JOIN (SELECT * FROM samples WHERE {_IN_PART}) s ON s.sample_id = t.sample_id"""
 
 RL_QUERY = f"""
-SELECT {_SAMPLE} FROM decisions d JOIN samples s USING (sample_id)
-WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL"""
+SELECT {_SAMPLE} FROM decisions d JOIN (SELECT * FROM samples WHERE {_IN_PART}) s USING (sample_id)
+WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL
+  AND hash(d.sample_id) % $parts = $part"""
 
 
 # chosen: the best kept trace of a sample that is verified correct; rejected: its lowest-rewarded

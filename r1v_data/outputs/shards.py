@@ -1,6 +1,6 @@
 """Sharded Parquet in the Hugging Face datasets layout, written as a stream with bounded memory.
 
-`ShardWriter` takes rows one at a time, writes a row group every `group_bytes` and starts a new
+`ShardWriter` takes rows one at a time (or a table of them at a time), writes a row group every `group_bytes` and starts a new
 file every `shard_bytes`; files are written under temporary names and renamed to
 `{split}-00000-of-000NN.parquet` when the last one is closed (the total is known only then),
 so a crash never leaves a half set that looks complete. The Arrow schema carries the `datasets`
@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r1v_data.store import schema
@@ -89,7 +91,7 @@ class ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows = 0
         self.paths: list[Path] = []
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[Any] = []  # rows (dicts), or tables of rows
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._written = 0  # bytes in the current shard so far (estimated from the rows)
@@ -102,6 +104,20 @@ class ShardWriter:
         if self._buffered >= self.group_bytes:
             self._flush()
 
+    def add_table(self, table: pa.Table, sizes: np.ndarray) -> None:
+        """Add rows built as a table, `sizes` as in `add`: row groups and shards end after the
+        same rows as if they had been added one at a time."""
+        start = 0
+        while start < len(table):
+            reach = np.cumsum(sizes[start:]) + self._buffered  # bytes buffered after each row
+            full = np.flatnonzero(reach >= self.group_bytes)
+            stop = start + (int(full[0]) + 1 if len(full) else len(table) - start)
+            self._buffer.append(table.slice(start, stop - start))
+            self._buffered, self.rows = int(reach[stop - start - 1]), self.rows + stop - start
+            if len(full):
+                self._flush()
+            start = stop
+
     def _flush(self) -> None:
         if not self._buffer:
             return
@@ -109,7 +125,7 @@ class ShardWriter:
             path = self.folder / f".{self.split}-{len(self.paths):05d}.parquet.tmp"
             self.paths.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
-        table = schema.conform(self._buffer, self.table_name)  # validated against r1v's schema first
+        table = schema.conform(_rows(self._buffer), self.table_name)  # validated against r1v's schema first
         self._writer.write_table(table.cast(self.schema))
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
@@ -133,3 +149,10 @@ class ShardWriter:
             final.append(path)
         self.paths = final
         return final
+
+
+def _rows(buffer: list[Any]) -> list[dict[str, Any]] | pa.Table:
+    """What `add` buffered, or one table of what `add_table` did (in one chunk: the same file)."""
+    if buffer and isinstance(buffer[0], pa.Table):
+        return pa.concat_tables(buffer).combine_chunks()
+    return buffer

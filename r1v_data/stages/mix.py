@@ -12,22 +12,32 @@ config, the filter run and the counts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from r1v_data import __version__
 from r1v_data.config import DRLCConfig, MixConfig
 from r1v_data.errors import ConfigError
 from r1v_data.outputs.card import TraceStats, write_card
+from r1v_data.outputs.columns import BATCH_BUILDERS
 from r1v_data.outputs.folder import replacing, write_manifest
-from r1v_data.outputs.kinds import BUILDERS, KINDS, QUERIES, SFT_COLUMNS
+from r1v_data.outputs.kinds import BUILDERS, KINDS, PART_ROWS, PART_SIZES, QUERIES, SFT_COLUMNS
 from r1v_data.outputs.recipe import copies, load_recipe
 from r1v_data.outputs.report import MEMORY_LIMIT, MIX_MEMORY_LIMIT, REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
+
+_BATCH = 4096  # rows a batch: the Arrow builders' arrays stay a few MB (images included)
+_MEMORY_LIMIT = "256MB"  # DuckDB's, for the rows of a kind (or of one part of them)
 
 
 @dataclass
@@ -68,16 +78,17 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
     repeat = _recipe_copies(store, run, cfg, result) if cfg.recipe and "sft" in cfg.kinds else None
     traces = TraceStats()
     for kind in cfg.kinds:
-        params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
         writer = ShardWriter(out / kind / "data", KINDS[kind], shard_bytes=cfg.shard_bytes)
-        sql = QUERIES[kind]
-        for row in store.stream(sql, None, params, batch=128, memory_limit="256MB"):
-            built, size = BUILDERS[kind](row)
+        params = {"run": run, "version": reward_version} if kind == "preference" else {"run": run}
+        for batch in _batches(store, kind, params):
             if kind == "sft":
-                traces.add(row)
-            n = 1 if repeat is None or kind != "sft" else repeat[built["id"]]
-            for k in range(n):  # a recipe's repeats are distinct rows by id
-                writer.add({**built, "id": built["id"] if k == 0 else f"{built['id']}#{k}"}, size)
+                traces.add_batch(batch)
+            if kind in BATCH_BUILDERS:
+                table, sizes = BATCH_BUILDERS[kind](batch)
+                writer.add_table(*_repeated(table, sizes, repeat if kind == "sft" else None))
+            else:
+                for row in batch.to_pylist():
+                    writer.add(*BUILDERS[kind](row))
         result.shards[kind] = len(writer.close())
         result.rows[kind] = writer.rows
     if cfg.report:
@@ -93,6 +104,44 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
         "store": str(store.root), "filter_run": run, "reward_version": reward_version, "counts": result.as_dict(),
     })  # fmt: skip
     return result
+
+
+def _batches(store: Store, kind: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """The rows of a kind, part after part where the kind is read in parts (`kinds.PART_ROWS`)."""
+    if kind not in PART_SIZES:
+        yield from store.batches(QUERIES[kind], None, params, batch=_BATCH, memory_limit=_MEMORY_LIMIT)
+        return
+    con = store.connect()
+    try:
+        con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
+        # the joins as written: the traces (or decisions) stream through, and DuckDB's hash tables
+        # hold only the part's kept ids and samples; left to its estimates, DuckDB built them on
+        # the traces, texts and all, and ran out of memory at 20M
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+        # one thread: the rows come in the traces' own order, the same on every run (with two,
+        # a mix of the test store came out in another order now and then)
+        con.execute("SET threads = 1")
+        parts = max(1, math.ceil(con.sql(PART_SIZES[kind], params=params).fetchall()[0][0] / PART_ROWS))
+        for part in range(parts):
+            yield from con.sql(
+                QUERIES[kind], params={**params, "parts": parts, "part": part}
+            ).to_arrow_reader(_BATCH)
+    finally:
+        con.close()
+
+
+def _repeated(table: pa.Table, sizes: np.ndarray, repeat: Counter[str] | None) -> tuple[pa.Table, np.ndarray]:
+    """Each row as many times as the recipe says, in place; a repeat is a distinct row by id
+    (`ID#1`, `ID#2`, ...)."""
+    if repeat is None:
+        return table, sizes
+    n = np.array([repeat[i] for i in table.column("id").to_pylist()], np.int64)
+    rows = np.repeat(np.arange(len(table)), n)
+    k = np.arange(len(rows)) - np.repeat(np.cumsum(n) - n, n)  # which copy of its row
+    table, ids = table.take(rows), table.column("id").take(rows)
+    suffix = pc.if_else(pa.array(k > 0), pc.binary_join_element_wise("#", pa.array(k.astype(str)), ""), "")
+    at = table.schema.get_field_index("id")
+    return table.set_column(at, "id", pc.binary_join_element_wise(ids, suffix, "")), sizes[rows]
 
 
 def _report(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, result: MixResult) -> str:
