@@ -7,22 +7,21 @@ functions of a batch, so `Workers` runs them in worker processes and hands the r
 submission order, which keeps the scan's files and indexes exactly as one process writes them.
 With no workers the same functions run inline.
 
-The workers are plain `python -c` subprocesses fed pickles over their stdin, not a
-multiprocessing pool: spawn and forkserver re-run the caller's main script in each child (a
-script calling `run_filter` without an `if __name__ == "__main__"` guard hung), and fork copies
-a process that holds DuckDB's threads and their locks.
+The workers are plain interpreters (`processes.start_helper`), not a multiprocessing pool: spawn
+and forkserver re-run the caller's main script in each child (a script calling `run_filter`
+without an `if __name__ == "__main__"` guard hung), and fork copies a process that holds DuckDB's
+threads and their locks.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from r1v_data.curation.dedup import exact_digest
 from r1v_data.curation.minhash import band_keys, minhash_signatures
 from r1v_data.curation.phash import phash64
 from r1v_data.errors import R1VError
+from r1v_data.processes import start_helper, stop_helper
 
 MIN_BATCHES = 4  # fewer batches than this are not worth starting processes for (~1 s each)
 MAX_WORKERS = 4
@@ -81,33 +81,31 @@ def phash_work(_: Settings, images: list[list[bytes]]) -> list[list[int]]:
 
 
 _TASKS: dict[str, Callable[..., Any]] = {"text_work": text_work, "phash_work": phash_work}
-# the worker's bootstrap: the parent's import path first, so it imports the parent's r1v_data
-_BOOT = (
-    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
-    "from r1v_data.curation.scan_work import serve; serve()"
-)
 
 
-def serve() -> None:
-    """A worker: the settings, then (task name, batch) -> (ok, result or error) until stdin ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the pipes
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever else prints goes to stderr, not into the result stream
-    source = sys.stdin.buffer
-    settings = pickle.load(source)
+def serve(conn: Connection) -> None:
+    """A worker (`processes.start_helper` runs it): the settings, then (task name, batch) ->
+    (ok, result or error) until the parent sends None or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the pipe
+    try:
+        settings = conn.recv()
+    except (EOFError, OSError):
+        return
     while True:
         try:
-            name, batch = pickle.load(source)
-        except EOFError:
+            msg = conn.recv()
+        except (EOFError, OSError):
             return
+        if msg is None:
+            return
+        name, batch = msg
         try:
             reply: tuple[bool, Any] = (True, _TASKS[name](settings, *batch))
         except Exception as exc:  # sent back whole, to be raised in the parent
             reply = (False, f"{type(exc).__name__}: {exc}")
         try:
-            pickle.dump(reply, out, protocol=5)
-            out.flush()
-        except BrokenPipeError:  # the parent gave up on this batch
+            conn.send(reply)
+        except OSError:  # the parent gave up on this batch
             return
 
 
@@ -116,51 +114,40 @@ class Workers:
 
     def __init__(self, settings: Settings, processes: int):
         self.settings = settings
-        command = [sys.executable, "-c", _BOOT]
-        self._procs = [
-            subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(processes)
-        ]
-        for proc in self._procs:  # after every start: a big send waits for its worker to boot
-            _send(proc, sys.path)
-            _send(proc, settings)
+        self._helpers = [start_helper(f"{__name__}:serve") for _ in range(processes)]
+        for helper in self._helpers:  # after every start: a big send waits for its worker to boot
+            _send(helper, settings)
 
     def map(self, fn: Callable[..., Any], batches: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
         """`fn(settings, *batch)` for each batch, in order. Batch k goes to worker k mod n, one at a
         time each, so no pipe fills while its reader waits on the other one."""
-        if not self._procs:
+        if not self._helpers:
             yield from (fn(self.settings, *b) for b in batches)
             return
-        todo, n = iter(batches), len(self._procs)
-        sent = sum(_send(p, (fn.__name__, b)) for p, b in zip(self._procs, todo, strict=False))
+        todo, n = iter(batches), len(self._helpers)
+        sent = sum(_send(h, (fn.__name__, b)) for h, b in zip(self._helpers, todo, strict=False))
         got = 0
         while got < sent:
-            proc = self._procs[got % n]
-            result = _receive(proc)
+            helper = self._helpers[got % n]
+            result = _receive(helper)
             got += 1
             if (b := next(todo, None)) is not None:
-                sent += _send(proc, (fn.__name__, b))
+                sent += _send(helper, (fn.__name__, b))
             yield result
 
     def close(self) -> None:
-        for proc in self._procs:
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()  # an idle worker sees the end of its input and exits
-        for proc in self._procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:  # abandoned mid-batch (an error or Ctrl-C here)
-                proc.kill()
-                proc.wait()
+        for process, conn in self._helpers:
+            stop_helper(process, conn, timeout_s=5)  # one abandoned mid-batch is killed
 
 
-def _send(proc: subprocess.Popen[bytes], obj: Any) -> int:
-    stdin: IO[bytes] = proc.stdin  # type: ignore[assignment]
+_Helper = tuple[subprocess.Popen[bytes], Connection]
+
+
+def _send(helper: _Helper, obj: Any) -> int:
     try:
-        pickle.dump(obj, stdin, protocol=5)
-        stdin.flush()
-    except BrokenPipeError:
-        raise _exited(proc) from None
+        helper[1].send(obj)
+    except OSError:
+        raise _exited(helper[0]) from None
     return 1
 
 
@@ -168,11 +155,11 @@ def _exited(proc: subprocess.Popen[bytes]) -> R1VError:
     return R1VError(f"a sample-check worker process exited (status {proc.wait()}); its error is above")
 
 
-def _receive(proc: subprocess.Popen[bytes]) -> Any:
+def _receive(helper: _Helper) -> Any:
     try:
-        ok, result = pickle.load(proc.stdout)  # type: ignore[arg-type]
-    except EOFError:
-        raise _exited(proc) from None
+        ok, result = helper[1].recv()
+    except (EOFError, OSError):
+        raise _exited(helper[0]) from None
     if not ok:
         raise R1VError(f"a sample-check worker failed: {result}")
     return result
