@@ -84,6 +84,15 @@ from r1v_data.backends.openai_wire import (
 from r1v_data.backends.rate_budget import RateBudget, estimate_tokens
 from r1v_data.redact import redact
 
+# where the messages go while the rest of a body is encoded (`_body_json`): a string no body holds
+_MESSAGES_MARK = "\x00r1v:messages\x00"
+_MESSAGES_MARK_JSON = json.dumps(_MESSAGES_MARK)
+# a body as sent (inline images), and as rendered (canonical: what request ids hash)
+_DUMPS: dict[bool, dict[str, Any]] = {
+    True: {"ensure_ascii": False},
+    False: {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")},
+}
+
 log = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = frozenset({408, 429})  # besides every 5xx
@@ -163,6 +172,8 @@ class OpenAIBackend:
         if self._api_key:
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._warned_dropped = False
+        # inline_images -> (the messages object last encoded, its assistant prefix, their JSON)
+        self._messages_json: dict[bool, tuple[list[Any], str, str]] = {}
         # loop-thread state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -178,7 +189,7 @@ class OpenAIBackend:
     def __getstate__(self) -> dict[str, Any]:
         # what the client process is sent: the settings, none of this process's running state
         state = self.__dict__.copy()
-        state.update(_loop=None, _thread=None, _session=None, _lock=None, _remote=None)
+        state.update(_loop=None, _thread=None, _session=None, _lock=None, _remote=None, _messages_json={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -198,7 +209,9 @@ class OpenAIBackend:
     def body(self, request: GenRequest, *, inline_images: bool = True) -> dict[str, Any]:
         """The JSON body sent for `request`. With `inline_images=False` each image's payload is
         replaced by its sha256 (what `render` shows)."""
-        s = request.sampling
+        return self._body(request, self._messages(request, inline_images))
+
+    def _messages(self, request: GenRequest, inline_images: bool) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         for m in request.messages:
             if not m.images:
@@ -209,6 +222,13 @@ class OpenAIBackend:
             ]
             parts.append({"type": "text", "text": m.text})
             messages.append({"role": m.role, "content": parts})
+        if self.prefill and request.assistant_prefix:
+            messages.append({"role": "assistant", "content": request.assistant_prefix})
+        return messages
+
+    def _body(self, request: GenRequest, messages: Any) -> dict[str, Any]:
+        """The body around `messages` (the sampling settings, the model, what the server needs)."""
+        s = request.sampling
         body: dict[str, Any] = {"model": self.model, "messages": messages, "n": 1}
         if self.reasoning_effort:  # reasoning models reject temperature and top_p
             body["reasoning_effort"] = self.reasoning_effort
@@ -230,7 +250,6 @@ class OpenAIBackend:
                 s.repetition_penalty,
             )
         if self.prefill and request.assistant_prefix:
-            messages.append({"role": "assistant", "content": request.assistant_prefix})
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
         body.update(self.extra_body)
@@ -243,12 +262,25 @@ class OpenAIBackend:
         (so the request identity changes with the image) without copying megabytes of base64
         into every trace row's prompt.
         """
-        return json.dumps(
-            self.body(request, inline_images=False),
-            sort_keys=True,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return self._body_json(request, inline_images=False)
+
+    def _body_json(self, request: GenRequest, inline_images: bool) -> str:
+        """`body` as JSON (canonical without inline images), the messages encoded once for all the
+        requests that share them: a problem's n samples differ only in their sampling settings,
+        and encoding its images' base64 again for each was most of the driver's time."""
+        dumps = _DUMPS[inline_images]
+        body = self._body(request, _MESSAGES_MARK)
+        if body.get("messages") is not _MESSAGES_MARK:  # extra_body replaced the messages
+            return json.dumps(self.body(request, inline_images=inline_images), **dumps)
+        cached = self._messages_json.get(inline_images)
+        if cached is None or cached[0] is not request.messages or cached[1] != request.assistant_prefix:
+            encoded = json.dumps(self._messages(request, inline_images), **dumps)
+            cached = self._messages_json[inline_images] = (
+                request.messages,
+                request.assistant_prefix,
+                encoded,
+            )
+        return json.dumps(body, **dumps).replace(_MESSAGES_MARK_JSON, cached[2], 1)
 
     # ---- the sync facade ---------------------------------------------------------------------
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
@@ -263,8 +295,7 @@ class OpenAIBackend:
         """Each request with its body as sent; the request keeps only what the client reads of it
         (its messages, images included, are in the body)."""
         for req in requests:
-            payload = json.dumps(self.body(req), ensure_ascii=False).encode()
-            yield replace(req, messages=[]), payload
+            yield replace(req, messages=[]), self._body_json(req, inline_images=True).encode()
 
     def serve(self, requests: Connection, results: queue.SimpleQueue[Any]) -> None:
         """The client process's side (`ClientProcess`): send what comes in `requests`, put each

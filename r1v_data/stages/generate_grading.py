@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 DEPTH = 64
 BATCH = 16  # completions (or grades) in one message at most, sent while the other side is busy
 
+# distinct (answer, reference) verdicts a grading process remembers: a problem's samples mostly
+# give the same few answers, and math-verify takes milliseconds to reach a verdict again
+KNOWN_VERDICTS = 65_536
+# verdicts that hold whenever the same answer meets the same reference (not a timeout or error)
+_SETTLED = frozenset({"correct", "wrong", "unverifiable"})
+
 # the fields a grade fills in a trace row, in the order `_grade` returns them
 GRADE_FIELDS = ("think", "answer", "think_closed", "truncated", "repetition", "verdict", "verifier")
 
@@ -138,11 +144,12 @@ def serve(conn: Connection, verify_timeout_s: float) -> None:
     # thread that also reads, a driver sending while the replies it has not read yet fill the
     # pipe's other way (a few long traces do) would wait for this process, and this one for it.
     _daemon(_read_all, conn, inbox)
+    known: dict[tuple, Verdict] = {}  # verdicts reached, by `_problem_key`
     with VerifierPool(workers=1, timeout_s=verify_timeout_s) as verifier:
         verifier.start()  # math-verify imports while the first completions are still on their way
-        _daemon(_verify_all, verifier, hard, inbox)
+        _daemon(_verify_all, verifier, hard, inbox, known)
         try:
-            _answer(conn, inbox, hard)
+            _answer(conn, inbox, hard, known)
         finally:
             hard.put(None)
 
@@ -151,7 +158,12 @@ def _daemon(target: Callable[..., None], *args: Any) -> None:
     threading.Thread(target=target, args=args, name=f"r1v-grader-{target.__name__}", daemon=True).start()
 
 
-def _answer(conn: Connection, inbox: queue.SimpleQueue[tuple | None], hard: queue.SimpleQueue) -> None:
+def _answer(
+    conn: Connection,
+    inbox: queue.SimpleQueue[tuple | None],
+    hard: queue.SimpleQueue,
+    known: dict[tuple, Verdict],
+) -> None:
     """Send back every grade made, a batch per message: what came in meanwhile goes along."""
     while (msg := inbox.get()) is not None:
         grades: list[tuple[Hashable, tuple]] = []
@@ -159,7 +171,7 @@ def _answer(conn: Connection, inbox: queue.SimpleQueue[tuple | None], hard: queu
             if msg[0] == "graded":
                 grades.append(msg[1:])
             for item in msg[1] if msg[0] == "grade" else ():
-                _first_look(item, grades, hard)
+                _first_look(item, grades, hard, known)
             if len(grades) >= BATCH or inbox.empty():
                 break
             if (msg := inbox.get()) is None:
@@ -182,9 +194,11 @@ def _read_all(conn: Connection, inbox: queue.SimpleQueue[tuple | None]) -> None:
     inbox.put(None)
 
 
-def _first_look(item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.SimpleQueue) -> None:
-    """Parse a completion and judge it by the verifier's rules: its grade goes to `grades`, or the
-    completion to `hard` when only math-verify can decide."""
+def _first_look(
+    item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.SimpleQueue, known: dict[tuple, Verdict]
+) -> None:
+    """Parse a completion and judge it by a verdict reached before or by the verifier's rules: its
+    grade goes to `grades`, or the completion to `hard` when only math-verify can decide."""
     from r1v_data.grading.traces import parse_completion
 
     key, text, finish_reason, prefix, (answer, answer_type, options) = item
@@ -192,7 +206,8 @@ def _first_look(item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.S
         parsed = parse_completion(
             text, finish_reason, assistant_prefix=prefix, options=options, answer_type=answer_type
         )
-        verdict = cheap_verdict(parsed.answer, answer, answer_type, options)
+        problem = _problem_key(parsed.answer, answer, answer_type, options)
+        verdict = known.get(problem) or _remember(known, problem, cheap_verdict(*problem))
     except Exception as exc:  # a bug in one grade must not stop the run: the row says so
         log.error("grading a completion failed: %s: %s", type(exc).__name__, exc)
         grades.append((key, _FAILED))
@@ -203,15 +218,34 @@ def _first_look(item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.S
         grades.append((key, _fields(parsed, verdict)))
 
 
-def _verify_all(verifier: VerifierPool, hard: queue.SimpleQueue, inbox: queue.SimpleQueue) -> None:
+def _verify_all(
+    verifier: VerifierPool, hard: queue.SimpleQueue, inbox: queue.SimpleQueue, known: dict[tuple, Verdict]
+) -> None:
+    """Ask math-verify, one answer at a time: the same answer queued again behind the first finds
+    its verdict known by then."""
     while (item := hard.get()) is not None:
         key, parsed, answer, answer_type, options = item
+        problem = _problem_key(parsed.answer, answer, answer_type, options)
         try:
-            grade = _fields(parsed, verifier.verify(parsed.answer, answer, answer_type, options))
+            verdict = known.get(problem) or _remember(known, problem, verifier.verify(*problem))
+            grade = _fields(parsed, verdict)
         except Exception as exc:
             log.error("verifying an answer failed: %s: %s", type(exc).__name__, exc)
             grade = _FAILED
         inbox.put(("graded", key, grade))
+
+
+def _problem_key(answer: str | None, reference: Any, answer_type: Any, options: Any) -> tuple:
+    """What a verdict depends on, hashable: `cheap_verdict`'s and `verify`'s arguments."""
+    return (answer, reference, answer_type, tuple(options) if options else None)
+
+
+def _remember(known: dict[tuple, Verdict], problem: tuple, verdict: Verdict | None) -> Verdict | None:
+    if verdict is not None and verdict.verdict in _SETTLED:
+        if len(known) >= KNOWN_VERDICTS:
+            known.clear()  # a run with this many distinct answers gains little from the rest
+        known[problem] = verdict
+    return verdict
 
 
 _FAILED = (None, None, None, None, None, "error", None)  # the grade of a completion grading failed on

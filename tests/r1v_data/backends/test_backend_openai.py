@@ -170,6 +170,35 @@ def test_render_is_canonical_and_deterministic(serve) -> None:
     assert isinstance(built, OpenAIBackend) and built.concurrency == 3
 
 
+SETTINGS = [
+    {},
+    {"prefill": False},
+    {"vllm_params": False, "token_param": "max_completion_tokens"},
+    {"reasoning_effort": "low", "extra_body": {"stop": ["</answer>"], "seed": 3}},
+    {"extra_body": {"messages": [{"role": "user", "content": "set by the user"}]}},
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_bodies_encoded_once_per_prompt_equal_each_body_encoded_alone(settings) -> None:
+    """A prompt's messages are encoded once for all its samples; what is sent and rendered must be
+    exactly the body encoded on its own, for every setting that shapes a body, whichever
+    requests share, or stop sharing, their messages."""
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", **settings)
+    shared = req("a", 'same \u00e9 "quoted"', [image("PNG")]).messages
+    requests = [
+        GenRequest(f"s{i}", shared, Sampling(seed=i, temperature=0.1 * i), "<think>\n") for i in range(3)
+    ]
+    requests += [req("b", "other", [image("JPEG")]), GenRequest("p", shared, Sampling(seed=9), "")]
+    requests += [GenRequest("c", shared, Sampling(seed=1), "<think>\n")]  # shared again after others
+    canonical = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")}
+    sent = [body for _, body in be._encoded(requests)]
+    for request, body in zip(requests, sent, strict=True):
+        assert json.loads(body) == be.body(request)
+        assert body == json.dumps(be.body(request), ensure_ascii=False).encode()
+        assert be.render(request) == json.dumps(be.body(request, inline_images=False), **canonical)
+
+
 # ---- faults ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "fault", ["429", "429:0", "500", "502", "503", "badjson", "nochoices", "reset", "hang"]

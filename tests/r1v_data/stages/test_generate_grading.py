@@ -3,10 +3,13 @@ whatever the driver does and however slow one grade is."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 
-from r1v_data.stages.generate_grading import TraceGrader
+from r1v_data.grading.verify import Verdict
+from r1v_data.grading.verify_pool import VerifierPool
+from r1v_data.stages.generate_grading import GRADE_FIELDS, TraceGrader, _first_look, _remember, _verify_all
 
 _SAMPLE = {"answer": "7", "answer_type": "free_form", "options": None}
 
@@ -60,3 +63,34 @@ def test_an_answer_waiting_for_math_verify_holds_back_no_other_grade() -> None:
     assert order[-1] == "hard"
     assert dict(grades)["hard"]["verdict"] == "correct"
     assert {g["verdict"] for k, g in grades if k != "hard"} == {"wrong"}
+
+
+def test_a_verdict_math_verify_reached_is_not_asked_for_again_and_only_settled_ones_are_kept() -> None:
+    # a problem's samples mostly repeat a few answers; math-verify decides each pair once per run
+    def look(key: str, answer: str, problem: tuple) -> None:
+        _first_look((key, _completion(answer, steps=5), "stop", "", problem), grades, hard, known)
+
+    hard: queue.SimpleQueue = queue.SimpleQueue()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    known: dict = {}
+    grades: list = []
+    problem = ("1 + x^2", "free_form", None)
+    look("first", "x^2 + 1", problem)
+    assert grades == [] and hard.qsize() == 1  # only math-verify can tell
+    hard.put(None)
+    with VerifierPool(workers=1) as verifier:
+        _verify_all(verifier, hard, inbox, known)
+    _, key, grade = inbox.get()
+    assert key == "first" and dict(zip(GRADE_FIELDS, grade, strict=True))["verdict"] == "correct"
+    look("again", "x^2 + 1", problem)
+    assert hard.empty() and grades == [("again", grade)]
+    for other in [
+        ("1 + x^3", "free_form", None),
+        ("1 + x^2", "expression", None),
+        ("1 + x^2", None, ("a", "b")),
+    ]:
+        look("other", "x^2 + 1", other)  # another reference, type or options: not the same question
+    assert hard.qsize() == 3
+    _remember(known, ("p", "r", None, None), Verdict("timeout"))
+    _remember(known, ("p", "e", None, None), Verdict("error"))
+    assert ("p", "r", None, None) not in known and ("p", "e", None, None) not in known
