@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import pickle
 import socket
+import struct
 import subprocess
 import sys
 from multiprocessing.connection import Connection
@@ -65,6 +68,37 @@ def stop_helper(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+async def pipe_streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A helper's end of its pipe as asyncio streams, for a helper whose work is an event loop:
+    it reads what the driver sends and writes back without blocking the loop, and without a
+    thread for either (threads of one process take turns on one GIL). `conn` is closed."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    conn.close()
+    return await asyncio.open_connection(sock=sock)
+
+
+# `Connection.send` frames a pickle with its length: 4 bytes, or -1 and then 8 for 2 GiB and more
+_SHORT, _LONG = struct.Struct("!i"), struct.Struct("!Q")
+
+
+async def read_message(reader: asyncio.StreamReader) -> Any:
+    """The next object the driver sent with `Connection.send`; EOFError once it closed the pipe."""
+    try:
+        (size,) = _SHORT.unpack(await reader.readexactly(_SHORT.size))
+        if size == -1:
+            (size,) = _LONG.unpack(await reader.readexactly(_LONG.size))
+        return pickle.loads(await reader.readexactly(size))
+    except asyncio.IncompleteReadError:
+        raise EOFError("the driver closed the pipe") from None
+
+
+def write_message(writer: asyncio.StreamWriter, obj: Any) -> None:
+    """Queue `obj` for the driver's `Connection.recv` (the transport sends it as the socket takes it)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    size = _SHORT.pack(len(data)) if len(data) < 2**31 else _SHORT.pack(-1) + _LONG.pack(len(data))
+    writer.writelines((size, data))
 
 
 def start_context() -> mp.context.BaseContext:

@@ -37,8 +37,11 @@ def sample_id(question: str, image_sha256s: list[str]) -> str:
     return h.hexdigest()[:32]
 
 
+_HASHED_JSON = json.JSONEncoder(sort_keys=True, default=str)  # json.dumps(..., sort_keys=True, default=str)
+
+
 def stable_hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return hashlib.sha256(_HASHED_JSON.encode(parts).encode()).hexdigest()[:32]
 
 
 def render_question(question: str, options: list[str]) -> str:

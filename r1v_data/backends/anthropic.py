@@ -12,7 +12,7 @@ from typing import Any
 
 from r1v_data.backends import anthropic_wire as wire
 from r1v_data.backends.base import GenRequest, GenResult
-from r1v_data.backends.openai_compat import OpenAIBackend, _Attempt
+from r1v_data.backends.openai_compat import OpenAIBackend, _Attempt, _Sent, encode_json
 from r1v_data.backends.openai_wire import body_snippet
 
 
@@ -34,7 +34,11 @@ class AnthropicBackend(OpenAIBackend):
         out.update(self.extra_body)
         return out
 
-    def _parse(self, req: GenRequest, raw: bytes) -> GenResult | _Attempt:
+    def _body_json(self, request: GenRequest, inline_images: bool) -> str:
+        # the whole body each time: openai:'s messages-encoded-once splice knows only its own layout
+        return encode_json(self.body(request, inline_images=inline_images), inline_images)
+
+    def _parse(self, req: _Sent, raw: bytes) -> GenResult | _Attempt:
         try:
             data = json.loads(raw)
         except ValueError:

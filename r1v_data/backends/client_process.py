@@ -8,27 +8,25 @@ hands them over a pipe, a batch at a time; the child process sends them, keeps `
 flight, and hands back every result it has in one message.
 
 The driver keeps up to twice `concurrency` requests with the child, so the child always has the
-next requests at hand when a slot frees. The child is a plain interpreter (`processes.start_helper`)
+next requests at hand when a slot frees. The child does everything on one event loop in one
+thread (reading requests, the HTTP exchanges, writing results back), so no thread of its own
+waits for another's turn on the GIL. The child is a plain interpreter (`processes.start_helper`)
 in a session of its own, so Ctrl-C reaches only the driver; it exits when the driver closes the
 pipe or dies. A generation stopped early closes the child, and the next one starts a new child.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
+import asyncio
 import signal
 import subprocess
-import threading
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from r1v_data.backends.base import BackendError, GenRequest, GenResult
+from r1v_data.backends.base import BackendError, GenResult
 from r1v_data.processes import start_helper, stop_helper
 from r1v_data.redact import redact
-
-_RESULTS_PER_MESSAGE = 256
 
 
 class Served(Protocol):
@@ -37,7 +35,7 @@ class Served(Protocol):
     spec: str
     concurrency: int
 
-    def serve(self, requests: Connection, results: queue.SimpleQueue[Any]) -> None: ...
+    async def serve(self, conn: Connection) -> None: ...
 
 
 class ClientProcess:
@@ -48,15 +46,16 @@ class ClientProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
 
-    def generate(self, items: Iterable[tuple[GenRequest, bytes]], proven: bool) -> Iterator[GenResult]:
-        """Send each (request, encoded body) and yield its result, in the order results come."""
-        conn = self._start()
+    def generate(self, items: Iterable[tuple[Any, bytes]], proven: bool) -> Iterator[GenResult]:
+        """Send each (request, encoded body) and yield its result, in the order results come (the
+        request as the backend's `serve` reads it, with its `request_id`)."""
+        conn = self.start()
         conn.send(("proven", proven))
         window = 2 * self.backend.concurrency
         it, outstanding, exhausted = iter(items), 0, False
         try:
             while True:
-                batch: list[tuple[GenRequest, bytes]] = []
+                batch: list[tuple[Any, bytes]] = []
                 while not exhausted and outstanding + len(batch) < window:
                     try:
                         batch.append(next(it))
@@ -80,7 +79,8 @@ class ClientProcess:
         process, conn, self._process, self._conn = self._process, self._conn, None, None
         stop_helper(process, conn)
 
-    def _start(self) -> Connection:
+    def start(self) -> Connection:
+        """Start the child (if it is not running); the driver's end of its pipe."""
         if self._conn is None:
             self._process, self._conn = start_helper(f"{__name__}:serve", self.backend)
         return self._conn
@@ -101,20 +101,4 @@ class ClientProcess:
 def serve(conn: Connection, backend: Served) -> None:
     """The client process (`start_helper` runs it): `backend.serve` until the driver stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    # results go back from a thread of their own: the thread reading requests never blocks on a
-    # driver that is itself busy sending
-    threading.Thread(target=_send_results, args=(conn, results), name="r1v-http-results", daemon=True).start()
-    backend.serve(conn, results)
-
-
-def _send_results(conn: Connection, results: queue.SimpleQueue[Any]) -> None:
-    while True:
-        batch = [results.get()]
-        with contextlib.suppress(queue.Empty):
-            while len(batch) < _RESULTS_PER_MESSAGE:
-                batch.append(results.get_nowait())
-        try:
-            conn.send(batch)
-        except (OSError, ValueError):
-            return
+    asyncio.run(backend.serve(conn))

@@ -67,7 +67,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
 from r1v_data.backends.client_process import ClientProcess
@@ -82,18 +82,26 @@ from r1v_data.backends.openai_wire import (
     server_message,
 )
 from r1v_data.backends.rate_budget import RateBudget, estimate_tokens
+from r1v_data.processes import pipe_streams, read_message, write_message
 from r1v_data.redact import redact
 
 # where the messages go while the rest of a body is encoded (`_body_json`): a string no body holds
 _MESSAGES_MARK = "\x00r1v:messages\x00"
 _MESSAGES_MARK_JSON = json.dumps(_MESSAGES_MARK)
-# a body as sent (inline images), and as rendered (canonical: what request ids hash)
-_DUMPS: dict[bool, dict[str, Any]] = {
-    True: {"ensure_ascii": False},
-    False: {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")},
+# a body as sent (inline images), and as rendered (canonical: what request ids hash); made once,
+# as `json.dumps` with options builds an encoder on every call
+_JSON: dict[bool, json.JSONEncoder] = {
+    True: json.JSONEncoder(ensure_ascii=False),
+    False: json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")),
 }
 
 log = logging.getLogger(__name__)
+
+
+def encode_json(body: dict[str, Any], inline_images: bool) -> str:
+    """A body as sent (`inline_images`) or as rendered (canonical JSON)."""
+    return _JSON[inline_images].encode(body)
+
 
 _TRANSIENT_STATUS = frozenset({408, 429})  # besides every 5xx
 _SAME_ERROR_FATAL = 8  # this many identical non-transient failures before any success → fatal
@@ -268,53 +276,68 @@ class OpenAIBackend:
         """`body` as JSON (canonical without inline images), the messages encoded once for all the
         requests that share them: a problem's n samples differ only in their sampling settings,
         and encoding its images' base64 again for each was most of the driver's time."""
-        dumps = _DUMPS[inline_images]
+        encoder = _JSON[inline_images]
         body = self._body(request, _MESSAGES_MARK)
         if body.get("messages") is not _MESSAGES_MARK:  # extra_body replaced the messages
-            return json.dumps(self.body(request, inline_images=inline_images), **dumps)
+            return encode_json(self.body(request, inline_images=inline_images), inline_images)
         cached = self._messages_json.get(inline_images)
         if cached is None or cached[0] is not request.messages or cached[1] != request.assistant_prefix:
-            encoded = json.dumps(self._messages(request, inline_images), **dumps)
+            encoded = encoder.encode(self._messages(request, inline_images))
             cached = self._messages_json[inline_images] = (
                 request.messages,
                 request.assistant_prefix,
                 encoded,
             )
-        return json.dumps(body, **dumps).replace(_MESSAGES_MARK_JSON, cached[2], 1)
+        return encoder.encode(body).replace(_MESSAGES_MARK_JSON, cached[2], 1)
 
     # ---- the sync facade ---------------------------------------------------------------------
+    def start_client(self) -> None:
+        """Start the client process now, so it imports while the caller prepares its requests
+        (otherwise the first `generate` starts it)."""
+        if self.client_process:
+            self._client().start()
+
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
         encoded = self._encoded(requests)
         if not self.client_process:
             return self._generate_here(encoded)
+        return self._client().generate(encoded, proven=self._succeeded)
+
+    def _client(self) -> ClientProcess:
         if self._remote is None:
             self._remote = ClientProcess(self)
-        return self._remote.generate(encoded, proven=self._succeeded)
+        return self._remote
 
-    def _encoded(self, requests: Iterable[GenRequest]) -> Iterator[tuple[GenRequest, bytes]]:
-        """Each request with its body as sent; the request keeps only what the client reads of it
-        (its messages, images included, are in the body)."""
+    def _encoded(self, requests: Iterable[GenRequest]) -> Iterator[tuple[_Sent, bytes]]:
+        """Each request with its body as sent: of the request, only what the client reads (its
+        messages, images included, are in the body; a tuple pickles in a tenth of the time)."""
         for req in requests:
-            yield replace(req, messages=[]), self._body_json(req, inline_images=True).encode()
+            sent = _Sent(req.request_id, req.assistant_prefix, req.sampling.max_tokens)
+            yield sent, self._body_json(req, inline_images=True).encode()
 
-    def serve(self, requests: Connection, results: queue.SimpleQueue[Any]) -> None:
-        """The client process's side (`ClientProcess`): send what comes in `requests`, put each
-        result in `results`, until the driver says stop or goes away."""
-        loop = self._start()
-        run = _Run(self, results, slots=self.concurrency)
+    async def serve(self, conn: Connection) -> None:
+        """The client process's side (`ClientProcess`), on this thread's event loop: send the
+        requests the driver hands over, `concurrency` at a time, and hand back the results, those
+        finished in one turn of the loop in one message, until the driver says stop or goes away."""
+        reader, writer = await pipe_streams(conn)
+        self._session = self._new_session()
+        run = _Run(self, _Outbox(writer), slots=self.concurrency)
         try:
-            while (msg := requests.recv()) is not None:
+            while (msg := await read_message(reader)) is not None:
                 kind, value = msg
                 if kind == "requests":
-                    loop.call_soon_threadsafe(run.spawn, value)
+                    run.spawn(value)
                 elif value:  # "proven"
                     self.settings_proven()
         except (EOFError, OSError):
             pass  # the driver is gone
         finally:
-            self.close()
+            run.cancel()
+            await asyncio.gather(*run.tasks, return_exceptions=True)
+            await self._session.close()
+            writer.close()
 
-    def _generate_here(self, encoded: Iterator[tuple[GenRequest, bytes]]) -> Iterator[GenResult]:
+    def _generate_here(self, encoded: Iterator[tuple[_Sent, bytes]]) -> Iterator[GenResult]:
         """The client loop in a thread of this process."""
         loop = self._start()
         results: queue.SimpleQueue[GenResult | BackendError] = queue.SimpleQueue()
@@ -323,7 +346,7 @@ class OpenAIBackend:
         exhausted = False
         try:
             while True:
-                batch: list[tuple[GenRequest, bytes]] = []
+                batch: list[tuple[_Sent, bytes]] = []
                 while not exhausted and in_flight + len(batch) < self.concurrency:
                     try:
                         batch.append(next(encoded))
@@ -400,8 +423,6 @@ class OpenAIBackend:
         with self._lock:
             if self._loop is not None:
                 return self._loop
-            import aiohttp
-
             loop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -415,15 +436,21 @@ class OpenAIBackend:
             ready.wait()
 
             async def make_session() -> Any:
-                connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=60)
-                timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.timeout_s, 30.0))
-                return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers)
+                return self._new_session()
 
             self._session = asyncio.run_coroutine_threadsafe(make_session(), loop).result()
             self._loop, self._thread = loop, thread
             return loop
 
-    async def _request(self, req: GenRequest, payload: bytes) -> GenResult:
+    def _new_session(self) -> Any:
+        """The HTTP session (on the running loop)."""
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.timeout_s, 30.0))
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers)
+
+    async def _request(self, req: _Sent, payload: bytes) -> GenResult:
         """Send one request with retries; a `GenResult` always, or `_Fatal`."""
         start = time.perf_counter()
         last: _Attempt | None = None
@@ -431,9 +458,7 @@ class OpenAIBackend:
             if last is not None:
                 await asyncio.sleep(self._delay(attempt, last))
             if self.budget is not None:
-                await asyncio.sleep(
-                    self.budget.reserve(estimate_tokens(len(payload), req.sampling.max_tokens))
-                )
+                await asyncio.sleep(self.budget.reserve(estimate_tokens(len(payload), req.max_tokens)))
             outcome = await self._attempt(req, payload)
             if isinstance(outcome, GenResult):
                 outcome.latency_s = time.perf_counter() - start
@@ -454,7 +479,7 @@ class OpenAIBackend:
             )
         return _failed(req, f"gave up after {tries} tries: {last.error}", start)
 
-    async def _attempt(self, req: GenRequest, payload: bytes) -> GenResult | _Attempt:
+    async def _attempt(self, req: _Sent, payload: bytes) -> GenResult | _Attempt:
         import aiohttp
 
         endpoint, unreachable = self.endpoints.acquire(), False
@@ -500,7 +525,7 @@ class OpenAIBackend:
             return _Attempt(message, transient=True, retry_after=wait)
         return _Attempt(message, transient=False)
 
-    def _parse(self, req: GenRequest, raw: bytes) -> GenResult | _Attempt:
+    def _parse(self, req: _Sent, raw: bytes) -> GenResult | _Attempt:
         try:
             data = json.loads(raw)
         except ValueError:
@@ -556,26 +581,34 @@ class OpenAIBackend:
         return redact(text, self._api_key)
 
 
+class _Sent(NamedTuple):
+    """What the client reads of a request whose body is encoded."""
+
+    request_id: str
+    assistant_prefix: str
+    max_tokens: int | None
+
+
 class _Run:
-    """The loop-side half of one `generate()` call (or of a client process): its tasks and its
-    result queue. With `slots`, at most that many requests are in flight and the rest wait here
+    """The loop-side half of one `generate()` call (or of a client process): its tasks and where
+    their results go (a queue the caller's thread reads, or the client process's `_Outbox`). With `slots`, at most that many requests are in flight and the rest wait here
     (the client process is handed more than it may send at once); without, the caller bounds
     what it hands over."""
 
     def __init__(
         self,
         backend: OpenAIBackend,
-        results: queue.SimpleQueue[GenResult | BackendError],
+        results: queue.SimpleQueue[GenResult | BackendError] | _Outbox,
         slots: int | None = None,
     ):
         self.backend = backend
         self.results = results
         self.slots = slots
-        self.waiting: deque[tuple[GenRequest, bytes]] = deque()
+        self.waiting: deque[tuple[_Sent, bytes]] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False
 
-    def spawn(self, batch: list[tuple[GenRequest, bytes]]) -> None:
+    def spawn(self, batch: list[tuple[_Sent, bytes]]) -> None:
         if self.stopped:
             return
         self.waiting.extend(batch)
@@ -593,7 +626,7 @@ class _Run:
         if not self.stopped:
             self._fill()
 
-    async def _one(self, req: GenRequest, payload: bytes) -> None:
+    async def _one(self, req: _Sent, payload: bytes) -> None:
         try:
             result: GenResult | BackendError = await self.backend._request(req, payload)
         except _Fatal as exc:
@@ -616,5 +649,24 @@ class _Run:
                 task.cancel()
 
 
-def _failed(req: GenRequest, error: str, start: float, reason: str = "error") -> GenResult:
+class _Outbox:
+    """Results on their way back to the driver from the client process: those finished in one
+    turn of the loop go in one message, written as the socket takes it."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.items: list[GenResult | BackendError] = []
+
+    def put(self, item: GenResult | BackendError) -> None:
+        if not self.items:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.items.append(item)
+
+    def _flush(self) -> None:
+        items, self.items = self.items, []
+        if not self.writer.is_closing():
+            write_message(self.writer, items)
+
+
+def _failed(req: _Sent, error: str, start: float, reason: str = "error") -> GenResult:
     return GenResult(req.request_id, finish_reason=reason, error=error, latency_s=time.perf_counter() - start)

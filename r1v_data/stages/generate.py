@@ -87,6 +87,8 @@ def run_generate(
         meter = Meter(load_prices(cfg.prices))  # a bad price file stops the run before it begins
         owned = backend is None  # close only what this call built
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
+        if start_client := getattr(backend, "start_client", None):  # it imports meanwhile
+            start_client()
         run_id = store.begin_run("generate")
         attach_store(backend, store, run_id)
         result = GenerateResult(run_id, backend.identity, adaptive=_describe_controls(controls, cfg))

@@ -118,7 +118,7 @@ class TraceGrader:
         stop_helper(process, conn)
 
     def __enter__(self) -> TraceGrader:
-        self.start()  # it and its verifier warm up while the first requests are in flight
+        self.start()  # it imports while the first requests are in flight
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,8 +145,10 @@ def serve(conn: Connection, verify_timeout_s: float) -> None:
     # pipe's other way (a few long traces do) would wait for this process, and this one for it.
     _daemon(_read_all, conn, inbox)
     known: dict[tuple, Verdict] = {}  # verdicts reached, by `_problem_key`
+    # math-verify starts with the first answer only it can judge (its import and warm-up cost
+    # seconds of CPU, which a run whose answers the rules settle never pays); meanwhile that answer
+    # waits alone, as every answer waiting for math-verify does
     with VerifierPool(workers=1, timeout_s=verify_timeout_s) as verifier:
-        verifier.start()  # math-verify imports while the first completions are still on their way
         _daemon(_verify_all, verifier, hard, inbox, known)
         try:
             _answer(conn, inbox, hard, known)

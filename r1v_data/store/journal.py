@@ -44,7 +44,7 @@ class Journal:
         self._fd: int | None = None
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        line = json.dumps(rows, default=_encode, separators=(",", ":")).encode() + b"\n"
+        line = _RECORDS_JSON.encode(rows).encode() + b"\n"
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         view = memoryview(line)
@@ -172,6 +172,10 @@ def _encode(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return {"$b": base64.b64encode(value).decode()}
     raise TypeError(f"a journal record cannot hold {type(value).__name__}")
+
+
+# made once: `json.dumps` with options builds an encoder on every call (once per result here)
+_RECORDS_JSON = json.JSONEncoder(default=_encode, separators=(",", ":"))
 
 
 def _decode(obj: dict[str, Any]) -> Any:

@@ -179,12 +179,19 @@ SETTINGS = [
 ]
 
 
+def _anthropic(**settings) -> OpenAIBackend:
+    return make_backend("anthropic:http://127.0.0.1:9/v1#m", **settings)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: OpenAIBackend("http://127.0.0.1:9/v1", "m", **kw), _anthropic])
 @pytest.mark.parametrize("settings", SETTINGS)
-def test_bodies_encoded_once_per_prompt_equal_each_body_encoded_alone(settings) -> None:
+def test_bodies_encoded_once_per_prompt_equal_each_body_encoded_alone(make, settings) -> None:
     """A prompt's messages are encoded once for all its samples; what is sent and rendered must be
     exactly the body encoded on its own, for every setting that shapes a body, whichever
-    requests share, or stop sharing, their messages."""
-    be = OpenAIBackend("http://127.0.0.1:9/v1", "m", **settings)
+    requests share, or stop sharing, their messages, and for each backend built on openai:."""
+    if "token_param" in settings and make is _anthropic:
+        settings = {k: v for k, v in settings.items() if k != "token_param"}
+    be = make(**settings)
     shared = req("a", 'same \u00e9 "quoted"', [image("PNG")]).messages
     requests = [
         GenRequest(f"s{i}", shared, Sampling(seed=i, temperature=0.1 * i), "<think>\n") for i in range(3)
