@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing as mp
 import os
 import pickle
 import socket
@@ -99,14 +98,3 @@ def write_message(writer: asyncio.StreamWriter, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     size = _SHORT.pack(len(data)) if len(data) < 2**31 else _SHORT.pack(-1) + _LONG.pack(len(data))
     writer.writelines((size, data))
-
-
-def start_context() -> mp.context.BaseContext:
-    """A multiprocessing context that is safe from a process with threads.
-
-    Not "fork": a forked copy of a threaded process can deadlock on a lock some other thread
-    held, and inherits every open descriptor (CUDA, sockets, the other children's pipes, so a
-    child would not see EOF when the parent dies). A forkserver child starts clean and cheaply;
-    spawn where forkserver does not exist (Windows)."""
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 import weakref
@@ -22,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
 from r1v_data.grading.verify import VERIFIER_NAME, Verdict, VerifyRequest, cheap_verdict
-from r1v_data.processes import start_context
+from r1v_data.processes import start_helper
 
 __all__ = ["VERIFIER_NAME", "Verdict", "VerifierPool", "VerifyRequest"]
 
@@ -127,7 +128,7 @@ def _worker_main(conn: Connection, inner_timeout: int | None, memory_mb: int | N
 # ----------------------------------------------------------------------------- the pool
 @dataclass(eq=False)
 class _Worker:
-    process: Any
+    process: subprocess.Popen[bytes]
     conn: Connection
     since: float  # when it was started (until ready) or given its task
     ready: bool = False
@@ -136,17 +137,22 @@ class _Worker:
 
 def _stop(worker: _Worker, graceful: bool) -> None:
     # one still importing math-verify has nothing to finish: waiting would cost its whole start
-    if graceful and worker.ready and worker.process.is_alive():
-        try:
+    if graceful and worker.ready and worker.process.poll() is None:
+        with contextlib.suppress(OSError, ValueError):
             worker.conn.send(None)
-            worker.process.join(1.0)
-        except (OSError, ValueError):
-            pass
-    if worker.process.is_alive():
+            _exit_code(worker.process, 1.0)
+    if worker.process.poll() is None:
         worker.process.kill()
-    worker.process.join(5.0)  # reap it: no zombie
+    _exit_code(worker.process, 5.0)  # reap it: no zombie
     with contextlib.suppress(OSError):  # at exit a call in another thread may have closed it
         worker.conn.close()
+
+
+def _exit_code(process: subprocess.Popen[bytes], wait_s: float) -> int | None:
+    """Its exit status once it has ended, waiting up to `wait_s`; None if it is still running."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(wait_s)
+    return process.returncode
 
 
 def _shutdown(workers: list[_Worker]) -> None:
@@ -190,7 +196,6 @@ class VerifierPool:
         auto = inner_timeout_s == "auto"
         self.inner_timeout_s = max(1, int(timeout_s / 3)) if auto else inner_timeout_s
         self.memory_mb = memory_mb
-        self._ctx = start_context()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -211,7 +216,7 @@ class VerifierPool:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
-        return [w.process.pid for w in self._workers if w.process.is_alive()]
+        return [w.process.pid for w in self._workers if w.process.poll() is None]
 
     def verify(
         self,
@@ -243,16 +248,10 @@ class VerifierPool:
 
     # -- scheduling ----------------------------------------------------------------------------
     def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child, self.inner_timeout_s, self.memory_mb),
-            name="r1v-verifier",
-            daemon=True,  # never outlive the interpreter, even if close() was not called
-        )
-        process.start()
-        child.close()
-        return _Worker(process, parent, since=time.monotonic())
+        # a plain interpreter (`start_helper`): nothing of the caller's main script runs again in
+        # it, so a script without a `__main__` guard can verify; it exits when its pipe closes
+        process, conn = start_helper(f"{__name__}:_worker_main", self.inner_timeout_s, self.memory_mb)
+        return _Worker(process, conn, since=time.monotonic())
 
     def _replace(self, worker: _Worker) -> None:
         _stop(worker, graceful=False)
@@ -293,11 +292,12 @@ class VerifierPool:
     def _wait_and_collect(self, results: list[Verdict | None]) -> None:
         watched = [w for w in self._workers if w.task is not None or not w.ready]
         deadline = min(map(self._limit, watched), default=time.monotonic() + 1.0)
-        handles = [h for w in self._workers for h in (w.conn, w.process.sentinel)]
+        # a worker that ends closes its end of the pipe: its connection turns readable (EOF)
+        handles = [w.conn for w in self._workers]
         ready = set(wait(handles, timeout=max(0.0, deadline - time.monotonic())))
         now = time.monotonic()
         for worker in list(self._workers):
-            if worker.conn in ready or worker.process.sentinel in ready:
+            if worker.conn in ready:
                 self._receive(worker, results)
             elif worker in watched and now >= self._limit(worker):
                 if worker.task is not None:
@@ -314,7 +314,7 @@ class VerifierPool:
             msg = None
         if msg is None:  # the process ended: a crash (or the memory limit) is this item's error
             if worker.task is not None:
-                code = worker.process.exitcode
+                code = _exit_code(worker.process, 1.0)
                 detail = f"verifier worker died (exit code {code})"
                 results[worker.task] = Verdict("error", detail=detail)
             elif not worker.ready:
