@@ -32,7 +32,7 @@ from r1v_data.config import GenerateConfig
 from r1v_data.errors import ConfigError, Interrupted
 from r1v_data.executors import Executor, Work, make_executor
 from r1v_data.grading.verify import VERIFIER_NAME
-from r1v_data.stages.generate_grading import TraceGrader
+from r1v_data.stages.generate_grading import InlineGrader, TraceGrader
 from r1v_data.stages.generate_rows import GenerateResult, Pending, TraceBlock, base_row
 from r1v_data.store import PartWriter, Store
 
@@ -67,7 +67,7 @@ class _Run:
     cfg: GenerateConfig
     done: set[str]  # finished request ids: read once from the store, added to as results arrive
     writer: PartWriter
-    grader: TraceGrader  # parses and verifies results in a process of its own
+    grader: TraceGrader | InlineGrader  # parses and verifies results (see `_grader`)
     result: GenerateResult
     progress: Progress | None
     executor: Executor
@@ -96,7 +96,7 @@ def run_generate(
         status = "failed"
         try:
             with (
-                TraceGrader(cfg.verify_timeout_s) as grader,
+                _grader(backend, cfg) as grader,
                 # journaled: a result is on disk once it counts as done, so a kill re-sends only
                 # the requests in flight (the buffer is folded into its part on the next open)
                 store.writer(
@@ -147,6 +147,15 @@ def run_generate(
             if owned:
                 backend.close()
     return result
+
+
+def _grader(backend: Backend, cfg: GenerateConfig) -> TraceGrader | InlineGrader:
+    """Grading in this process when the HTTP client runs in a process of its own (nothing here
+    then competes with it for the GIL); otherwise in a process of its own, off the GIL of a client
+    loop thread or a model running here."""
+    if getattr(backend, "client_process", False):
+        return InlineGrader(cfg.verify_timeout_s)
+    return TraceGrader(cfg.verify_timeout_s)
 
 
 def _run_round(

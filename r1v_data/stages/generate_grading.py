@@ -133,6 +133,73 @@ class TraceGrader:
         self._poller.register(self._conn.fileno(), select.POLLIN)
 
 
+class InlineGrader:
+    """`TraceGrader`'s interface, its work done in the calling thread: for a driver whose HTTP
+    client runs in a process of its own, nothing else in this process waits for the GIL, and
+    grading here spares a process, the pickling both ways and a pipe's wake-ups per batch. Answers
+    only math-verify can judge wait for it in a thread (its worker is a process), holding back no
+    other grade."""
+
+    def __init__(self, verify_timeout_s: float = 5.0):
+        self.verify_timeout_s = verify_timeout_s
+        self._ready: deque[tuple[Hashable, tuple]] = deque()  # graded, not handed out yet
+        self._hard: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()  # for math-verify
+        self._verified: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # ("graded", key, grade)
+        self._known: dict[tuple, Verdict] = {}
+        self._waiting = 0  # submitted to math-verify, not collected yet
+        self._verifier: VerifierPool | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, key: Hashable, text: str, finish_reason: str | None, prefix: str, sample: dict[str, Any]
+    ) -> None:
+        problem = (sample.get("answer"), sample.get("answer_type"), sample.get("options"))
+        before = len(self._ready)
+        _first_look((key, text, finish_reason, prefix, problem), self._ready, self._hard, self._known)
+        if len(self._ready) == before:
+            self._waiting += 1
+            self._start_verifier()
+
+    def receive(self) -> tuple[Hashable, dict[str, Any]]:
+        if not self._ready:
+            assert self._waiting, "receive() with nothing submitted"
+            self._collect(self._verified.get())
+        key, grade = self._ready.popleft()
+        return key, dict(zip(GRADE_FIELDS, grade, strict=True))
+
+    def has_reply(self) -> bool:
+        while self._waiting and not self._verified.empty():
+            self._collect(self._verified.get_nowait())
+        return bool(self._ready)
+
+    def _collect(self, graded: tuple) -> None:
+        self._ready.append(graded[1:])
+        self._waiting -= 1
+
+    def _start_verifier(self) -> None:
+        if self._verifier is None:  # math-verify starts with the first answer only it can judge
+            self._verifier = VerifierPool(workers=1, timeout_s=self.verify_timeout_s)
+            args = (self._verifier, self._hard, self._verified, self._known)
+            self._thread = threading.Thread(
+                target=_verify_all, args=args, name="r1v-grader-verify", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        verifier, thread, self._verifier, self._thread = self._verifier, self._thread, None, None
+        if thread is not None:
+            self._hard.put(None)
+            thread.join(timeout=2 * self.verify_timeout_s + 10)
+        if verifier is not None:
+            verifier.close()
+
+    def __enter__(self) -> InlineGrader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def serve(conn: Connection, verify_timeout_s: float) -> None:
     """The grading process (`start_helper` runs it): grade completions until told to stop or the
     driver goes away."""
@@ -197,7 +264,10 @@ def _read_all(conn: Connection, inbox: queue.SimpleQueue[tuple | None]) -> None:
 
 
 def _first_look(
-    item: tuple, grades: list[tuple[Hashable, tuple]], hard: queue.SimpleQueue, known: dict[tuple, Verdict]
+    item: tuple,
+    grades: list[tuple[Hashable, tuple]] | deque[tuple[Hashable, tuple]],
+    hard: queue.SimpleQueue,
+    known: dict[tuple, Verdict],
 ) -> None:
     """Parse a completion and judge it by a verdict reached before or by the verifier's rules: its
     grade goes to `grades`, or the completion to `hard` when only math-verify can decide."""

@@ -75,7 +75,7 @@ def trace_row(
     result: GenerateResult,
     grade: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The trace row of one result; `grade` holds what `TraceGrader` made of its text (None for a
+    """The trace row of one result; `grade` holds what the grader made of its text (None for a
     failed request, which has no text to grade)."""
     row = base_row(
         res.request_id,
@@ -116,7 +116,7 @@ def _gradable(res: GenResult) -> bool:
 class TraceBlock:
     """generate's block function: the teacher answers a block of (request, Pending) pairs and each
     result becomes its graded trace row, where the teacher runs (this process or a Ray actor).
-    Grading runs in a `TraceGrader` process, a few results behind the teacher (see there).
+    Grading runs a few results behind the teacher, in the run's grader (`generate_grading.py`).
     A result counts as finished unless it failed in a way a later run may fix."""
 
     run_id: str

@@ -1,5 +1,6 @@
-"""The grading process behind `generate`: every completion gets its grade back, under its key,
-whatever the driver does and however slow one grade is."""
+"""generate's grading, in a process of its own (`TraceGrader`) or in the driver (`InlineGrader`):
+every completion gets its grade back, under its key, whatever the driver does and however slow
+one grade is."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import queue
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from r1v_data.grading.verify import Verdict
 from r1v_data.grading.verify_pool import VerifierPool
-from r1v_data.stages.generate_grading import GRADE_FIELDS, TraceGrader, _first_look, _remember, _verify_all
+from r1v_data.stages.generate_grading import (
+    GRADE_FIELDS,
+    InlineGrader,
+    TraceGrader,
+    _first_look,
+    _remember,
+    _verify_all,
+)
 
 _SAMPLE = {"answer": "7", "answer_type": "free_form", "options": None}
 
@@ -27,13 +37,17 @@ def _within(seconds: float, work: Callable[[], None]) -> None:
     assert not driver.is_alive(), "the driver and the grading process wait for each other"
 
 
-def test_a_driver_that_sends_many_long_traces_before_reading_any_grade_gets_them_all() -> None:
+GRADERS = pytest.mark.parametrize("grader_class", [TraceGrader, InlineGrader])
+
+
+@GRADERS
+def test_a_driver_that_sends_many_long_traces_before_reading_any_grade_gets_them_all(grader_class) -> None:
     # Before the grader read its pipe in a thread of its own, this deadlocked: the driver sat in
     # send() behind a full pipe while the grader sat in send() behind the unread grades.
     n, grades = 200, {}
 
     def drive() -> None:
-        with TraceGrader() as grader:
+        with grader_class() as grader:
             for i in range(n):
                 grader.submit(i, _completion(str(i)), "stop", "", _SAMPLE)
             grades.update(grader.receive() for _ in range(n))
@@ -44,14 +58,15 @@ def test_a_driver_that_sends_many_long_traces_before_reading_any_grade_gets_them
     assert all(g["think_closed"] and not g["truncated"] for g in grades.values())
 
 
-def test_an_answer_waiting_for_math_verify_holds_back_no_other_grade() -> None:
+@GRADERS
+def test_an_answer_waiting_for_math_verify_holds_back_no_other_grade(grader_class) -> None:
     # the first needs math-verify (not yet started: a cold worker takes a second or more), the
     # others are settled by the rules; their grades come back first, and the slow one after
     grades: list[tuple[object, dict]] = []
 
     def drive() -> None:
         sample = {**_SAMPLE, "answer": "1 + x^2"}
-        with TraceGrader() as grader:
+        with grader_class() as grader:
             grader.submit("hard", _completion("x^2 + 1", steps=5), "stop", "", sample)
             for i in range(30):
                 grader.submit(i, _completion("0", steps=5), "stop", "", sample)
