@@ -52,27 +52,24 @@ class ClientProcess:
         conn = self.start()
         conn.send(("proven", proven))
         window = 2 * self.backend.concurrency
-        it, outstanding, exhausted = iter(items), 0, False
+        pending = _Pending(iter(items))
         try:
             while True:
-                batch: list[tuple[Any, bytes]] = []
-                while not exhausted and outstanding + len(batch) < window:
-                    try:
-                        batch.append(next(it))
-                    except StopIteration:
-                        exhausted = True
-                if batch:
-                    conn.send(("requests", batch))
-                    outstanding += len(batch)
-                if not outstanding:
+                pending.top_up(conn, window)
+                if not pending.outstanding:
                     return
-                for item in self._receive():
+                results = self._receive()
+                pending.outstanding -= len(results)
+                # the child's free slots are refilled before the caller works through these
+                # results (grading, rows, the journal: most of a millisecond each); topped up only
+                # after them, a batch of results left the child that long without requests
+                pending.top_up(conn, window)
+                for item in results:
                     if isinstance(item, BackendError):
                         raise item
-                    outstanding -= 1
                     yield item
         finally:
-            if outstanding:  # stopped early: what the child still has in flight goes with it
+            if pending.outstanding:  # stopped early: what the child still has goes with it
                 self.close()
 
     def close(self) -> None:
@@ -96,6 +93,27 @@ class ClientProcess:
                 f"{redact(self.backend.spec)}: the HTTP client process stopped (exit code {code}); "
                 "re-run (finished requests are kept)"
             ) from None
+
+
+class _Pending:
+    """The requests not yet handed to the child, and how many it holds unanswered."""
+
+    def __init__(self, items: Iterator[tuple[Any, bytes]]):
+        self.items = items
+        self.outstanding = 0
+        self.exhausted = False
+
+    def top_up(self, conn: Connection, window: int) -> None:
+        """Hand the child requests until it holds `window` (in flight and waiting there)."""
+        batch: list[tuple[Any, bytes]] = []
+        while not self.exhausted and self.outstanding + len(batch) < window:
+            try:
+                batch.append(next(self.items))
+            except StopIteration:
+                self.exhausted = True
+        if batch:
+            conn.send(("requests", batch))
+            self.outstanding += len(batch)
 
 
 def serve(conn: Connection, backend: Served) -> None:
