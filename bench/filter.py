@@ -210,6 +210,8 @@ def child(what: str, store: Path) -> None:
         start = time.perf_counter()
         out["rows"], out["pairs"] = len(questions), (_ours if what == "dedup" else _datasketch)(questions)
     out["seconds"] = time.perf_counter() - start
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_s"] = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime  # with the workers'
     out["workers_rss_mb"] = children.stop() if children else []
     out["peak_rss_mb"] = peak_rss_mb() + sum(out["workers_rss_mb"])
     print(json.dumps(out))
@@ -302,7 +304,7 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
             else ""
         )
         print(f"{label:<26} {r['rows']:>11,} rows {r['seconds']:>7.1f} s {r['rows'] / r['seconds']:>11,.0f} rows/s "
-              f"peak RSS {r['peak_rss_mb']:>6.0f} MB{split}", flush=True)  # fmt: skip
+              f"{r.get('cpu_s', 0):>7.1f} CPU-s peak RSS {r['peak_rss_mb']:>6.0f} MB{split}", flush=True)  # fmt: skip
         if what == "filter":
             print(
                 f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
@@ -311,7 +313,8 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
     for label in ("filter, first run", "filter, cached rewards"):
         r = results[label]
         if "error" not in r and "error" not in scan:
-            print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s")
+            print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s "
+                  f"({scan['cpu_s'] / r['cpu_s']:.3f}x by CPU time, which load on the machine moves less)")  # fmt: skip
     ours, peer = results.get("dedup step: r1v"), results.get("dedup step: datasketch")
     if ours and peer and "error" not in ours and "error" not in peer:
         print(f"dedup step: r1v {peer['seconds'] / ours['seconds']:.1f}x faster than datasketch "
