@@ -192,17 +192,7 @@ def load_benchmark(
     """
     _check_settings(ngram, max_distance, min_ngrams, min_fraction)
     opts = parse_spec(spec)
-    try:
-        source = open_source(opts.source, split=opts.split)
-        columns, first = source.peek_columns()
-        preset, mapping = resolve(opts.preset, opts.mapping, columns, first)
-    except SourceError as exc:
-        raise SourceError(f"benchmark {spec!r}: {exc}") from exc
-    except ConfigError as exc:  # preset detection failed; its hint names ingest's flags
-        raise ConfigError(
-            f"benchmark {spec!r}: {exc}; in a benchmark spec write {opts.source}#preset=NAME "
-            "or #question=COLUMN"
-        ) from exc
+    source, preset, mapping = _open(spec, opts)
     root = source.base_dir
     plan = RowPlan(preset, mapping, root / preset.image_dir, root, ImageLimits())
     items: list[str] = []
@@ -248,14 +238,26 @@ def benchmark_identity(
     when the checks run. Image files a benchmark row points to are not in a file's fingerprint:
     replacing one under the same name is not seen (its rows, and so the fingerprint, are)."""
     _check_settings(ngram, max_distance, min_ngrams, min_fraction)
-    opts = parse_spec(spec)
-    try:
-        source = open_source(opts.source, split=opts.split)
-    except SourceError as exc:
-        raise SourceError(f"benchmark {spec!r}: {exc}") from exc
+    source = _open(spec, parse_spec(spec))[0]  # a bad spec or preset fails here, before any work
     return {"spec": spec, "uri": source.uri, "fingerprint": source.fingerprint, "ngram": ngram,
             "max_distance": max_distance, "min_ngrams": min_ngrams, "min_fraction": min_fraction,
             "phash": PHASH_VERSION}  # fmt: skip
+
+
+def _open(spec: str, opts: Spec) -> tuple[Any, Any, Any]:
+    """The benchmark's source, with the preset and column mapping it is read by."""
+    try:
+        source = open_source(opts.source, split=opts.split)
+        columns, first = source.peek_columns()
+        preset, mapping = resolve(opts.preset, opts.mapping, columns, first)
+    except SourceError as exc:
+        raise SourceError(f"benchmark {spec!r}: {exc}") from exc
+    except ConfigError as exc:  # preset detection failed; its hint names ingest's flags
+        raise ConfigError(
+            f"benchmark {spec!r}: {exc}; in a benchmark spec write {opts.source}#preset=NAME "
+            "or #question=COLUMN"
+        ) from exc
+    return source, preset, mapping
 
 
 def _check_settings(ngram: int, max_distance: int, min_ngrams: int, min_fraction: float) -> None:

@@ -13,6 +13,7 @@ from conftest import ingest_json, run_cli
 
 from r1v_data.config import FilterConfig
 from r1v_data.curation.decontam import benchmark_identity
+from r1v_data.errors import ConfigError
 from r1v_data.stages.filter import FilterResult, run_filter
 from r1v_data.store import Store, utcnow
 
@@ -159,3 +160,13 @@ def test_benchmark_identity_follows_content_and_settings(tmp_path: Path) -> None
     assert benchmark_identity(f"{bench}#question=question&name=other") != base
     bench.write_text(json.dumps({"question": "Find y if 2y + 3 = 7 and y is an integer."}) + "\n")
     assert benchmark_identity(spec) != base  # same size, other content
+
+
+def test_a_benchmark_no_preset_reads_is_refused_before_the_run_begins(store: Path, tmp_path: Path) -> None:
+    """Benchmarks are no longer loaded before the run (only when the checks run): their spec and
+    preset are still checked first."""
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "What is 2 + 2?"}) + "\n")
+    with pytest.raises(ConfigError, match="no preset matches"):
+        _filter(store, min_score=3, decontaminate=[str(bench)])
+    assert not _rows(store, "SELECT * FROM runs WHERE command = 'filter'")
