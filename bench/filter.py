@@ -7,12 +7,14 @@ A scratch store gets N / per-sample seeded synthetic math problems (every `image
 small PNG; 3% are planted near-duplicates, 0.1% verbatim MATH-500 copies) and `per-sample`
 traces each (verdicts, flags, token counts and ~400-character texts), written straight as
 Parquet parts (DuckDB makes the traces). Then, for each size given, each step in a child process
-so peak RSS is its own:
+so peak RSS is its own; the peak RSS printed is the child's plus each of its own children's (the
+sample checks' worker processes), polled: an upper bound, as they need not peak together.
 
 - ceiling: DuckDB reading every trace column of the same Parquet parts (`SELECT ... FROM traces`);
 - filter, first run: rule rewards for every trace, image phashes, exact + near-duplicate dedup,
   13-gram decontamination against MATH-500, tau = 3, every decision written;
-- filter, second run: the same with rewards and phashes cached;
+- filter, second run: the same again, with what the first run left reused (rewards, phashes,
+  the sample checks: `r1v_data.stages.filter_cache`); the decisions are computed and written anew;
 - dedup step alone (sizes up to --dedup-up-to): r1v's MinHash LSH and datasketch's MinHash +
   MinHashLSH on the same questions.
 """
@@ -129,8 +131,68 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (the sample checks' workers, and anything they start)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])  # after the command name, which may hold spaces
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for kid in parents.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+class ChildPeaks:
+    """Polls the peak RSS (VmHWM) of every process below this one and keeps each one's last
+    value: their sum, added to this process's own peak, is the step's peak RSS (an upper bound:
+    the processes need not peak at the same moment). Finding them reads every process's stat
+    (~8 ms), so that is done once a second; the ones found are read 5 times a second."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        known: list[int] = []
+        tick = 0
+        while not self._stop.wait(0.2):
+            if tick % 5 == 0:
+                known = _descendants(os.getpid())
+            tick += 1
+            for pid in known:
+                if (peak := _vm_hwm(pid)) is not None:
+                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return sorted(self.peaks.values(), reverse=True)
+
+
+def _vm_hwm(pid: int) -> float | None:
+    """A process's peak RSS in MB; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(x.split()[1]) / 1024 for x in status.splitlines() if x.startswith("VmHWM:")), None)
+
+
 def child(what: str, store: Path) -> None:
     """One measured step, run in its own process; prints one JSON line."""
+    children = ChildPeaks() if Path("/proc/self/status").exists() else None
     start = time.perf_counter()
     out: dict[str, object] = {}
     if what == "scan":
@@ -158,7 +220,10 @@ def child(what: str, store: Path) -> None:
         start = time.perf_counter()
         out["rows"], out["pairs"] = len(questions), (_ours if what == "dedup" else _datasketch)(questions)
     out["seconds"] = time.perf_counter() - start
-    out["peak_rss_mb"] = peak_rss_mb()
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_s"] = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime  # with the workers'
+    out["workers_rss_mb"] = children.stop() if children else []
+    out["peak_rss_mb"] = peak_rss_mb() + sum(out["workers_rss_mb"])
     print(json.dumps(out))
 
 
@@ -242,8 +307,14 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
         if "error" in r:
             print(f"{label:<26} failed: {r['error']}", flush=True)
             continue
+        workers = r.get("workers_rss_mb") or []
+        split = (
+            f" ({r['peak_rss_mb'] - sum(workers):.0f} + {len(workers)} workers {sum(workers):.0f})"
+            if workers
+            else ""
+        )
         print(f"{label:<26} {r['rows']:>11,} rows {r['seconds']:>7.1f} s {r['rows'] / r['seconds']:>11,.0f} rows/s "
-              f"peak RSS {r['peak_rss_mb']:>6.0f} MB", flush=True)  # fmt: skip
+              f"{r.get('cpu_s', 0):>7.1f} CPU-s peak RSS {r['peak_rss_mb']:>6.0f} MB{split}", flush=True)  # fmt: skip
         if what == "filter":
             print(
                 f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
@@ -252,7 +323,8 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
     for label in ("filter, first run", "filter, cached rewards"):
         r = results[label]
         if "error" not in r and "error" not in scan:
-            print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s")
+            print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s "
+                  f"({scan['cpu_s'] / r['cpu_s']:.3f}x by CPU time, which load on the machine moves less)")  # fmt: skip
     ours, peer = results.get("dedup step: r1v"), results.get("dedup step: datasketch")
     if ours and peer and "error" not in ours and "error" not in peer:
         print(f"dedup step: r1v {peer['seconds'] / ours['seconds']:.1f}x faster than datasketch "

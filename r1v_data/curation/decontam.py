@@ -190,23 +190,9 @@ def load_benchmark(
     spec or setting. Rows `prepare` rejects (no question, a missing image) are counted in
     `Benchmark.skipped`, not indexed.
     """
-    if ngram < 1 or not 0 <= max_distance < 32 or min_ngrams < 1 or not 0 <= min_fraction <= 1:
-        raise ConfigError(
-            f"decontamination settings out of range: ngram={ngram} (>= 1), max_distance={max_distance} "
-            f"(0..31), min_ngrams={min_ngrams} (>= 1), min_fraction={min_fraction} (0..1)"
-        )
+    _check_settings(ngram, max_distance, min_ngrams, min_fraction)
     opts = parse_spec(spec)
-    try:
-        source = open_source(opts.source, split=opts.split)
-        columns, first = source.peek_columns()
-        preset, mapping = resolve(opts.preset, opts.mapping, columns, first)
-    except SourceError as exc:
-        raise SourceError(f"benchmark {spec!r}: {exc}") from exc
-    except ConfigError as exc:  # preset detection failed; its hint names ingest's flags
-        raise ConfigError(
-            f"benchmark {spec!r}: {exc}; in a benchmark spec write {opts.source}#preset=NAME "
-            "or #question=COLUMN"
-        ) from exc
+    source, preset, mapping = _open(spec, opts)
     root = source.base_dir
     plan = RowPlan(preset, mapping, root / preset.image_dir, root, ImageLimits())
     items: list[str] = []
@@ -236,6 +222,50 @@ def load_benchmark(
         skipped=skipped,
         fingerprint=source.fingerprint,
     )
+
+
+def benchmark_identity(
+    spec: str,
+    *,
+    ngram: int = DEFAULT_NGRAM,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    min_ngrams: int = 1,
+    min_fraction: float = 0.0,
+) -> dict[str, Any]:
+    """What `load_benchmark` with these arguments indexes, without reading a row: the spec, the
+    settings and the source's fingerprint (a file's size and sha256, a Hub dataset's
+    fingerprint). A filter keys its cached sample checks by it, so a benchmark is loaded only
+    when the checks run. Image files a benchmark row points to are not in a file's fingerprint:
+    replacing one under the same name is not seen (its rows, and so the fingerprint, are)."""
+    _check_settings(ngram, max_distance, min_ngrams, min_fraction)
+    source = _open(spec, parse_spec(spec))[0]  # a bad spec or preset fails here, before any work
+    return {"spec": spec, "uri": source.uri, "fingerprint": source.fingerprint, "ngram": ngram,
+            "max_distance": max_distance, "min_ngrams": min_ngrams, "min_fraction": min_fraction,
+            "phash": PHASH_VERSION}  # fmt: skip
+
+
+def _open(spec: str, opts: Spec) -> tuple[Any, Any, Any]:
+    """The benchmark's source, with the preset and column mapping it is read by."""
+    try:
+        source = open_source(opts.source, split=opts.split)
+        columns, first = source.peek_columns()
+        preset, mapping = resolve(opts.preset, opts.mapping, columns, first)
+    except SourceError as exc:
+        raise SourceError(f"benchmark {spec!r}: {exc}") from exc
+    except ConfigError as exc:  # preset detection failed; its hint names ingest's flags
+        raise ConfigError(
+            f"benchmark {spec!r}: {exc}; in a benchmark spec write {opts.source}#preset=NAME "
+            "or #question=COLUMN"
+        ) from exc
+    return source, preset, mapping
+
+
+def _check_settings(ngram: int, max_distance: int, min_ngrams: int, min_fraction: float) -> None:
+    if ngram < 1 or not 0 <= max_distance < 32 or min_ngrams < 1 or not 0 <= min_fraction <= 1:
+        raise ConfigError(
+            f"decontamination settings out of range: ngram={ngram} (>= 1), max_distance={max_distance} "
+            f"(0..31), min_ngrams={min_ngrams} (>= 1), min_fraction={min_fraction} (0..1)"
+        )
 
 
 def _prepared(records: Iterable[Record], plan: RowPlan, skipped: Counter[str]) -> list[Prepared]:

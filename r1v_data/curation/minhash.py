@@ -276,18 +276,20 @@ def lsh_params(threshold: float, num_perm: int, recall_at_threshold: float = 0.9
 
 
 def bucket_pairs(
-    keys: np.ndarray, max_neighbours: int = MAX_BUCKET_NEIGHBOURS
+    keys: np.ndarray, max_neighbours: int = MAX_BUCKET_NEIGHBOURS, bits: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, of columns that share a value in some row of `keys` (bands x items).
 
     In each bucket every item is paired with the bucket's first item and with the
     `max_neighbours` items just before it, so a bucket of m equal keys costs O(m), not O(m²):
-    a later copy still meets the first (kept) copy, which is what keep-first dedup needs."""
+    a later copy still meets the first (kept) copy, which is what keep-first dedup needs.
+    Keys are compared without their low `bits` bits (default: those an item index needs), where
+    the index goes; a caller bucketing part of a larger set passes the larger set's `bits`."""
     n = keys.shape[1]
     codes = np.zeros(0, dtype=np.int64)
     if n < 2:
         return codes, codes
-    bits = max(1, (n - 1).bit_length())
+    bits = max(1, (n - 1).bit_length()) if bits is None else bits
     low = np.uint64((1 << bits) - 1)
     found, held = [codes], 0
     for band in keys:

@@ -48,6 +48,7 @@ from r1v_data.grading.reward_scoring import (
     parse_reward,
     score_rewards,
 )
+from r1v_data.stages.filter_cache import Earlier, parts_state, rewards_key, traces_key
 from r1v_data.stages.filter_rewards import model_runner
 from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
@@ -72,9 +73,15 @@ FROM (SELECT * FROM (SELECT {_TRACE_COLUMNS}, completion_tokens AS tokens
                      FROM traces WHERE {candidate_traces()} AND completion_tokens IS NULL)
       {{latest}}) t
 JOIN samples s USING (sample_id)
-LEFT JOIN (SELECT request_id, arg_max(value, created_at) AS value FROM scores
-           WHERE scorer = $scorer AND version = $version AND name = 'reward' GROUP BY request_id) r
-     USING (request_id)"""
+LEFT JOIN ({{rewards}}) r USING (request_id)"""
+
+# a trace's reward is the latest of its level rows; when each trace has one row (`_rewards_memo`),
+# the row itself: grouping every row by its string id cost a fifth of the decision query's CPU
+_LATEST_REWARDS = """SELECT request_id, arg_max(value, created_at) AS value FROM scores
+WHERE scorer = $scorer AND version = $version AND name = 'reward' GROUP BY request_id"""
+_ONE_REWARD = """SELECT request_id, value FROM scores WHERE scorer = $scorer AND version = $version AND name = 'reward'"""
+_REWARD_ROWS = """SELECT count(*) = count(DISTINCT request_id) AND count(created_at) = count(*) FROM scores
+WHERE scorer = $scorer AND version = $version AND name = 'reward'"""
 
 # a request answered twice (none should be) counts once, by its latest trace; the window costs
 # more than the rest of the candidates query, so it runs only where the ids are not unique
@@ -153,6 +160,7 @@ class FilterResult:
     rewards: dict[str, int] = field(default_factory=dict)
     error_set: int = 0
     sample_checks_from: str | None = None  # the filter run whose sample drops were reused
+    rewards_from: str | None = None  # the filter run after which every candidate had its reward
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,13 +172,16 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
     executors.require(cfg.executor, judge_spec(reward) if reward.scorer == JUDGE_SCORER else None)
     say = progress or (lambda _: None)
     with Store.open(cfg.store, write=True) as store:
-        unique = _require_traces(store, cfg)
+        earlier = Earlier.load(store)
+        traces = _require_traces(store, cfg, earlier)
+        unique = traces["unique"]
         check_where(store, cfg, reward, unique)  # a malformed --where is refused before anything is written
-        benchmarks = _benchmarks(cfg)
+        benchmarks = _benchmark_identities(cfg)
         errors = _error_set(store, cfg)
         run_id = store.begin_run("filter")
         result = FilterResult(run_id, cfg.tau, reward.version, _selection(cfg), error_set=errors)
-        start, status, checks = time.perf_counter(), "failed", None
+        start, status, checks, described = time.perf_counter(), "failed", None, []
+        memo: dict[str, Any] = {"traces": traces}
         try:
             with (
                 store.writer("scores", run_id, flush_rows=65536) as scores,
@@ -178,20 +189,16 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
             ):
                 say("scoring rewards")
                 run_model = model_runner(executor, scores, cfg.reward_options, cfg.judge_max_tokens)
-                result.rewards, levels = score_rewards(
-                    store,
-                    scores,
-                    reward,
-                    cfg.reward_options,
-                    cfg.errors_from,
-                    cfg.judge_max_tokens,
-                    run_model,
-                )
+                levels = _rewards(store, scores, cfg, reward, earlier, run_model, result)
                 reward = replace(reward, version=levels)
                 say("checking samples")
-                checks, drops = _sample_rule_drops(store, scores, cfg, benchmarks, result)
+                checks, drops, described = _sample_rule_drops(store, scores, cfg, benchmarks, earlier, result)
+            if reward.calibration is None and not result.rewards.get("failed"):  # every candidate scored
+                memo.update(_rewards_memo(store, cfg, reward, earlier))
             say("selecting traces")
-            _write_decisions(store, run_id, cfg, reward, drops, unique, result)
+            _write_decisions(
+                store, run_id, cfg, reward, drops, (unique, memo.get("one_reward", False)), result
+            )
             status = "ok"
         except KeyboardInterrupt as exc:
             status = "interrupted"  # decisions are written in one step: none of this run's are kept
@@ -200,10 +207,34 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
             result.seconds = time.perf_counter() - start
             manifest = {"command": "filter", "r1v_version": __version__, "run_id": run_id,
                         "config": cfg.model_dump(mode="json"), "reward": reward.version,
-                        "benchmarks": [b.describe() for b in benchmarks], "sample_checks": checks,
+                        "benchmarks": described, "sample_checks": checks, "memo": memo,
                         "counts": result.as_dict()}  # fmt: skip
             store.finish_run(run_id, status, result.as_dict(), manifest)
     return result
+
+
+def _rewards(
+    store: Store,
+    scores: PartWriter,
+    cfg: FilterConfig,
+    reward: Reward,
+    earlier: Earlier,
+    run_model: Any,
+    result: FilterResult,
+) -> str:
+    """Scores the candidates without a cached reward; returns the version of the level rows the
+    selection reads. Skipped when an earlier run left every one of these candidates scored."""
+    if reward.calibration is None:
+        hit = earlier.find(
+            ("memo", "rewards"), rewards_key(store, reward.scorer, reward.version, cfg.errors_from)
+        )
+        if hit is not None:
+            result.rewards, result.rewards_from = {"scored": 0, "failed": 0}, hit[0]
+            return reward.version
+    result.rewards, levels = score_rewards(
+        store, scores, reward, cfg.reward_options, cfg.errors_from, cfg.judge_max_tokens, run_model
+    )
+    return levels
 
 
 def _selection(cfg: FilterConfig) -> str:
@@ -214,9 +245,24 @@ def _selection(cfg: FilterConfig) -> str:
     return f"reward level >= tau {cfg.tau}"
 
 
-def _require_traces(store: Store, cfg: FilterConfig) -> bool:
-    """Filtering nothing is a mistake to report, not an empty selection to write. Returns whether
-    every candidate trace has its own request id (a hash collision only costs a window)."""
+def _rewards_memo(store: Store, cfg: FilterConfig, reward: Reward, earlier: Earlier) -> dict[str, Any]:
+    """The rewards' memo (`filter_cache`) once every candidate has its reward: the key, and
+    whether each trace has one level row (then the decision query need not pick the latest)."""
+    key = rewards_key(store, reward.scorer, reward.version, cfg.errors_from)
+    if (hit := earlier.find(("memo", "rewards"), key)) is not None and "one_reward" in hit[1]["memo"]:
+        return {"rewards": key, "one_reward": hit[1]["memo"]["one_reward"]}
+    params = {"scorer": reward.scorer, "version": reward.version}
+    one = store.query(_REWARD_ROWS, params=params, memory_limit=QUERY_MEMORY)[1][0][0]
+    return {"rewards": key, "one_reward": bool(one)}
+
+
+def _require_traces(store: Store, cfg: FilterConfig, earlier: Earlier) -> dict[str, Any]:
+    """Filtering nothing is a mistake to report, not an empty selection to write. Returns the
+    memo of what it found (`filter_cache`): `unique`, whether every candidate trace has its own
+    request id (a hash collision only costs a window)."""
+    key = traces_key(store, cfg.errors_from)
+    if (hit := earlier.find(("memo", "traces", "key"), key)) is not None:
+        return {"key": key, "unique": bool(hit[1]["memo"]["traces"]["unique"])}
     candidate = candidate_traces()
     sql = (f"SELECT count(*) FILTER (WHERE {candidate}), count(*), "
            f"count(DISTINCT hash(request_id)) FILTER (WHERE {candidate}) FROM traces")  # fmt: skip
@@ -224,7 +270,7 @@ def _require_traces(store: Store, cfg: FilterConfig) -> bool:
         sql, params={"errors": cfg.errors_from}, memory_limit=QUERY_MEMORY
     )[1][0]
     if completed:
-        return completed == distinct
+        return {"key": key, "unique": completed == distinct}
     have = f"only {total} failed or refused requests" if total else "no traces"
     raise ConfigError(
         f"{cfg.store} has {have} to filter: make traces first with `r1v-data generate` or "
@@ -232,9 +278,20 @@ def _require_traces(store: Store, cfg: FilterConfig) -> bool:
     )
 
 
-def _benchmarks(cfg: FilterConfig) -> list[Any]:
+def _benchmark_identities(cfg: FilterConfig) -> list[dict[str, Any]]:
+    """What each benchmark's index would be made from (`decontam.benchmark_identity`): cheap, so
+    a benchmark is read and indexed only when the sample checks run."""
     if not cfg.decontaminate:
         return []
+    from r1v_data.curation.decontam import benchmark_identity
+
+    return [
+        benchmark_identity(spec, ngram=cfg.ngram, min_fraction=cfg.contamination_min_fraction)
+        for spec in cfg.decontaminate
+    ]
+
+
+def _load_benchmarks(cfg: FilterConfig) -> list[Any]:
     from r1v_data.curation.decontam import load_benchmark
 
     return [
@@ -257,23 +314,33 @@ def _error_set(store: Store, cfg: FilterConfig) -> int:
 
 
 def _sample_rule_drops(
-    store: Store, scores: PartWriter, cfg: FilterConfig, benchmarks: list[Any], result: FilterResult
-) -> tuple[str | None, pa.Table]:
-    """The sample checks' key and drops: a previous run's when it checked the same, else new ones."""
-    key = _sample_checks_key(store, cfg, benchmarks)
-    result.sample_checks_from, drops = _cached_sample_drops(store, key)
-    return key, drops if drops is not None else _sample_drops(store, scores, cfg, benchmarks)
+    store: Store,
+    scores: PartWriter,
+    cfg: FilterConfig,
+    identities: list[dict[str, Any]],
+    earlier: Earlier,
+    result: FilterResult,
+) -> tuple[str | None, pa.Table, list[dict[str, Any]]]:
+    """The sample checks' key, drops and benchmarks (described): a previous run's when it checked
+    the same, else new ones (the benchmarks are loaded then)."""
+    key = _sample_checks_key(store, cfg, identities)
+    if key is None:  # no sample rule runs
+        return None, DROPS.empty_table(), []
+    if (hit := earlier.find(("sample_checks",), key)) is not None:
+        result.sample_checks_from = hit[0]
+        return key, _cached_sample_drops(store, hit[0]), hit[1].get("benchmarks", [])
+    benchmarks = _load_benchmarks(cfg)
+    return key, _sample_drops(store, scores, cfg, benchmarks), [b.describe() for b in benchmarks]
 
 
-def _sample_checks_key(store: Store, cfg: FilterConfig, benchmarks: list[Any]) -> str | None:
+def _sample_checks_key(store: Store, cfg: FilterConfig, identities: list[dict[str, Any]]) -> str | None:
     """What the sample rules' drops depend on: the samples (their parts), the rules' settings and
     code, and the benchmarks. None when no sample rule runs."""
-    if not cfg.dedup and not benchmarks:
+    if not cfg.dedup and not identities:
         return None
     settings = {"dedup": cfg.dedup, "threshold": cfg.near_duplicate_threshold, "image_distance": cfg.image_distance,
                 "semantic": cfg.semantic_threshold, "r1v": __version__}  # fmt: skip
-    parts = [(p.name, p.stat().st_size) for p in store.parts("samples")]
-    return text.stable_hash(settings, parts, [b.describe() for b in benchmarks])
+    return text.stable_hash("sample-checks/2", settings, parts_state(store, "samples"), identities)
 
 
 _CACHED_DROPS = """
@@ -281,20 +348,12 @@ SELECT sample_id, stage, reason FROM decisions
 WHERE run_id = $run AND request_id IS NULL AND NOT kept AND stage IN ('dedup', 'decontamination')"""
 
 
-def _cached_sample_drops(store: Store, key: str | None) -> tuple[str | None, pa.Table | None]:
-    """The sample drops of the latest filter run that checked the same samples the same way (the
+def _cached_sample_drops(store: Store, run_id: str) -> pa.Table:
+    """The sample drops of an earlier filter run that checked the same samples the same way (the
     checks cost a pass over every sample; re-filtering at another tau should not repeat them)."""
-    if key is None:  # no sample rule runs
-        return None, DROPS.empty_table()
-    sql = """SELECT r.run_id FROM runs r JOIN manifests m USING (run_id)
-             WHERE r.command = 'filter' AND r.status = 'ok' AND json_extract_string(m.manifest, '$.sample_checks') = $key
-             ORDER BY r.started_at DESC LIMIT 1"""  # fmt: skip
-    con = store.connect()  # one connection for both: each opens the catalog and lists the parts
+    con = store.connect()
     try:
-        runs = con.sql(sql, params={"key": key}).fetchall()
-        if not runs:
-            return None, None
-        return runs[0][0], con.sql(_CACHED_DROPS, params={"run": runs[0][0]}).to_arrow_table().cast(DROPS)
+        return con.sql(_CACHED_DROPS, params={"run": run_id}).to_arrow_table().cast(DROPS)
     finally:
         con.close()
 
@@ -312,9 +371,11 @@ def _sample_drops(store: Store, scores: PartWriter, cfg: FilterConfig, benchmark
     )
 
 
-def _decisions_sql(cfg: FilterConfig, tail: str, unique: bool) -> str:
+def _decisions_sql(cfg: FilterConfig, tail: str, unique: bool, one_reward: bool = False) -> str:
     error_set = _ERROR_SET if cfg.errors_from else "SELECT NULL::VARCHAR AS sample_id WHERE false"
-    candidates = _CANDIDATES.format(latest="" if unique else _LATEST)
+    candidates = _CANDIDATES.format(
+        latest="" if unique else _LATEST, rewards=_ONE_REWARD if one_reward else _LATEST_REWARDS
+    )
     return _DECIDE.format(candidates=candidates, error_set=error_set, where=cfg.where or "true",
                           rank=_RANK if cfg.best_k else "1", tail=tail)  # fmt: skip
 
@@ -356,15 +417,16 @@ def _write_decisions(
     cfg: FilterConfig,
     reward: Reward,
     drops: pa.Table,
-    unique: bool,
+    unique: tuple[bool, bool],
     result: FilterResult,
 ) -> None:
     """Every sample's and candidate trace's decision, streamed from DuckDB into one part: a run's
-    decisions appear whole or not at all."""
+    decisions appear whole or not at all. `unique`: whether the request ids and the reward rows
+    are unique (`_decisions_sql` leaves out what picks the latest of several)."""
     params = {**_params(cfg, reward), "run_id": run_id, "now": utcnow()}
     result.samples_dropped = Counter(drops.column("stage").to_pylist())
     with store.sandboxed({"sample_drops": drops}, QUERY_MEMORY, ordered=False) as con:
-        batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, unique), params)
+        batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, *unique), params)
         store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
 
 
