@@ -137,7 +137,9 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
 def _run(label: str, unit: str, args: list[str]) -> None:
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if proc.returncode:  # say so and go on: the other rows of this size still count
-        print(f"{label:<18} failed: {proc.stderr.strip().splitlines()[-1][:300]}", flush=True)
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]  # killed: no stderr
+        why = lines[-1]
+        print(f"{label:<18} failed: {why[:300]}", flush=True)
         return
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
