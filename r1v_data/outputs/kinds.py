@@ -44,12 +44,16 @@ JOIN samples s ON s.sample_id = t.sample_id"""
 
 # Mix reads the SFT rows a group of trace parts at a time (`store/groups.py`: up to PART_ROWS
 # traces, the view `part_traces`), and the RL rows in parts split by a hash of the sample id ($parts
-# of them; one for up to PART_ROWS rows). In one query DuckDB built its hash table on the kept
+# of them; one for up to RL_PART_ROWS rows). In one query DuckDB built its hash table on the kept
 # traces, texts and all, and 20M of them ran out of mix's 256MB; split by sample, each SFT part
 # rescanned every trace. A group's kept ids are found first (PART_KEPT, one pass over the narrow
 # decisions, its hash table on the group's ids alone), so the rows' query joins only the group's
 # kept ids and samples. Rows come in the traces' own order, group after group.
 PART_ROWS = 1_000_000
+# RL rows join the kept sample ids to the samples, whose hash table holds their questions and
+# images: parts of up to 100k samples (in parts of 1M, 500k kept samples took the peak from 200 MB
+# to 380 MB). Each part scans the decisions and samples again: 20 scans at 2M samples.
+RL_PART_ROWS = 100_000
 PART_KEPT = """
 CREATE OR REPLACE TEMP TABLE part_kept AS
 SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL

@@ -36,6 +36,7 @@ from r1v_data.outputs.kinds import (
     PART_KEPT,
     PART_ROWS,
     QUERIES,
+    RL_PART_ROWS,
     RL_QUERY,
     RL_SIZE,
     SFT_COLUMNS,
@@ -118,8 +119,8 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
 
 
 def _batches(store: Store, kind: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-    """The rows of a kind: SFT a group of trace parts at a time, RL in parts split by sample
-    (`kinds.PART_ROWS`), preference pairs in one query."""
+    """The rows of a kind: SFT a group of trace parts at a time (`kinds.PART_ROWS`), RL in parts
+    split by sample (`kinds.RL_PART_ROWS`), preference pairs in one query."""
     if kind not in ("sft", "rl"):
         yield from store.batches(QUERIES[kind], None, params, batch=_BATCH, memory_limit=_MEMORY_LIMIT)
         return
@@ -147,7 +148,7 @@ def _sft_groups(store: Store, con: Any, params: dict[str, Any]) -> Iterator[pa.R
 
 def _rl_parts(store: Store, con: Any, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
     """Part after part of the kept samples, split by a hash of the sample id."""
-    parts = max(1, math.ceil(con.sql(RL_SIZE, params=params).fetchall()[0][0] / PART_ROWS))
+    parts = max(1, math.ceil(con.sql(RL_SIZE, params=params).fetchall()[0][0] / RL_PART_ROWS))
     for part in range(parts):
         yield from con.sql(RL_QUERY, params={**params, "parts": parts, "part": part}).to_arrow_reader(_BATCH)
 

@@ -1,8 +1,9 @@
-"""`mix` reads the SFT rows of a big store a group of trace parts at a time and the RL rows in parts
-split by sample (`kinds.PART_ROWS`), and its report builds its table of traces group by group
-(`report.data.GROUP_ROWS`): the same rows, card and report as in one pass. (Why: in one query
-DuckDB built its hash tables on every kept trace, and ran out of mix's 256MB at 20M traces;
-bench/mix.py shows it. The report's part shows at test size under a smaller limit.)"""
+"""`mix` reads the SFT rows of a big store a group of trace parts at a time (`kinds.PART_ROWS`)
+and the RL rows in parts split by sample (`kinds.RL_PART_ROWS`), and its report builds its table
+of traces group by group (`report.data.GROUP_ROWS`): the same rows, card and report as in one
+pass. (Why: in one query DuckDB built its hash tables on every kept trace, and ran out of mix's
+256MB at 20M traces; bench/mix.py shows it. The report's part shows at test size under a
+smaller limit.)"""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def _mix(store: Path, out: Path) -> tuple[list[str], dict[str, list[str]], str, 
 
 def test_parts_make_the_rows_card_and_report_of_one_pass(store: Path, tmp_path: Path, monkeypatch) -> None:
     whole = _mix(store, tmp_path / "whole")
-    monkeypatch.setattr(mix, "PART_ROWS", 170)  # 30 groups of one trace part, 4 parts of the RL rows
+    monkeypatch.setattr(mix, "PART_ROWS", 170)  # 30 groups of one trace part
+    monkeypatch.setattr(mix, "RL_PART_ROWS", 170)  # 4 parts of the RL rows
     monkeypatch.setattr(report_data, "GROUP_ROWS", 450)  # 15 groups of two trace parts
     assert _mix(store, tmp_path / "parts") == whole
 
