@@ -43,7 +43,9 @@ FROM p"""
 # disk and read back by every section. Think tokens: the completion's tokens in the
 # share of its characters the think takes; imported traces have no token count and are measured
 # as bytes / 4.
-GROUP_ROWS = 1_000_000
+# traces a group: INSERT holds a group's new rows in memory until it ends, beside the group's
+# decisions and their hash table (groups of 1M ran out of 256 MB at 20M traces; 500k keep to it)
+GROUP_ROWS = 500_000
 GROUP_DECISIONS = """
 CREATE OR REPLACE TEMP TABLE r_group_decisions AS
 SELECT request_id, kept, stage FROM decisions
