@@ -1,6 +1,7 @@
 """`mix` (and `export`) at 1M, 5M and 20M traces: rows/s and peak RSS, which should stay flat.
 
     python bench/mix.py [--sizes 1000000 5000000 20000000] [--kinds sft rl] [--export llamafactory verl]
+                        [--built DIR]
 
 For each size, a scratch store gets that many synthetic traces (bench/filter.py's `build()`, 10
 per sample, a small PNG on every 10th sample) and a filter run's decisions written straight with
@@ -14,6 +15,9 @@ RSS (VmHWM) is its own:
 - r1v mix of the kinds asked for into 64 MB shards, with its dataset card and report.html;
 - r1v export of that mix in each format asked for (llamafactory reads the SFT shards; easyr1 and
   verl the RL ones, so they need `--kinds ... rl`).
+
+With `--built DIR` the decided stores are kept as DIR/store-N and copied from there on the next run
+(a 20M store takes minutes to build).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +75,21 @@ def decide(store: Path) -> None:
         s.finish_run(run, "ok", {"decisions": rows}, manifest)
 
 
+def ready(store: Path, n: int, built: Path | None) -> None:
+    """A decided store of `n` traces at `store`: built, or copied from `built` (built there first)."""
+    if built is None:
+        build(store, n, 10, 10)
+        decide(store)
+        return
+    kept = built / f"store-{n}"
+    if not (kept / ".decided").exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        build(kept, n, 10, 10)
+        decide(kept)
+        (kept / ".decided").touch()
+    shutil.copytree(kept, store)
+
+
 def child(store: Path, out: Path, kinds: str) -> None:
     from r1v_data.config import MixConfig
     from r1v_data.stages.mix import run_mix
@@ -93,7 +113,7 @@ def export(source: Path, dest: Path, layout: str) -> None:
 def baseline(store: Path, out: Path, kinds: str) -> None:
     import duckdb
 
-    from r1v_data.outputs.kinds import SFT_QUERY
+    from r1v_data.outputs.kinds import SFT_ONE_QUERY
     from r1v_data.store import Store
 
     s = Store.open(store)
@@ -104,7 +124,7 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
         con.execute("SET preserve_insertion_order = false")  # a copy need not keep the order
         start = time.perf_counter()
         try:
-            sql = SFT_QUERY.replace("$run", repr(run)).replace("$parts", "1").replace("$part", "0")
+            sql = SFT_ONE_QUERY.replace("$run", repr(run))
             con.execute(f"COPY ({sql}) TO '{out}.parquet' (FORMAT parquet, COMPRESSION zstd)")
             break
         except duckdb.OutOfMemoryException:
@@ -117,7 +137,9 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
 def _run(label: str, unit: str, args: list[str]) -> None:
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if proc.returncode:  # say so and go on: the other rows of this size still count
-        print(f"{label:<18} failed: {proc.stderr.strip().splitlines()[-1][:300]}", flush=True)
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]  # killed: no stderr
+        why = lines[-1]
+        print(f"{label:<18} failed: {why[:300]}", flush=True)
         return
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -134,6 +156,7 @@ def main() -> None:
     ap.add_argument(
         "--export", nargs="*", default=["llamafactory"], choices=["llamafactory", "easyr1", "verl"]
     )
+    ap.add_argument("--built", type=Path, help="keep the decided stores here and reuse them")
     ap.add_argument("--child", nargs=3, metavar=("STORE", "OUT", "KINDS"))
     ap.add_argument("--baseline", nargs=3, metavar=("STORE", "OUT", "KINDS"))
     ap.add_argument("--export-child", nargs=3, metavar=("SOURCE", "DEST", "FORMAT"))
@@ -148,8 +171,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
             store, mix = Path(tmp) / "store", Path(tmp) / "mix"
             start = time.perf_counter()
-            build(store, n, 10, 10)
-            decide(store)
+            ready(store, n, args.built)
             print(
                 f"(store of {n:,} traces built and decided in {time.perf_counter() - start:.0f} s)",
                 flush=True,

@@ -42,33 +42,44 @@ SEMI JOIN (SELECT request_id FROM decisions WHERE run_id = $run AND kept AND req
 JOIN samples s ON s.sample_id = t.sample_id"""
 
 
-# Mix reads the SFT and RL rows in parts ($parts of them; one for up to PART_ROWS rows): the samples
-# split by a hash of their id, each part's query joining only its own traces, decisions and samples.
-# DuckDB builds its hash table on the kept traces, texts and all: in one query 20M of them ran out
-# of mix's 256MB, and a pass over the Parquet costs seconds. Part by part, the rows of one part
-# come in the join's order (as in one query, where there is one part).
+# Mix reads the SFT rows a group of trace parts at a time (`store/groups.py`: up to PART_ROWS
+# traces, the view `part_traces`), and the RL rows in parts split by a hash of the sample id ($parts
+# of them; one for up to RL_PART_ROWS rows). In one query DuckDB built its hash table on the kept
+# traces, texts and all, and 20M of them ran out of mix's 256MB; split by sample, each SFT part
+# rescanned every trace. A group's kept ids are found first (PART_KEPT, one pass over the narrow
+# decisions, its hash table on the group's ids alone), so the rows' query joins only the group's
+# kept ids and samples. Rows come in the traces' own order, group after group.
 PART_ROWS = 1_000_000
-_IN_PART = "hash(sample_id) % $parts = $part"
-PART_SIZES = {
-    "sft": "SELECT count(*) FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL",
-    "rl": "SELECT count(*) FROM decisions WHERE run_id = $run AND kept AND request_id IS NULL",
-}
+# RL rows join the kept sample ids to the samples, whose hash table holds their questions and
+# images: parts of up to 100k samples (in parts of 1M, 500k kept samples took the peak from 200 MB
+# to 380 MB). Each part scans the decisions and samples again: 20 scans at 2M samples.
+RL_PART_ROWS = 100_000
+PART_KEPT = """
+CREATE OR REPLACE TEMP TABLE part_kept AS
+SELECT request_id FROM decisions WHERE run_id = $run AND kept AND request_id IS NOT NULL
+  AND request_id IN (SELECT request_id FROM part_traces)"""
+RL_SIZE = "SELECT count(*) FROM decisions WHERE run_id = $run AND kept AND request_id IS NULL"
 
 
 # what the dataset card counts about each kept trace
 TRACE_COLUMNS = (
     "t.teacher, t.verifier, t.completion_tokens, coalesce(t.completion_tokens, length(t.text) // 4) AS tokens"
 )
+_SFT = f"SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS}"
 
-SFT_QUERY = f"""
-SELECT {_SAMPLE}, t.request_id, t.text, {TRACE_COLUMNS}
-FROM (SELECT * FROM traces WHERE error IS NULL AND {_IN_PART}) t
-SEMI JOIN (SELECT request_id FROM decisions
-           WHERE run_id = $run AND kept AND request_id IS NOT NULL AND {_IN_PART}) k USING (request_id)
-JOIN (SELECT * FROM samples WHERE {_IN_PART}) s ON s.sample_id = t.sample_id"""
+# the SFT rows of one group of trace parts, after PART_KEPT
+SFT_QUERY = f"""{_SFT}
+FROM (SELECT * FROM part_traces WHERE error IS NULL) t
+SEMI JOIN part_kept k USING (request_id)
+JOIN (SELECT * FROM samples WHERE sample_id IN (SELECT sample_id FROM part_traces)) s
+     ON s.sample_id = t.sample_id"""
+
+# the same rows in one query over the whole store (what bench/mix.py's DuckDB baseline copies)
+SFT_ONE_QUERY = f"{_SFT} {KEPT_TRACES}"
 
 RL_QUERY = f"""
-SELECT {_SAMPLE} FROM decisions d JOIN (SELECT * FROM samples WHERE {_IN_PART}) s USING (sample_id)
+SELECT {_SAMPLE} FROM decisions d JOIN (SELECT * FROM samples WHERE hash(sample_id) % $parts = $part) s
+     USING (sample_id)
 WHERE d.run_id = $run AND d.kept AND d.request_id IS NULL AND s.answer IS NOT NULL
   AND hash(d.sample_id) % $parts = $part"""
 

@@ -30,11 +30,23 @@ from r1v_data.errors import ConfigError
 from r1v_data.outputs.card import TraceStats, write_card
 from r1v_data.outputs.columns import BATCH_BUILDERS
 from r1v_data.outputs.folder import replacing, write_manifest
-from r1v_data.outputs.kinds import BUILDERS, KINDS, PART_ROWS, PART_SIZES, QUERIES, SFT_COLUMNS
+from r1v_data.outputs.kinds import (
+    BUILDERS,
+    KINDS,
+    PART_KEPT,
+    PART_ROWS,
+    QUERIES,
+    RL_PART_ROWS,
+    RL_QUERY,
+    RL_SIZE,
+    SFT_COLUMNS,
+    SFT_QUERY,
+)
 from r1v_data.outputs.recipe import copies, load_recipe
 from r1v_data.outputs.report import MEMORY_LIMIT, MIX_MEMORY_LIMIT, REPORT_NAME, render_report, write_html
 from r1v_data.outputs.shards import ShardWriter
 from r1v_data.store import Store
+from r1v_data.store.groups import each_group
 
 _BATCH = 4096  # rows a batch: the Arrow builders' arrays stay a few MB (images included)
 _MEMORY_LIMIT = "256MB"  # DuckDB's, for the rows of a kind (or of one part of them)
@@ -107,8 +119,9 @@ def _write(store: Store, latest: tuple[str, dict[str, Any]], cfg: MixConfig, out
 
 
 def _batches(store: Store, kind: str, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-    """The rows of a kind, part after part where the kind is read in parts (`kinds.PART_ROWS`)."""
-    if kind not in PART_SIZES:
+    """The rows of a kind: SFT a group of trace parts at a time (`kinds.PART_ROWS`), RL in parts
+    split by sample (`kinds.RL_PART_ROWS`), preference pairs in one query."""
+    if kind not in ("sft", "rl"):
         yield from store.batches(QUERIES[kind], None, params, batch=_BATCH, memory_limit=_MEMORY_LIMIT)
         return
     con = store.connect()
@@ -121,13 +134,23 @@ def _batches(store: Store, kind: str, params: dict[str, Any]) -> Iterator[pa.Rec
         # one thread: the rows come in the traces' own order, the same on every run (with two,
         # a mix of the test store came out in another order now and then)
         con.execute("SET threads = 1")
-        parts = max(1, math.ceil(con.sql(PART_SIZES[kind], params=params).fetchall()[0][0] / PART_ROWS))
-        for part in range(parts):
-            yield from con.sql(
-                QUERIES[kind], params={**params, "parts": parts, "part": part}
-            ).to_arrow_reader(_BATCH)
+        yield from (_sft_groups if kind == "sft" else _rl_parts)(store, con, params)
     finally:
         con.close()
+
+
+def _sft_groups(store: Store, con: Any, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """Group after group of trace parts: the group's kept ids, then its rows."""
+    for _ in each_group(store, con, "traces", PART_ROWS):
+        con.execute(PART_KEPT, params)
+        yield from con.sql(SFT_QUERY).to_arrow_reader(_BATCH)
+
+
+def _rl_parts(store: Store, con: Any, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """Part after part of the kept samples, split by a hash of the sample id."""
+    parts = max(1, math.ceil(con.sql(RL_SIZE, params=params).fetchall()[0][0] / RL_PART_ROWS))
+    for part in range(parts):
+        yield from con.sql(RL_QUERY, params={**params, "parts": parts, "part": part}).to_arrow_reader(_BATCH)
 
 
 def _repeated(table: pa.Table, sizes: np.ndarray, repeat: Counter[str] | None) -> tuple[pa.Table, np.ndarray]:

@@ -199,7 +199,7 @@ class Store:
             snap = catalog.load_into(con, self.root)
             tables, _ = registry.scan(self.root, snap.registered, snap.knows)
             for name, files in tables.items():
-                con.execute(f"CREATE VIEW {name} AS {_scan_sql(con, name, files)}")
+                con.execute(f"CREATE VIEW {name} AS {scan_sql(con, name, files)}")
         except BaseException:
             con.close()
             raise
@@ -437,7 +437,8 @@ def spill_folder() -> Path:
     return folder
 
 
-def _scan_sql(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> str:
+def scan_sql(con: duckdb.DuckDBPyConnection, name: str, files: list[Path]) -> str:
+    """The SELECT that reads table `name` from `files` (all its parts, or a group of them)."""
     if not files:  # even the schema part is gone: the table is empty, with its columns
         con.register(f"_empty_{name}", schema.load(name).arrow.empty_table())
         return f"SELECT * FROM _empty_{name}"

@@ -62,7 +62,7 @@ def render_report(
     con = store.connect()
     try:
         con.execute(f"SET memory_limit = '{memory_limit}'")
-        prepare(con, run, drlc)
+        prepare(store, con, run, drlc)
         ctx = Context(con, run, filter_manifest, examples, prices or {}, mix)
         parts = [(key, title, section(key, title, draw(ctx, drlc))) for key, title, draw in SECTIONS]
     finally:

@@ -10,6 +10,10 @@ from typing import Any
 
 import duckdb
 
+from r1v_data.outputs.card import percentile_of_counts
+from r1v_data.store import Store
+from r1v_data.store.groups import each_group
+
 # the latest value of every per-sample QDAM/VTIA score (a re-score wins)
 SAMPLE_SCORES = """
 CREATE TEMP TABLE r_scores AS
@@ -32,11 +36,22 @@ SELECT sample_id,
        least(2, $floor * exp($slope * (1 - (sv + $beta * st + $gamma * si) / (1 + $beta + $gamma)))) AS penalty
 FROM p"""
 
-# one narrow row per trace. Think tokens: the completion's tokens in the share of its characters
-# the think takes; imported traces have no token count and are measured as bytes / 4.
-TRACES = """
-CREATE TEMP TABLE r_traces AS
-SELECT t.request_id, t.sample_id, t.teacher, t.round, coalesce(t.verdict, '(none)') AS verdict,
+# one narrow row per trace, built a group of trace parts at a time (`store/groups.py`), each
+# group's decisions found first: in one query the joins' hash tables held every trace's decision
+# and sample, and 20M traces ran out of mix's 256MB. The ids are kept as their 64-bit hashes (the
+# gallery looks its few ids up): as text they were most of a row, 3 GB at 20M traces, spilled to
+# disk and read back by every section. Think tokens: the completion's tokens in the
+# share of its characters the think takes; imported traces have no token count and are measured
+# as bytes / 4.
+# traces a group: INSERT holds a group's new rows in memory until it ends, beside the group's
+# decisions and their hash table (groups of 1M ran out of 256 MB at 20M traces; 500k keep to it)
+GROUP_ROWS = 500_000
+GROUP_DECISIONS = """
+CREATE OR REPLACE TEMP TABLE r_group_decisions AS
+SELECT request_id, kept, stage FROM decisions
+WHERE run_id = $run AND request_id IS NOT NULL AND request_id IN (SELECT request_id FROM part_traces)"""
+GROUP_TRACES = """
+SELECT hash(t.request_id) AS request_hash, hash(t.sample_id) AS sample_hash, t.teacher, t.round, coalesce(t.verdict, '(none)') AS verdict,
        t.error, coalesce(t.truncated, false) AS truncated, t.prompt_tokens, t.completion_tokens, t.latency_s,
        CASE WHEN t.completion_tokens IS NOT NULL AND strlen(t.text) > 0
             THEN round(t.completion_tokens * strlen(coalesce(t.think, t.text)) / strlen(t.text))::BIGINT
@@ -45,10 +60,11 @@ SELECT t.request_id, t.sample_id, t.teacher, t.round, coalesce(t.verdict, '(none
        coalesce(t.sampling.repetition_penalty, p.penalty) AS penalty,
        coalesce(s.subject, '(none)') AS subject, s.difficulty, s.source,
        coalesce(d.kept, false) AS kept, d.stage
-FROM traces t JOIN samples s USING (sample_id)
-LEFT JOIN r_penalty p USING (sample_id)
-LEFT JOIN (SELECT request_id, kept, stage FROM decisions WHERE run_id = $run AND request_id IS NOT NULL) d
-     USING (request_id)"""
+FROM part_traces t
+JOIN (SELECT sample_id, subject, difficulty, source FROM samples
+      WHERE sample_id IN (SELECT sample_id FROM part_traces)) s USING (sample_id)
+LEFT JOIN (SELECT * FROM r_penalty WHERE sample_id IN (SELECT sample_id FROM part_traces)) p USING (sample_id)
+LEFT JOIN r_group_decisions d USING (request_id)"""
 
 
 @dataclass
@@ -69,11 +85,18 @@ class Context:
         return self.rows(sql, **params)[0][0]
 
 
-def prepare(con: duckdb.DuckDBPyConnection, run: str | None, drlc: Any) -> None:
+def prepare(store: Store, con: duckdb.DuckDBPyConnection, run: str | None, drlc: Any) -> None:
     """Build the temporary tables (one pass over traces; scores read once)."""
     con.execute(SAMPLE_SCORES)
     con.execute(PENALTIES, {"floor": drlc.floor, "slope": drlc.slope, "beta": drlc.beta, "gamma": drlc.gamma})
-    con.execute(TRACES, {"run": run})
+    # the joins as written: a group's traces stream through, its samples, penalties and decisions
+    # are the hash tables (left to its estimates, DuckDB may build on the traces, texts and all)
+    con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+    for i, _ in enumerate(each_group(store, con, "traces", GROUP_ROWS)):
+        con.execute(GROUP_DECISIONS, {"run": run})
+        con.execute(("CREATE TEMP TABLE r_traces AS " if i == 0 else "INSERT INTO r_traces ") + GROUP_TRACES)
+    con.execute("DROP TABLE r_group_decisions")
+    con.execute("RESET disabled_optimizers")
 
 
 def binned(ctx: Context, values_sql: str, bins: int = 20, clip: float | None = None, **params: Any) -> tuple[
@@ -81,8 +104,10 @@ def binned(ctx: Context, values_sql: str, bins: int = 20, clip: float | None = N
 ]:  # fmt: skip
     """Equal-width bins over `values_sql` (columns: series, x): the edges, and the counts per series.
     With `clip` (a quantile), the top bin also holds everything above it (long tails)."""
-    top = f"quantile_cont(x, {clip})" if clip else "max(x)"
-    lo, hi = ctx.rows(f"SELECT min(x), {top} FROM ({values_sql}) WHERE x IS NOT NULL", **params)[0]
+    if clip:
+        lo, hi = _clipped_range(ctx, values_sql, clip, **params)
+    else:
+        lo, hi = ctx.rows(f"SELECT min(x), max(x) FROM ({values_sql}) WHERE x IS NOT NULL", **params)[0]
     if lo is None:
         return [], {}
     width = (hi - lo) / bins if hi > lo else 1.0
@@ -95,6 +120,20 @@ def binned(ctx: Context, values_sql: str, bins: int = 20, clip: float | None = N
     for name, b, n in counts:
         series.setdefault(str(name), [0] * bins)[b] = n
     return [lo + i * width for i in range(bins + 1)], series
+
+
+def _clipped_range(ctx: Context, values_sql: str, clip: float, **params: Any) -> tuple[Any, Any]:
+    """The least value and the `clip` quantile (as DuckDB's quantile_cont), from the counts per
+    value: DuckDB's quantile holds every value, and 20M traces' lengths ran out of mix's 256 MB."""
+    import numpy as np
+
+    found = ctx.rows(
+        f"SELECT x, count(*) FROM ({values_sql}) WHERE x IS NOT NULL GROUP BY x ORDER BY x", **params
+    )
+    if not found:
+        return None, None
+    values, counts = np.array([x for x, _ in found]), np.array([n for _, n in found])
+    return found[0][0], percentile_of_counts(values, counts, 100 * clip)
 
 
 def lookup(ctx: Context, table: str, key: str, ids: list[str], columns: str) -> dict[str, tuple[Any, ...]]:

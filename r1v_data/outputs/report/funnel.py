@@ -62,7 +62,7 @@ def _steps(ctx: Context) -> list[tuple[str, float]]:
 def _rules(ctx: Context) -> list[str]:
     drops = ctx.rows(
         """SELECT stage, CASE WHEN request_id IS NULL THEN 'samples' ELSE 'traces' END, count(*) FROM decisions
-           WHERE run_id = $run AND NOT kept GROUP BY ALL ORDER BY 3 DESC""",
+           WHERE run_id = $run AND NOT kept GROUP BY ALL ORDER BY 3 DESC, 1, 2""",
         run=ctx.run,
     )
     if not drops:

@@ -16,17 +16,18 @@ IMAGES = 3  # per example, at most
 THINK_CHARS = 4000  # of a think shown; the rest is cut (the page stays small at any N)
 ANSWER_CHARS = 600
 
+# r_traces holds the ids' hashes (data.py), which order the pick as the ids' own hash did
 _PICK = """
-WITH chosen AS (SELECT DISTINCT sample_id FROM r_traces WHERE error IS NULL ORDER BY hash(sample_id) LIMIT $n)
-SELECT request_id, sample_id, verdict, subject, difficulty, kept, think_tokens
-FROM r_traces SEMI JOIN chosen USING (sample_id) WHERE error IS NULL
-QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY kept DESC, hash(request_id)) = 1
-ORDER BY hash(sample_id)"""
+WITH chosen AS (SELECT sample_hash FROM r_traces WHERE error IS NULL GROUP BY 1 ORDER BY 1 LIMIT $n)
+SELECT request_hash, sample_hash, verdict, subject, difficulty, kept, think_tokens
+FROM r_traces WHERE error IS NULL AND sample_hash IN (SELECT sample_hash FROM chosen)
+QUALIFY row_number() OVER (PARTITION BY sample_hash ORDER BY kept DESC, request_hash) = 1
+ORDER BY sample_hash"""
 
 
 def gallery(ctx: Context) -> list[str]:
     n = min(ctx.examples, MAX_EXAMPLES)
-    picked = ctx.rows(_PICK, n=n) if n > 0 else []
+    picked = _with_ids(ctx, ctx.rows(_PICK, n=n)) if n > 0 else []
     if not picked:
         return [
             none(
@@ -49,6 +50,17 @@ def gallery(ctx: Context) -> list[str]:
         for r in picked
     ]
     return [_filters(picked), *cards]
+
+
+def _with_ids(ctx: Context, picked: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The picked rows with their request and sample ids in place of the ids' hashes."""
+    if not picked:
+        return []
+    marks = ", ".join("?" * len(picked))
+    ids = {(h, sh): (r, s) for h, sh, r, s in ctx.con.sql(
+        f"""SELECT hash(request_id) AS h, hash(sample_id), request_id, sample_id FROM traces
+            WHERE h IN ({marks})""", params=[r[0] for r in picked]).fetchall()}  # fmt: skip
+    return [(*ids[r[0], r[1]], *r[2:]) for r in picked]
 
 
 def _scores(ctx: Context, ids: list[str], requests: list[str]) -> dict[str, dict[str, float]]:

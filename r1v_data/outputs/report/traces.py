@@ -126,10 +126,12 @@ def verdicts(ctx: Context) -> list[str]:
     return parts
 
 
+# ties in order of name: DuckDB's aggregation hands the groups over in any order, so a report of
+# teachers with as many requests each listed them differently from run to run
 _USAGE = """
 SELECT teacher, count(*), count(error), sum(prompt_tokens)::BIGINT, sum(completion_tokens)::BIGINT,
        sum(completion_tokens) FILTER (latency_s > 0) / nullif(sum(latency_s) FILTER (latency_s > 0), 0)
-FROM r_traces GROUP BY 1 ORDER BY 2 DESC"""
+FROM r_traces GROUP BY 1 ORDER BY 2 DESC, 1"""
 
 
 def teachers(ctx: Context) -> list[str]:
@@ -151,7 +153,7 @@ def teachers(ctx: Context) -> list[str]:
                  "that follow; --price TEACHER=IN,OUT (USD per million tokens) prices this report.")
         )  # fmt: skip
     failures = ctx.rows("""SELECT teacher, split_part(error, ':', 1), count(*) FROM r_traces
-                           WHERE error IS NOT NULL GROUP BY ALL ORDER BY 3 DESC""")  # fmt: skip
+                           WHERE error IS NOT NULL GROUP BY ALL ORDER BY 3 DESC, 1, 2""")  # fmt: skip
     parts.append("<h3>Failures by reason</h3>")
     parts.append(
         table(["teacher", "reason", "requests"], failures, [False, False, True])

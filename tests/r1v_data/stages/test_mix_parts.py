@@ -1,7 +1,9 @@
-"""`mix` reads the SFT and RL rows of a big store in parts (`kinds.PART_ROWS`), each joining only
-its own samples' traces and decisions: the same rows and card as in one pass. (Why: in one query
-DuckDB built its hash table on the kept traces, texts and all, and ran out of mix's 256MB at 20M
-traces; bench/mix.py shows it, as a store of test size does not.)"""
+"""`mix` reads the SFT rows of a big store a group of trace parts at a time (`kinds.PART_ROWS`)
+and the RL rows in parts split by sample (`kinds.RL_PART_ROWS`), and its report builds its table
+of traces group by group (`report.data.GROUP_ROWS`): the same rows, card and report as in one
+pass. (Why: in one query DuckDB built its hash tables on every kept trace, and ran out of mix's
+256MB at 20M traces; bench/mix.py shows it. The report's part shows at test size under a
+smaller limit.)"""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+import r1v_data.outputs.report.data as report_data
 import r1v_data.stages.mix as mix
-from r1v_data.config import MixConfig
+from r1v_data.config import DRLCConfig, MixConfig
+from r1v_data.outputs.report import render_report
 from r1v_data.store import Store, schema, utcnow
 
 # 600 samples with 10 traces each (half of them kept), texts of ~6 kB: 18 MB of kept text
@@ -52,18 +56,51 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _mix(store: Path, out: Path) -> tuple[dict[str, list[str]], str]:
-    result = mix.run_mix(MixConfig(store=store, out=out, kinds=["sft", "rl"], report=False))
+def _mix(store: Path, out: Path) -> tuple[list[str], dict[str, list[str]], str, str]:
+    result = mix.run_mix(MixConfig(store=store, out=out, kinds=["sft", "rl"]))
     rows = {k: sorted(json.dumps(r, sort_keys=True, default=str) for r in ds.dataset(out / k / "data").to_table().to_pylist())
             for k in ("sft", "rl")}  # fmt: skip
     assert [len(rows["sft"]), len(rows["rl"])] == [result.rows["sft"], result.rows["rl"]] == [3000, 600]
     card = (out / "README.md").read_text()
-    return rows, "\n".join(
-        line for line in card.splitlines() if "_size:" not in line and "num_bytes:" not in line
-    )
+    card = "\n".join(line for line in card.splitlines() if "_size:" not in line and "num_bytes:" not in line)
+    # the SFT rows in the traces' own order, group after group as in one pass
+    order = ds.dataset(out / "sft" / "data").to_table(columns=["id"]).column("id").to_pylist()
+    return order, rows, card, (out / "report.html").read_text()
 
 
-def test_parts_make_the_rows_and_card_of_one_pass(store: Path, tmp_path: Path, monkeypatch) -> None:
+def test_parts_make_the_rows_card_and_report_of_one_pass(store: Path, tmp_path: Path, monkeypatch) -> None:
     whole = _mix(store, tmp_path / "whole")
-    monkeypatch.setattr(mix, "PART_ROWS", 170)  # 18 parts of the SFT rows, 4 of the RL rows
+    monkeypatch.setattr(mix, "PART_ROWS", 170)  # 30 groups of one trace part
+    monkeypatch.setattr(mix, "RL_PART_ROWS", 170)  # 4 parts of the RL rows
+    monkeypatch.setattr(report_data, "GROUP_ROWS", 450)  # 15 groups of two trace parts
     assert _mix(store, tmp_path / "parts") == whole
+
+
+# 200k traces with ids as long as real ones: the report's one-query join of every trace to its
+# decision and sample needed 64MB here; group by group it keeps to 40MB
+_BIG_SAMPLES = _SAMPLES.replace("range(600)", "range(20000)")
+_BIG_TRACES = _TRACES.replace("repeat(md5(k::VARCHAR), 190)", "'think ' || k").replace(
+    "range(6000)", "range(200000)"
+)
+_BIG_DECISIONS = _DECISIONS.replace("range(600)", "range(20000)").replace("range(6000)", "range(200000)")
+
+
+def test_report_of_a_big_store_keeps_to_a_small_memory_limit(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "big"
+    with Store.open(root, write=True, create=True) as s:
+        run, now = s.begin_run("ingest"), utcnow()
+        samples = duckdb.sql(_BIG_SAMPLES, params={"run": run, "now": now}).to_arrow_table()
+        images = pa.array([[]] * len(samples), schema.load("samples").arrow.field("images").type)
+        s.write_part("samples", samples.append_column("images", images), run, 0)
+        traces = duckdb.sql(_BIG_TRACES, params={"run": run, "now": now}).to_arrow_table()
+        for seq in range(0, len(traces), 20000):
+            s.write_part("traces", traces.slice(seq, 20000), run, 1 + seq)
+        s.finish_run(run, "ok", {}, {"command": "ingest"})
+        run = s.begin_run("filter")
+        decisions = duckdb.sql(_BIG_DECISIONS, params={"run": run, "now": now}).to_arrow_table()
+        s.write_part("decisions", decisions, run, 1)
+        s.finish_run(run, "ok", {}, {"command": "filter", "config": {}})
+    monkeypatch.setattr(report_data, "GROUP_ROWS", 20000, raising=False)  # (raising: to run it on older code)
+    store = Store.open(root)
+    html = render_report(store, run, {"config": {}}, DRLCConfig(), memory_limit="40MB")
+    assert "200,000 traces" in html and "100,000" in html  # every trace counted, half of them kept
