@@ -67,6 +67,16 @@ def ingest_json(*args: Any) -> dict[str, Any]:
     return json.loads(run_cli("ingest", *args, "--json").stdout)
 
 
+def ingest_geoqa(store: Path, shared: Path, teachers: tuple[str, ...]) -> Path:
+    """The GeoQA problems as text (their images are not in ../shared) with these models' traces."""
+    logs = shared / "traces" / "r1v_eval_logs"
+    ingest_json(logs / "geoqa_test_prompts.jsonl", "--store", store, "--preset", "native",
+                "--map", "question=question", "--map", "answer=ground_truth", "--map", "images=no_images")  # fmt: skip
+    for name in teachers:
+        run_cli("import-traces", logs / f"{name}.json", "--store", store, "--teacher", name)
+    return store
+
+
 def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ingest_json, mathv_with_outputs, run_cli, stats_json
+from conftest import ingest_geoqa, ingest_json, mathv_with_outputs, run_cli, stats_json
 from PIL import Image
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 from tiny_models import build_tiny_llama, build_tiny_reward_model
@@ -42,13 +42,7 @@ def _decisions(store: Path, run_id: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def geo(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     """The GeoQA problems as text (their images are not in ../shared) with both models' traces."""
-    store = tmp_path_factory.mktemp("geo") / "store"
-    logs = shared / "traces" / "r1v_eval_logs"
-    ingest_json(logs / "geoqa_test_prompts.jsonl", "--store", store, "--preset", "native",
-                "--map", "question=question", "--map", "answer=ground_truth", "--map", "images=no_images")  # fmt: skip
-    for name in (INSTRUCT, GRPO):
-        run_cli("import-traces", logs / f"{name}.json", "--store", store, "--teacher", name)
-    return store
+    return ingest_geoqa(tmp_path_factory.mktemp("geo") / "store", shared, (INSTRUCT, GRPO))
 
 
 def _levels(store: Path) -> dict[str, int]:

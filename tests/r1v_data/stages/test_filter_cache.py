@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ingest_json, run_cli
+from conftest import ingest_geoqa, run_cli
 
 from r1v_data.config import FilterConfig
 from r1v_data.curation.decontam import benchmark_identity
@@ -24,12 +24,7 @@ STUDENT = "geoqa_test_qwen2vl_7b_grpo_2epochs_legacy"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     """The GeoQA problems as text with one model's traces."""
-    store = tmp_path_factory.mktemp("geo") / "store"
-    logs = shared / "traces" / "r1v_eval_logs"
-    ingest_json(logs / "geoqa_test_prompts.jsonl", "--store", store, "--preset", "native",
-                "--map", "question=question", "--map", "answer=ground_truth", "--map", "images=no_images")  # fmt: skip
-    run_cli("import-traces", logs / f"{TEACHER}.json", "--store", store, "--teacher", TEACHER)
-    return store
+    return ingest_geoqa(tmp_path_factory.mktemp("geo") / "store", shared, (TEACHER,))
 
 
 @pytest.fixture

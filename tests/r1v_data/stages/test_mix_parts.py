@@ -38,22 +38,28 @@ FROM range(6000) r(k)"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("parts") / "store"
+    return _decided_store(tmp_path_factory.mktemp("parts") / "store", _SAMPLES, _TRACES, _DECISIONS, 200)[0]
+
+
+def _decided_store(
+    root: Path, samples_sql: str, traces_sql: str, decisions_sql: str, part_rows: int
+) -> tuple[Path, str]:
+    """A store of synthetic samples (no images) and traces in parts of `part_rows`, with a filter
+    run's decisions; the store and that run's id."""
     with Store.open(root, write=True, create=True) as s:
         run, now = s.begin_run("ingest"), utcnow()
-        samples = duckdb.sql(_SAMPLES, params={"run": run, "now": now}).to_arrow_table()
+        samples = duckdb.sql(samples_sql, params={"run": run, "now": now}).to_arrow_table()
         images = pa.array([[]] * len(samples), schema.load("samples").arrow.field("images").type)
         s.write_part("samples", samples.append_column("images", images), run, 0)
-        traces = duckdb.sql(_TRACES, params={"run": run, "now": now}).to_arrow_table()
-        for seq in range(0, len(traces), 200):  # parts of 1.2 MB, as generate writes them
-            s.write_part("traces", traces.slice(seq, 200), run, 1 + seq)
+        traces = duckdb.sql(traces_sql, params={"run": run, "now": now}).to_arrow_table()
+        for seq in range(0, len(traces), part_rows):  # 200: parts of 1.2 MB, as generate writes them
+            s.write_part("traces", traces.slice(seq, part_rows), run, 1 + seq)
         s.finish_run(run, "ok", {}, {"command": "ingest"})
         run = s.begin_run("filter")
-        s.write_part(
-            "decisions", duckdb.sql(_DECISIONS, params={"run": run, "now": now}).to_arrow_table(), run, 1
-        )
+        decisions = duckdb.sql(decisions_sql, params={"run": run, "now": now}).to_arrow_table()
+        s.write_part("decisions", decisions, run, 1)
         s.finish_run(run, "ok", {}, {"command": "filter", "config": {}})
-    return root
+    return root, run
 
 
 def _mix(store: Path, out: Path) -> tuple[list[str], dict[str, list[str]], str, str]:
@@ -86,20 +92,7 @@ _BIG_DECISIONS = _DECISIONS.replace("range(600)", "range(20000)").replace("range
 
 
 def test_report_of_a_big_store_keeps_to_a_small_memory_limit(tmp_path: Path, monkeypatch) -> None:
-    root = tmp_path / "big"
-    with Store.open(root, write=True, create=True) as s:
-        run, now = s.begin_run("ingest"), utcnow()
-        samples = duckdb.sql(_BIG_SAMPLES, params={"run": run, "now": now}).to_arrow_table()
-        images = pa.array([[]] * len(samples), schema.load("samples").arrow.field("images").type)
-        s.write_part("samples", samples.append_column("images", images), run, 0)
-        traces = duckdb.sql(_BIG_TRACES, params={"run": run, "now": now}).to_arrow_table()
-        for seq in range(0, len(traces), 20000):
-            s.write_part("traces", traces.slice(seq, 20000), run, 1 + seq)
-        s.finish_run(run, "ok", {}, {"command": "ingest"})
-        run = s.begin_run("filter")
-        decisions = duckdb.sql(_BIG_DECISIONS, params={"run": run, "now": now}).to_arrow_table()
-        s.write_part("decisions", decisions, run, 1)
-        s.finish_run(run, "ok", {}, {"command": "filter", "config": {}})
+    root, run = _decided_store(tmp_path / "big", _BIG_SAMPLES, _BIG_TRACES, _BIG_DECISIONS, 20000)
     monkeypatch.setattr(report_data, "GROUP_ROWS", 20000, raising=False)  # (raising: to run it on older code)
     store = Store.open(root)
     html = render_report(store, run, {"config": {}}, DRLCConfig(), memory_limit="40MB")
