@@ -4,12 +4,13 @@ SIGKILL costs: how many requests a resumed run sends again, beside how many were
     python bench/generate_overhead.py [--n-per-problem 100] [--latency-ms 50] [--hf] [--no-kill]
 
 openai: a local OpenAI-compatible server with a fixed latency (tests/servers/fake_openai.py, in a
-child process); the same requests go (a) straight through `OpenAIBackend.generate` with its client
-loop in a thread of the calling process (`client_process=False`: aiohttp as a script would call
-it, the baseline of every earlier figure) and (b)
-through `run_generate` (request ids, resume check, parsing, verification, trace parts written
-to a store). hf (with --hf): a tiny random Llama through `HFBackend`, the same comparison.
-Prints both throughputs and the ratio; the target is >= 0.95.
+child process); the same requests go (a) through a bare aiohttp script (`concurrency` workers
+sharing one `ClientSession`, each posting a body with `json=` and reading the reply with `.json()`:
+the anchors' raw client, and the baseline), (b) straight through `OpenAIBackend.generate` with its
+client loop in a thread of the calling process (`client_process=False`: r1v's own HTTP client with
+nothing around it) and (c) through `run_generate` (request ids, resume check, parsing,
+verification, trace parts written to a store). hf (with --hf): a tiny random Llama through
+`HFBackend`, (b) against (c). Prints the throughputs and the ratios; the target is >= 0.95 of (a).
 
 kill: a real `r1v-data generate` subprocess against a fresh fake server is SIGKILLed half way
 (when the server has received half the requests); the server's count of requests it was still
@@ -20,6 +21,7 @@ server's count of requests received twice is "re-sent" (the target: no more than
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -79,6 +81,12 @@ def compare(
     samples = con.sql("SELECT * FROM samples ORDER BY sample_id").to_arrow_table().to_pylist()
     total = len(samples) * n
     direct = make_backend(spec, **options, **(bare or {}))
+    script_s = None
+    if spec.startswith("openai:"):
+        bodies = [direct.body(r) for r in direct_requests(samples, direct, n, sampling)]
+        start = time.perf_counter()
+        assert aiohttp_script(direct.endpoints.all[0].chat_url, bodies, direct.concurrency) == total
+        script_s = time.perf_counter() - start
     start = time.perf_counter()
     done = sum(1 for r in direct.generate(direct_requests(samples, direct, n, sampling)) if r.error is None)
     direct_s = time.perf_counter() - start
@@ -90,10 +98,35 @@ def compare(
     backend.close()
     assert result.sent == total == done, (result.sent, total, done)
     direct, via = total / direct_s, total / via_s
-    print(
-        f"{name:8} {total:6} requests   direct {direct:8.1f} req/s   generate {via:8.1f} req/s   "
-        f"ratio {via / direct:.3f}"
-    )
+    line = f"{name:8} {total:6} requests   "
+    if script_s is not None:
+        script = total / script_s
+        line += f"aiohttp script {script:7.1f} req/s   "
+    line += f"r1v client alone {direct:7.1f} req/s   generate {via:7.1f} req/s   "
+    if script_s is not None:
+        line += f"ratio to the aiohttp script {via / script:.3f}, "
+    print(line + f"to r1v's client alone {via / direct:.3f}")
+
+
+def aiohttp_script(url: str, bodies: list[dict], concurrency: int) -> int:
+    """The bare client: what a script posting these bodies with aiohttp does (`concurrency` workers,
+    one session, `json=` and `.json()`); how many replies held a completion."""
+    import aiohttp
+
+    async def run() -> int:
+        todo = iter(bodies)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+            async def worker() -> int:
+                ok = 0
+                for body in todo:
+                    async with session.post(url, json=body) as resp:
+                        ok += "choices" in await resp.json()
+                return ok
+
+            return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+
+    return asyncio.run(run())
 
 
 def kill_and_resume(latency_s: float, concurrency: int, n: int, work: Path) -> None:

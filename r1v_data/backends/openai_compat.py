@@ -1,10 +1,12 @@
 """`openai:URL#MODEL` — any OpenAI-compatible chat server (vLLM serve, SGLang, llama.cpp,
-hosted APIs), called with aiohttp from a private event loop in a process of its own
-(`client_process.py`; `client_process=False` runs the loop in a thread of this process).
+hosted APIs), called from a private event loop in a process of its own (`client_process.py`;
+`client_process=False` runs the loop in a thread of this process).
 
-aiohttp was the fastest client measured against a 50 ms server at 64 requests in flight
-(1,093 req/s, against 490 for `openai.AsyncOpenAI` and 106 for httpx 0.28; see the anchors
-README §4), hence no `openai` or `httpx` dependency.
+The HTTP client is r1v's own lean HTTP/1.1 client for plain-HTTP servers (`http1.py`: about half
+of aiohttp's CPU a request) and aiohttp for https:// ones (`http_aiohttp.py`). aiohttp was the
+fastest library measured against a 50 ms server at 64 requests in flight (1,093 req/s, against
+490 for `openai.AsyncOpenAI` and 106 for httpx 0.28; see the anchors README §4), hence no `openai`
+or `httpx` dependency. Redirects are not followed: a 3xx fails the request and names its target.
 
 How a request is sent
     POST {URL}/chat/completions with one completion per request (`n: 1`; the caller fans out).
@@ -72,6 +74,8 @@ from typing import Any, NamedTuple
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
 from r1v_data.backends.client_process import ClientProcess
 from r1v_data.backends.endpoints import Endpoints
+from r1v_data.backends.http1 import CannotConnect, Http1Client, HttpError
+from r1v_data.backends.http_aiohttp import AiohttpClient
 from r1v_data.backends.openai_wire import (
     body_snippet,
     content_text,
@@ -442,13 +446,12 @@ class OpenAIBackend:
             self._loop, self._thread = loop, thread
             return loop
 
-    def _new_session(self) -> Any:
-        """The HTTP session (on the running loop)."""
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=60)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.timeout_s, 30.0))
-        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers)
+    def _new_session(self) -> Http1Client | AiohttpClient:
+        """The HTTP client: the lean one for plain-HTTP servers, aiohttp where one is https://
+        (`http_aiohttp.py` says why)."""
+        secure = any(e.base_url.startswith("https://") for e in self.endpoints.all)
+        make = AiohttpClient if secure else Http1Client
+        return make(self._headers, limit=self.concurrency, connect_timeout_s=min(self.timeout_s, 30.0))
 
     async def _request(self, req: _Sent, payload: bytes) -> GenResult:
         """Send one request with retries; a `GenResult` always, or `_Fatal`."""
@@ -480,17 +483,13 @@ class OpenAIBackend:
         return _failed(req, f"gave up after {tries} tries: {last.error}", start)
 
     async def _attempt(self, req: _Sent, payload: bytes) -> GenResult | _Attempt:
-        import aiohttp
-
         endpoint, unreachable = self.endpoints.acquire(), False
         try:
-            async with self._session.post(endpoint.chat_url, data=payload) as resp:
-                status = resp.status
-                raw = await resp.read()
-                retry_after = resp.headers.get("Retry-After")
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._session.post(endpoint.chat_url, payload)
         except TimeoutError:
             return _Attempt(f"no response within {self.timeout_s:g}s", transient=True)
-        except aiohttp.ClientConnectorError as exc:
+        except CannotConnect as exc:
             unreachable = True
             error = self._scrub(f"cannot connect to {endpoint.base_url}: {exception_reason(exc)}")
             if not self._answered and len(self.endpoints) == 1:  # one of several: the others may answer
@@ -499,14 +498,17 @@ class OpenAIBackend:
                     "the server or fix the URL in openai:URL#MODEL"
                 ) from None
             return _Attempt(error, transient=True, unreachable=True)
-        except aiohttp.ClientError as exc:  # disconnected, payload errors, resets
+        except HttpError as exc:  # disconnected, resets, not HTTP
             return _Attempt(self._scrub(f"{type(exc).__name__}: {exception_reason(exc)}"), transient=True)
         finally:
             self.endpoints.release(endpoint, unreachable=unreachable)
         self._answered = True
+        status, raw, retry_after = response.status, response.body, response.headers.get("retry-after")
         if status == 200:
             return self._parse(req, raw)
         message = self._scrub(f"HTTP {status}: {server_message(raw)}")
+        if 300 <= status < 400 and "location" in response.headers:  # redirects are not followed
+            message += self._scrub(f"; the server redirects to {response.headers['location']}: use that URL")
         if status in (401, 403):
             raise _Fatal(
                 f"{self.spec}: the server refused the API key ({message}); set "

@@ -37,6 +37,7 @@ Outcomes:
     nochoices           200 with a JSON body without `choices`
     echoauth            200 with a plain-text body echoing the request's Authorization header
     reset               the connection is closed without a response
+    redirect:URL        307 to URL
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -156,7 +158,9 @@ class FakeOpenAI(ThreadedServer):
         model: str = "fake-model",
         reply: Callable[[dict[str, Any]], str] | None = None,
         penalty_breaks: float | None = None,
+        tls: ssl.SSLContext | None = None,
     ):
+        self.tls = tls
         self.latency_s = latency_s
         self.penalty_breaks = penalty_breaks
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
@@ -173,7 +177,7 @@ class FakeOpenAI(ThreadedServer):
     # ---- lifecycle -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def make_runner(self) -> web.AppRunner:
         return make_runner(self)
@@ -290,6 +294,8 @@ async def _respond(
         return web.Response(status=500)
     if kind == "reasoning":
         return _completion(state, body, d, split_reasoning=True)
+    if kind == "redirect":  # a load balancer pointing elsewhere
+        return web.Response(status=307, headers={"Location": arg}, text="moved")
     status = int(kind)
     if status == 429:
         headers = {"Retry-After": arg} if arg else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ class ThreadedServer:
 
     name = "test server"
     port: int
+    tls: ssl.SSLContext | None = None  # serve https with this context
 
     def make_runner(self) -> web.AppRunner:
         raise NotImplementedError
@@ -37,7 +39,7 @@ class ThreadedServer:
         async def boot() -> int:
             self._runner = runner = self.make_runner()
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
+            site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024, ssl_context=self.tls)
             await site.start()
             return runner.addresses[0][1]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -238,6 +241,46 @@ def test_client_error_fails_at_once_without_retry(serve, backends) -> None:
     assert bad.finish_reason == "rejected" and bad.text is None
     assert bad.error == "HTTP 400: prompt is too long"
     assert results["good"].error is None
+
+
+def test_a_redirect_is_not_followed_and_its_target_is_named(serve, backends) -> None:
+    srv = serve(faults={"moved": ["redirect:http://elsewhere:8000/v1/chat/completions"]})
+    results = run(backends(srv.url), [req("a", "moved"), req("b")])
+    assert srv.count("moved") == 1  # a POST is not re-sent anywhere the client was not told to go
+    assert results["a"].finish_reason == "rejected"
+    assert results["a"].error == (
+        "HTTP 307: 'moved'; the server redirects to http://elsewhere:8000/v1/chat/completions: use that URL"
+    )
+    assert results["b"].error is None
+
+
+@pytest.fixture
+def tls(tmp_path) -> tuple[ssl.SSLContext, str]:
+    """A server context with a self-signed certificate for 127.0.0.1, and the certificate's path."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, str(cert)
+
+
+def test_an_https_server_is_reached_with_its_certificate_checked(serve, backends, tls, monkeypatch) -> None:
+    context, cert = tls
+    srv = serve(tls=context)
+    assert srv.url.startswith("https://")
+    with pytest.raises(BackendError, match=r"nothing answers.*(?i:certificate)"):  # not trusted yet
+        run(backends(srv.url), [req("a")])
+    monkeypatch.setenv(
+        "SSL_CERT_FILE", cert
+    )  # trusted as a system certificate (the client process inherits it)
+    results = run(backends(srv.url), [req(f"r{i}") for i in range(6)])
+    assert all(r.error is None and r.text for r in results.values()) and len(results) == 6
 
 
 def test_retries_exhausted_give_a_failed_result(serve, backends) -> None:
