@@ -1,36 +1,35 @@
 """A lean HTTP/1.1 client for the generation loop: keep-alive connections, one POST at a time on
 each, its response read whole.
 
-Why not aiohttp here: at 50 ms and 64 requests in flight, aiohttp's per-request machinery (request
-and response objects, header multidicts, tracing hooks, timers, the stream between its parser and
-the caller) took ~400 us of CPU a request in the client process, more than everything else
-`generate` does for it. A POST whose body is already encoded and whose response is read whole needs
-none of it: `Http1Client` writes the request in one call and parses the response in the protocol's
-`data_received` as it arrives.
+Why not aiohttp here: at 50 ms and 64 requests in flight, the client process took ~620 us of CPU a
+request with aiohttp (its request and response objects, header multidicts, tracing hooks, timers,
+the stream between its parser and the caller) and ~320 us with this client. A POST whose body is
+already encoded and whose response is read whole needs none of that: `Http1Client` writes the
+request in one call and parses the response in the protocol's `data_received` as it arrives.
 
-What it does: HTTP/1.1 keep-alive with at most `limit` idle connections per server; bodies by
-Content-Length, chunked transfer coding, or up to the close; gzip/deflate if a server sends them
-unasked; 1xx interim responses skipped; TLS with the system's certificates. A connection the
-server closed while it sat idle is replaced and the request sent again on a new one, once, when
-nothing of a response had arrived. What it does not do: proxies, redirects (a 3xx comes back as
-it is, for the caller to report), cookies, HTTP/2.
+What it does: plain HTTP/1.1 (https:// goes to aiohttp, `http_aiohttp.py`), keep-alive with at
+most `limit` idle connections per server; bodies by Content-Length, chunked transfer coding, or
+up to the close; gzip/deflate if a server sends them unasked; 1xx interim responses skipped. A
+connection the server closed while it sat idle is replaced and the request sent again on a new
+one, once, when nothing of a response had arrived. What it does not do: TLS, proxies, redirects
+(a 3xx comes back as it is, for the caller to report), cookies, HTTP/2.
 
-Errors: `CannotConnect` (no connection: refused, DNS, TLS, connect timeout), `Disconnected` (the
-connection closed or broke before the whole response), `BadResponse` (not HTTP/1.x, or too big a
-head). A timeout is the caller's (`asyncio.timeout` around `post`); a cancelled exchange's
+Errors: `CannotConnect` (no connection: refused, DNS, connect timeout), `Disconnected` (the
+connection closed or broke before the whole response), `BadResponse` (not HTTP/1.x, too big a head
+or body). A timeout is the caller's (`asyncio.timeout` around `post`); a cancelled exchange's
 connection is closed, never reused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import zlib
 from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024  # a response head beyond this is not a server's answer we can read
+MAX_BODY = 512 * 1024 * 1024  # nor a body beyond this (a completion is kilobytes)
 
 
 class HttpError(Exception):
@@ -38,7 +37,7 @@ class HttpError(Exception):
 
 
 class CannotConnect(HttpError):
-    """No connection could be opened (refused, DNS, TLS handshake, connect timeout)."""
+    """No connection could be opened (refused, DNS, connect timeout)."""
 
 
 class Disconnected(HttpError):
@@ -60,30 +59,27 @@ class Response(NamedTuple):
 
 
 class Origin(NamedTuple):
-    """Where a URL's requests go: scheme, host, port, and the Host header's value."""
+    """Where a URL's requests go: host, port, and the Host header's value."""
 
-    secure: bool
     host: str
     port: int
     host_header: str
 
 
 def split_url(url: str) -> tuple[Origin, str]:
-    """The origin and the request target (path and query) of an http(s) URL."""
+    """The origin and the request target (path and query) of an http:// URL."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
-    host = parts.hostname
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {url!r}")
+    port, host = parts.port or 80, parts.hostname
     shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == (443 if secure else 80) else f"{shown}:{port}"
+    host_header = shown if port == 80 else f"{shown}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Origin(secure, host, port, host_header), target
+    return Origin(host, port, host_header), target
 
 
 class Http1Client:
-    """POST bodies to http(s) URLs over keep-alive connections (on the running event loop)."""
+    """POST bodies to http:// URLs over keep-alive connections (on the running event loop)."""
 
     def __init__(self, headers: Mapping[str, str], *, limit: int = 64, connect_timeout_s: float = 30.0):
         for name, value in headers.items():
@@ -95,7 +91,6 @@ class Http1Client:
         self._fixed_headers = fixed
         self._idle: dict[Origin, list[_Connection]] = {}
         self._targets: dict[str, tuple[Origin, bytes]] = {}  # url -> origin, request head up to its length
-        self._ssl: ssl.SSLContext | None = None
 
     async def post(self, url: str, body: bytes) -> Response:
         origin, head = self._target(url)
@@ -147,23 +142,14 @@ class Http1Client:
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
-        context = self._ssl_context() if origin.secure else None
-        hostname = origin.host if origin.secure else None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_connection(
-                    _Connection, origin.host, origin.port, ssl=context, server_hostname=hostname
-                )
+                _, conn = await loop.create_connection(_Connection, origin.host, origin.port)
         except TimeoutError:
             raise CannotConnect(f"no connection within {self.connect_timeout_s:g}s") from None
-        except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
+        except OSError as exc:  # refused, unreachable, DNS (gaierror)
             raise CannotConnect(str(exc).strip() or type(exc).__name__) from None
         return conn
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        return self._ssl
 
 
 class _Connection(asyncio.Protocol):
@@ -242,6 +228,8 @@ class _ResponseParser:
         """The response and whether the connection is reusable, once it is whole."""
         self.started = True
         self.buf += data
+        if len(self.buf) > MAX_BODY:
+            raise BadResponse(f"a response of more than {MAX_BODY >> 20} MB")
         while not self.status and self._read_head():
             pass
         if not self.status:

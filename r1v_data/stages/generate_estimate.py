@@ -46,7 +46,7 @@ def estimate_generate(cfg: GenerateConfig, backend: Backend | None = None) -> di
         owned = backend is None
         backend = backend or make_backend(cfg.teacher, **cfg.teacher_options)
         try:
-            done = _finished_request_ids(store, cfg.retry_failed)
+            done, _ = _finished_request_ids(store, cfg.retry_failed)
             run = _Run(store, cfg, done, _NullWriter(), None, GenerateResult("dry-run", backend.identity), None,
                        None, controls)  # type: ignore[arg-type]  # fmt: skip
             first = _round_one(run, backend, problems, prices)

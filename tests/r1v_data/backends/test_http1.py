@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from r1v_data.backends import http1
 from r1v_data.backends.http1 import BadResponse, CannotConnect, Disconnected, Http1Client, split_url
 
 
@@ -283,12 +284,27 @@ def test_a_header_holding_a_line_break_is_refused() -> None:
     "url, origin, target",
     [
         ("http://h/v1/chat", ("h", 80, "h"), "/v1/chat"),
-        ("https://h/v1", ("h", 443, "h"), "/v1"),
+        ("http://h:80/x?y=1", ("h", 80, "h"), "/x?y=1"),
         ("http://h:8000", ("h", 8000, "h:8000"), "/"),
-        ("https://h:443/x?y=1", ("h", 443, "h"), "/x?y=1"),
         ("http://[::1]:8000/v1", ("::1", 8000, "[::1]:8000"), "/v1"),
     ],
 )
 def test_urls_split_into_where_to_connect_and_what_to_ask(url: str, origin: tuple, target: str) -> None:
     where, asked = split_url(url)
     assert (where.host, where.port, where.host_header) == origin and asked == target
+
+
+@pytest.mark.parametrize("url", ["https://h/v1", "ftp://h/v1", "http:///v1"])
+def test_only_plain_http_urls_are_taken(url: str) -> None:
+    with pytest.raises(ValueError, match="not an http:// URL"):
+        split_url(url)
+
+
+def test_a_response_beyond_the_size_cap_is_a_bad_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY", 4096)  # the real cap is 512 MB
+
+    async def body(client: Http1Client, url: str) -> BadResponse:
+        with pytest.raises(BadResponse, match="a response of more than"):
+            await client.post(url, b"1")
+
+    served([Step(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 10_000, close=True)], body)
