@@ -34,9 +34,9 @@ class AnthropicBackend(OpenAIBackend):
         out.update(self.extra_body)
         return out
 
-    def _body_json(self, request: GenRequest, inline_images: bool) -> str:
+    def _body_pieces(self, request: GenRequest, inline_images: bool) -> tuple[str, str, str]:
         # the whole body each time: openai:'s messages-encoded-once splice knows only its own layout
-        return encode_json(self.body(request, inline_images=inline_images), inline_images)
+        return encode_json(self.body(request, inline_images=inline_images), inline_images), "", ""
 
     def _parse(self, req: _Sent, raw: bytes) -> GenResult | _Attempt:
         try:

@@ -46,7 +46,7 @@ class ClientProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
 
-    def generate(self, items: Iterable[tuple[Any, bytes]], proven: bool) -> Iterator[GenResult]:
+    def generate(self, items: Iterable[tuple[Any, Any]], proven: bool) -> Iterator[GenResult]:
         """Send each (request, encoded body) and yield its result, in the order results come (the
         request as the backend's `serve` reads it, with its `request_id`)."""
         conn = self.start()
@@ -98,14 +98,14 @@ class ClientProcess:
 class _Pending:
     """The requests not yet handed to the child, and how many it holds unanswered."""
 
-    def __init__(self, items: Iterator[tuple[Any, bytes]]):
+    def __init__(self, items: Iterator[tuple[Any, Any]]):
         self.items = items
         self.outstanding = 0
         self.exhausted = False
 
     def top_up(self, conn: Connection, window: int) -> None:
         """Hand the child requests until it holds `window` (in flight and waiting there)."""
-        batch: list[tuple[Any, bytes]] = []
+        batch: list[tuple[Any, Any]] = []
         while not self.exhausted and self.outstanding + len(batch) < window:
             try:
                 batch.append(next(self.items))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import pickle
+import random
 import shutil
 import ssl
 import subprocess
@@ -202,11 +204,28 @@ def test_bodies_encoded_once_per_prompt_equal_each_body_encoded_alone(make, sett
     requests += [req("b", "other", [image("JPEG")]), GenRequest("p", shared, Sampling(seed=9), "")]
     requests += [GenRequest("c", shared, Sampling(seed=1), "<think>\n")]  # shared again after others
     canonical = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")}
-    sent = [body for _, body in be._encoded(requests)]
+    sent = [b"".join(pieces) for _, pieces in be._encoded(requests)]
     for request, body in zip(requests, sent, strict=True):
         assert json.loads(body) == be.body(request)
         assert body == json.dumps(be.body(request), ensure_ascii=False).encode()
         assert be.render(request) == json.dumps(be.body(request, inline_images=False), **canonical)
+
+
+def test_a_batch_for_the_client_process_carries_a_prompts_images_once() -> None:
+    """n samples of a problem share its messages: the batch handed to the client process (pickled)
+    holds its images' base64 once, not n times, and each body still comes out whole."""
+    be = OpenAIBackend("http://127.0.0.1:9/v1", "m")
+    big = Image.frombytes("RGB", (256, 256), random.Random(0).randbytes(256 * 256 * 3))  # noise: no compression
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    shared = req("a", "q", [buf.getvalue()]).messages
+    requests = [GenRequest(f"s{i}", shared, Sampling(seed=i), "<think>\n") for i in range(16)]
+    batch = list(be._encoded(requests))
+    one_body = len(b"".join(batch[0][1]))
+    assert one_body > 50_000
+    assert len(pickle.dumps(batch)) < 1.2 * one_body  # 16 bodies' worth of images: once
+    for request, (_, pieces) in zip(requests, pickle.loads(pickle.dumps(batch)), strict=True):
+        assert b"".join(pieces) == json.dumps(be.body(request), ensure_ascii=False).encode()
 
 
 # ---- faults ---------------------------------------------------------------------------------------
