@@ -92,12 +92,23 @@ def compare(
     direct_s = time.perf_counter() - start
     direct.close()
     cfg = GenerateConfig(store=store, teacher=spec, n=n, sampling=sampling)
+    marks: list[float] = []  # when the first result was in, and the last
+
+    def progress(finished: int, of: int | None, *_: object, **__: object) -> None:
+        if finished and (not marks or finished == of):
+            marks.append(time.perf_counter())
+
     start = time.perf_counter()
-    result = run_generate(cfg, backend=backend)
+    result = run_generate(cfg, progress=progress, backend=backend)
     via_s = time.perf_counter() - start
     backend.close()
     assert result.sent == total == done, (result.sent, total, done)
     direct, via = total / direct_s, total / via_s
+    print(
+        f"{name:8} generate's own time: {marks[0] - start:.2f} s to its first result (the store, the "
+        f"client process's start), {start + via_s - marks[-1]:.2f} s after its last (parts, catalog); "
+        f"between them {(total - 1) / (marks[-1] - marks[0]):.1f} req/s"
+    )
     line = f"{name:8} {total:6} requests   "
     if script_s is not None:
         script = total / script_s

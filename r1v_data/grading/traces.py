@@ -141,6 +141,8 @@ _IN_SPAN = np.arange(_SPANS[-1])[None, :] < _SPANS[:, None]
 def is_repetitive(text: str) -> bool:
     """True when the end of `text` is (nearly) one block repeated three or more times."""
     tail = " ".join(text[-2 * _TAIL_BYTES :].split()).encode()[-_TAIL_BYTES:]
+    if len(tail) < _MIN_SPAN + 1:  # no period has room for its span and one copy before it
+        return False
     backwards = np.frombuffer(tail[::-1], dtype=np.uint8)
     periods = int(np.count_nonzero(len(tail) >= _SPANS + _PERIODS))  # those with room for span + period
     if periods == 0:

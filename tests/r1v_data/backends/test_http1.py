@@ -308,3 +308,42 @@ def test_a_response_beyond_the_size_cap_is_a_bad_response(monkeypatch: pytest.Mo
             await client.post(url, b"1")
 
     served([Step(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 10_000, close=True)], body)
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.0", "HTTP/1.1"])
+def test_the_standard_library_http_server_is_understood_either_version(protocol: str) -> None:
+    """Another server's idea of HTTP: http.server answers HTTP/1.0 without a length (the body ends
+    with the connection) or HTTP/1.1 with one, and keeps the connection only then."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = protocol
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            if protocol == "HTTP/1.1":
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+
+    async def main() -> list[bytes]:
+        client = Http1Client({"Content-Type": "application/json"})
+        try:
+            return [(await client.post(url, b'{"n": %d}' % i)).body for i in range(4)]
+        finally:
+            await client.close()
+
+    try:
+        assert asyncio.run(main()) == [b'{"n": %d}' % i for i in range(4)]
+    finally:
+        server.shutdown()
+        server.server_close()
