@@ -270,7 +270,9 @@ def _execute(run: _Run, backend: Backend, spec: _Round, options: dict[str, Any])
     return dict(counts)
 
 
-def _finished_request_ids(store: Store, retry_failed: bool, teacher: str | None = None) -> tuple[set[str], bool]:
+def _finished_request_ids(
+    store: Store, retry_failed: bool, teacher: str | None = None
+) -> tuple[set[str], bool]:
     """Requests with a trace, refused, or rejected by the server for good (unless `retry_failed`),
     and whether `teacher` has a trace without error among them (one query: a store connection is
     ~50 ms of a run's start). A request that failed otherwise (server down, timeout) is sent again

@@ -215,7 +215,9 @@ def test_a_batch_for_the_client_process_carries_a_prompts_images_once() -> None:
     """n samples of a problem share its messages: the batch handed to the client process (pickled)
     holds its images' base64 once, not n times, and each body still comes out whole."""
     be = OpenAIBackend("http://127.0.0.1:9/v1", "m")
-    big = Image.frombytes("RGB", (256, 256), random.Random(0).randbytes(256 * 256 * 3))  # noise: no compression
+    big = Image.frombytes(
+        "RGB", (256, 256), random.Random(0).randbytes(256 * 256 * 3)
+    )  # noise: no compression
     buf = io.BytesIO()
     big.save(buf, format="PNG")
     shared = req("a", "q", [buf.getvalue()]).messages
