@@ -16,10 +16,12 @@ from typing import Any
 from r1v_data.errors import R1VError
 
 # A helper's bootstrap: the parent's import path first (so it imports the parent's r1v_data), then
-# `target(connection, *args)`. Nothing of the caller's main script runs in the helper.
+# `target(connection, *args)`. Nothing of the caller's main script runs in the helper. The path is
+# read on its own, before the arguments, whose unpickling imports their classes' modules; and the
+# interpreter is isolated (-I) until then: `python -c` would put the current folder first.
 _BOOT = (
-    "import importlib, pickle, sys; path, fd, target, args = pickle.load(sys.stdin.buffer); "
-    "sys.path[:] = path; from multiprocessing.connection import Connection; "
+    "import importlib, pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "fd, target, args = pickle.load(sys.stdin.buffer); from multiprocessing.connection import Connection; "
     "module, _, name = target.partition(':'); getattr(importlib.import_module(module), name)(Connection(fd), *args)"
 )
 
@@ -36,14 +38,15 @@ def start_helper(target: str, *args: Any) -> tuple[subprocess.Popen[bytes], Conn
     ours, theirs = socket.socketpair()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT],
+            [sys.executable, "-I", "-c", _BOOT],
             stdin=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             start_new_session=True,
         )
         try:
             with process.stdin:  # type: ignore[union-attr]
-                pickle.dump((sys.path, theirs.fileno(), target, args), process.stdin, protocol=5)
+                pickle.dump(sys.path, process.stdin, protocol=5)
+                pickle.dump((theirs.fileno(), target, args), process.stdin, protocol=5)
         except BrokenPipeError:
             raise R1VError(
                 f"a helper process for {target} exited at start (status {process.wait()})"

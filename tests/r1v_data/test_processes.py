@@ -42,12 +42,19 @@ WORK = {
 
 @pytest.mark.parametrize("kind", sorted(WORK))
 def test_a_script_without_a_main_guard_runs_once_and_its_helpers_work(tmp_path: Path, kind: str) -> None:
-    script = tmp_path / "user_script.py"
+    """Run from a folder holding another `r1v_data` (an old checkout, say): the helpers import the
+    script's r1v_data, as the script does, not the folder's (a `python -c` child puts the
+    current folder first on its path)."""
+    script = tmp_path / "scripts" / "user_script.py"
+    script.parent.mkdir()
     script.write_text('print("BODY", flush=True)\n' + textwrap.dedent(WORK[kind]))
+    other = tmp_path / "work" / "r1v_data"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text('raise ImportError("the r1v_data of the current folder")\n')
     path = os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
     run = subprocess.run(
         [sys.executable, str(script)],
-        cwd=tmp_path,
+        cwd=other.parent,
         env={**os.environ, "PYTHONPATH": path},
         stdin=subprocess.DEVNULL,
         capture_output=True,
