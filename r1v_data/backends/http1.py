@@ -87,7 +87,10 @@ class Http1Client:
                 raise ValueError(f"header {name!r} holds a line break")
         self.limit = limit
         self.connect_timeout_s = connect_timeout_s
-        fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+        given = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "host")}
+        if not any(k.lower() == "user-agent" for k in given):  # some proxies refuse a request without
+            given["User-Agent"] = "r1v-data"
+        fixed = "".join(f"{k}: {v}\r\n" for k, v in given.items())
         self._fixed_headers = fixed
         self._idle: dict[Origin, list[_Connection]] = {}
         self._targets: dict[str, tuple[Origin, bytes]] = {}  # url -> origin, request head up to its length

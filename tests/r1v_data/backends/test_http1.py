@@ -259,7 +259,7 @@ def test_the_request_goes_out_as_http_1_1_with_its_host_length_and_headers() -> 
     assert lines[0] == "POST /v1/chat/completions?a=1 HTTP/1.1"
     fields = dict(_fields(head))
     assert fields["host"].startswith("127.0.0.1:")
-    assert fields["content-type"] == "application/json"
+    assert fields["content-type"] == "application/json" and fields["user-agent"] == "r1v-data"
     assert fields["content-length"] == str(len(sent)) and sent == b'{"x": "\xc3\xa9"}'
 
 
