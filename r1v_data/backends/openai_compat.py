@@ -43,6 +43,7 @@ When the backend gives up as a whole (`BackendError`)
     - HTTP 401 or 403: the key is missing or wrong; no other request can succeed.
     - No connection can be opened (refused, DNS, TLS) before the server has ever answered:
       nothing is listening at the URL. Raised on the first attempt, without retries.
+    - What answers at the URL before any HTTP response is not HTTP (the port of another service).
     - The server answered before but still cannot be reached after `max_retries` backoffs.
     - HTTP 404 before any request has succeeded: the URL (missing `/v1`?) or model is wrong.
     - The first 8 results all fail with the same non-transient error and nothing succeeded in
@@ -74,7 +75,7 @@ from typing import Any, NamedTuple
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
 from r1v_data.backends.client_process import ClientProcess
 from r1v_data.backends.endpoints import Endpoints
-from r1v_data.backends.http1 import CannotConnect, Http1Client, HttpError
+from r1v_data.backends.http1 import BadResponse, CannotConnect, Http1Client, HttpError
 from r1v_data.backends.http_aiohttp import AiohttpClient
 from r1v_data.backends.openai_wire import (
     body_snippet,
@@ -512,7 +513,14 @@ class OpenAIBackend:
                     "the server or fix the URL in openai:URL#MODEL"
                 ) from None
             return _Attempt(error, transient=True, unreachable=True)
-        except HttpError as exc:  # disconnected, resets, not HTTP
+        except BadResponse as exc:
+            if not self._answered:  # never a valid answer: a port of something else, not a glitch
+                raise _Fatal(
+                    f"{self.spec}: what answers at {endpoint.base_url} is not an HTTP server ({exc}); "
+                    "check the port in openai:URL#MODEL"
+                ) from None
+            return _Attempt(self._scrub(f"BadResponse: {exception_reason(exc)}"), transient=True)
+        except HttpError as exc:  # disconnected, resets
             return _Attempt(self._scrub(f"{type(exc).__name__}: {exception_reason(exc)}"), transient=True)
         finally:
             self.endpoints.release(endpoint, unreachable=unreachable)

@@ -8,6 +8,7 @@ import json
 import pickle
 import random
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -273,6 +274,25 @@ def test_a_redirect_is_not_followed_and_its_target_is_named(serve, backends) -> 
         "HTTP 307: 'moved'; the server redirects to http://elsewhere:8000/v1/chat/completions: use that URL"
     )
     assert results["b"].error is None
+
+
+def test_a_port_that_does_not_speak_http_stops_the_run_at_once(backends) -> None:
+    """Another service's port (here one that greets in SSH): no retries for an hour of garbage."""
+    seen: list[bytes] = []
+
+    def greet(conn: socket.socket) -> None:
+        with conn:
+            seen.append(conn.recv(65536))
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=lambda: [greet(listener.accept()[0]) for _ in range(64)], daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        with pytest.raises(
+            BackendError, match=r"is not an HTTP server.*not an HTTP/1.x response.*check the port"
+        ):
+            run(backends(url, concurrency=1), [req("a"), req("b")])
+    assert len(seen) == 1  # one try, no retry
 
 
 @pytest.fixture
