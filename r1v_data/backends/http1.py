@@ -126,7 +126,7 @@ class Http1Client:
         conns = self._idle.get(origin)
         while conns:
             conn = conns.pop()
-            if conn.open:
+            if conn.open and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn
         return None
 
@@ -192,6 +192,10 @@ class _Connection(asyncio.Protocol):
         if done is not None:
             self._waiter.set_result(done)
 
+    def eof_received(self) -> None:
+        self.open = False  # the server is done with it: no request goes out on it any more
+        # returning None closes the transport; `connection_lost` then ends a response read to the close
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
         waiter, parser = self._waiter, self._parser
@@ -219,6 +223,7 @@ class _ResponseParser:
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self.received = 0  # bytes fed so far (a chunked body's are taken out of `buf` as they come)
         self.started = False
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -231,7 +236,8 @@ class _ResponseParser:
         """The response and whether the connection is reusable, once it is whole."""
         self.started = True
         self.buf += data
-        if len(self.buf) > MAX_BODY:
+        self.received += len(data)
+        if self.received > MAX_BODY:
             raise BadResponse(f"a response of more than {MAX_BODY >> 20} MB")
         while not self.status and self._read_head():
             pass

@@ -308,6 +308,8 @@ def test_a_response_beyond_the_size_cap_is_a_bad_response(monkeypatch: pytest.Mo
             await client.post(url, b"1")
 
     served([Step(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 10_000, close=True)], body)
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(b"x" * 10_000, 100)
+    served([Step(chunked, close=True)], body)  # chunks taken out of the buffer still count
 
 
 @pytest.mark.parametrize("protocol", ["HTTP/1.0", "HTTP/1.1"])
