@@ -105,18 +105,18 @@ def compare(
     assert result.sent == total == done, (result.sent, total, done)
     direct, via = total / direct_s, total / via_s
     print(
-        f"{name:8} generate's own time: {marks[0] - start:.2f} s to its first result (the store, the "
-        f"client process's start), {start + via_s - marks[-1]:.2f} s after its last (parts, catalog); "
+        f"{name:8} generate's own time: {marks[0] - start:.2f} s to its first result (the store, its "
+        f"queries, the client's start), {start + via_s - marks[-1]:.2f} s after its last (parts, catalog); "
         f"between them {(total - 1) / (marks[-1] - marks[0]):.1f} req/s"
     )
     line = f"{name:8} {total:6} requests   "
     if script_s is not None:
         script = total / script_s
         line += f"aiohttp script {script:7.1f} req/s   "
-    line += f"r1v client alone {direct:7.1f} req/s   generate {via:7.1f} req/s   "
+    line += f"r1v client alone {direct:7.1f} req/s   generate {via:7.1f} req/s   ratio to "
     if script_s is not None:
-        line += f"ratio to the aiohttp script {via / script:.3f}, "
-    print(line + f"to r1v's client alone {via / direct:.3f}")
+        line += f"the aiohttp script {via / script:.3f}, to "
+    print(line + f"r1v's client alone {via / direct:.3f}")
 
 
 def aiohttp_script(url: str, bodies: list[dict], concurrency: int) -> int:
