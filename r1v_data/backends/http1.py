@@ -9,10 +9,12 @@ request in one call and parses the response in the protocol's `data_received` as
 
 What it does: plain HTTP/1.1 (https:// goes to aiohttp, `http_aiohttp.py`), keep-alive with at
 most `limit` idle connections per server; bodies by Content-Length, chunked transfer coding, or
-up to the close; gzip/deflate if a server sends them unasked; 1xx interim responses skipped. A
-connection the server closed while it sat idle is replaced and the request sent again on a new
-one, once, when nothing of a response had arrived. What it does not do: TLS, proxies, redirects
-(a 3xx comes back as it is, for the caller to report), cookies, HTTP/2.
+up to the close; gzip/deflate (content or transfer codings) if a server sends them unasked; 1xx
+interim responses skipped; folded header lines unfolded; a URL's `user:password@` sent as Basic
+authorization (as aiohttp does). A connection the server closed while it sat idle is not reused;
+one that breaks as a request goes out is the caller's to retry (with its backoff: the server may
+have been working on it). What it does not do: TLS, proxies, redirects (a 3xx comes back as it
+is, for the caller to report), cookies, HTTP/2.
 
 Errors: `CannotConnect` (no connection: refused, DNS, connect timeout), `Disconnected` (the
 connection closed or broke before the whole response), `BadResponse` (not HTTP/1.x, too big a head
@@ -23,13 +25,17 @@ connection is closed, never reused.
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import zlib
 from collections.abc import Mapping
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_HEAD = 64 * 1024  # a response head beyond this is not a server's answer we can read
 MAX_BODY = 512 * 1024 * 1024  # nor a body beyond this (a completion is kilobytes)
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+_LINES = re.compile(r"\r?\n")  # not str.splitlines: a header value may hold \x85 or \x0c
 
 
 class HttpError(Exception):
@@ -66,8 +72,9 @@ class Origin(NamedTuple):
     host_header: str
 
 
-def split_url(url: str) -> tuple[Origin, str]:
-    """The origin and the request target (path and query) of an http:// URL."""
+def split_url(url: str) -> tuple[Origin, str, str | None]:
+    """The origin, the request target (path and query) and the `user:password` (if any) of an
+    http:// URL."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"not an http:// URL: {url!r}")
@@ -75,7 +82,8 @@ def split_url(url: str) -> tuple[Origin, str]:
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == 80 else f"{shown}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Origin(host, port, host_header), target
+    user = None if parts.username is None else f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return Origin(host, port, host_header), target, user
 
 
 class Http1Client:
@@ -90,23 +98,16 @@ class Http1Client:
         given = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "host")}
         if not any(k.lower() == "user-agent" for k in given):  # some proxies refuse a request without
             given["User-Agent"] = "r1v-data"
-        fixed = "".join(f"{k}: {v}\r\n" for k, v in given.items())
-        self._fixed_headers = fixed
+        self._authorized = any(k.lower() == "authorization" for k in given)
+        self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in given.items())
         self._idle: dict[Origin, list[_Connection]] = {}
         self._targets: dict[str, tuple[Origin, bytes]] = {}  # url -> origin, request head up to its length
 
     async def post(self, url: str, body: bytes) -> Response:
         origin, head = self._target(url)
         request = head + b"%d\r\n\r\n" % len(body) + body
-        conn = self._take_idle(origin)
-        if conn is not None:
-            try:
-                return await self._exchange(conn, origin, request)
-            except Disconnected as exc:
-                if exc.answered:
-                    raise
-                # the server closed the idle connection as the request went out: once more, anew
-        return await self._exchange(await self._connect(origin), origin, request)
+        conn = self._take_idle(origin) or await self._connect(origin)
+        return await self._exchange(conn, origin, request)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, {}
@@ -117,9 +118,11 @@ class Http1Client:
     def _target(self, url: str) -> tuple[Origin, bytes]:
         known = self._targets.get(url)
         if known is None:
-            origin, target = split_url(url)
-            head = f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n{self._fixed_headers}Content-Length: "
-            known = self._targets[url] = (origin, head.encode("latin-1"))
+            origin, target, user = split_url(url)
+            head = f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n{self._fixed_headers}"
+            if user is not None and not self._authorized:
+                head += f"Authorization: Basic {base64.b64encode(user.encode()).decode()}\r\n"
+            known = self._targets[url] = (origin, (head + "Content-Length: ").encode("latin-1"))
         return known
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
@@ -202,7 +205,7 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done() or parser is None:
             return
         try:
-            done = parser.at_close()
+            done = None if exc is not None else parser.at_close()  # a reset is no end of a body
         except BadResponse as bad:
             waiter.set_exception(bad)
             return
@@ -230,6 +233,7 @@ class _ResponseParser:
         self.keep_alive = False
         self.length: int | None = None  # the body's length; None: chunked or up to the close
         self.chunked = False
+        self.codings: list[str] = []  # transfer codings besides chunked, in the order applied
         self.chunks = _Chunks()
 
     def feed(self, data: bytes) -> tuple[Response, bool] | None:
@@ -260,13 +264,15 @@ class _ResponseParser:
 
     def _read_head(self) -> bool:
         """Parse a head if a whole one is buffered (True); a 1xx head is dropped and read past."""
-        end = self.buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if not self.buf.startswith(b"HTTP/"[: len(self.buf)]):  # another protocol's port says so at once
+            raise BadResponse(f"not an HTTP/1.x response: {bytes(self.buf[:80])!r}")
+        end, sep = _head_end(self.buf)
         if end < 0:
             if len(self.buf) > MAX_HEAD:
                 raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
             return False
-        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-        del self.buf[: end + 4]
+        lines = _LINES.split(bytes(self.buf[:end]).decode("latin-1"))
+        del self.buf[: end + sep]
         version, status = _status_line(lines[0])
         if 100 <= status < 200:
             return True  # an interim response (100 Continue, 103 Early Hints): the real one follows
@@ -278,17 +284,26 @@ class _ResponseParser:
         """How the body is delimited, and whether the connection survives it."""
         connection = self.headers.get("connection", "").lower()
         self.keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        codings = [
+            c.strip() for c in self.headers.get("transfer-encoding", "").lower().split(",") if c.strip()
+        ]
         if self.status in (204, 304):
             self.length = 0
-        elif "chunked" in self.headers.get("transfer-encoding", "").lower():
+        elif codings and codings[-1] == "chunked":
             self.chunked = True
+            self.codings = codings[:-1]  # applied before the chunking (`gzip, chunked`)
+        elif codings:
+            self.keep_alive = False  # not chunked last: the body ends with the connection (RFC 9112)
+            self.codings = codings
         elif "content-length" in self.headers:
             self.length = _content_length(self.headers["content-length"])
         else:
             self.keep_alive = False  # the body ends with the connection
 
     def _finish(self, body: bytes, reusable: bool) -> tuple[Response, bool]:
-        body = _decoded(body, self.headers.get("content-encoding", "").lower())
+        # the content codings were applied first, then the transfer codings: undone the other way
+        for coding in reversed([*self.headers.get("content-encoding", "").lower().split(","), *self.codings]):
+            body = _decoded(body, coding.strip())
         return Response(self.status, self.headers, body), reusable and self.keep_alive
 
 
@@ -310,7 +325,7 @@ class _Chunks:
             if self.trailers:
                 return self._read_trailers(buf)
             if self.size is None:
-                end = buf.find(b"\r\n")
+                end = _line_end(buf, "chunk size line")
                 if end < 0:
                     return False
                 self.size = _chunk_size(bytes(buf[:end]))
@@ -319,20 +334,35 @@ class _Chunks:
                 continue
             if len(buf) < self.size + 2:
                 return False
+            if buf[self.size : self.size + 2] != b"\r\n":
+                raise BadResponse("a chunk longer than its size line says")
             self.parts.append(bytes(buf[: self.size]))
             del buf[: self.size + 2]
             self.size = None
 
     @staticmethod
     def _read_trailers(buf: bytearray) -> bool:
-        if buf[:2] == b"\r\n":
-            del buf[:2]
-            return True
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        del buf[: end + 4]
-        return True
+        """Drop trailer lines up to the empty one (True once it is read)."""
+        while (end := _line_end(buf, "trailer line")) >= 0:
+            del buf[: end + 2]
+            if end == 0:
+                return True
+        return False
+
+
+def _line_end(buf: bytearray, what: str) -> int:
+    """Where the line at the front of `buf` ends (-1: not yet); a line past MAX_HEAD is refused."""
+    end = buf.find(b"\r\n", 0, MAX_HEAD + 2)
+    if end < 0 and len(buf) > MAX_HEAD:
+        raise BadResponse(f"a {what} longer than {MAX_HEAD} bytes")
+    return end
+
+
+def _head_end(buf: bytearray) -> tuple[int, int]:
+    """Where a head ends and its blank line's length: CRLF CRLF, or LF LF from a server that ends
+    lines with LF alone (RFC 9112 lets a client accept those); (-1, 0) if not yet."""
+    ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep, 0, MAX_HEAD + 4)) >= 0]
+    return min(ends) if ends else (-1, 0)
 
 
 def _status_line(line: str) -> tuple[str, int]:
@@ -345,7 +375,11 @@ def _status_line(line: str) -> tuple[str, int]:
 
 def _header_fields(lines: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
+    name = ""
     for line in lines:
+        if line[:1] in (" ", "\t") and name:  # an obsolete folded line: it continues the last value
+            headers[name] = f"{headers[name]} {line.strip()}"
+            continue
         name, sep, value = line.partition(":")
         if not sep:
             raise BadResponse(f"a header line without a colon: {line[:80]!r}")
@@ -363,22 +397,33 @@ def _content_length(value: str) -> int:
 
 def _chunk_size(line: bytes) -> int:
     text = line.split(b";", 1)[0].strip()
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise BadResponse(f"a chunk size that is not hexadecimal: {line[:40]!r}") from None
+    if not _HEX.fullmatch(text):  # not int(x, 16)'s wider idea: no 0x, sign or underscores
+        raise BadResponse(f"a chunk size that is not hexadecimal: {line[:40]!r}")
+    return int(text, 16)
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
-    """The body with a content coding the server applied unasked undone."""
-    if encoding in ("", "identity"):
+    """The body with a coding the server applied unasked undone."""
+    if encoding in ("", "identity") or not body:
         return body
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise BadResponse(f"a body in an encoding this client does not read: {encoding!r}")
     # 47: a gzip or zlib header; -15: raw deflate, which some servers send as "deflate"
     for wbits in (47, -15) if encoding == "deflate" else (47,):
         try:
-            return zlib.decompress(body, wbits)
+            return _decompress(body, wbits)
         except zlib.error:
             pass
     raise BadResponse(f"a {encoding} body that does not decompress")
+
+
+def _decompress(body: bytes, wbits: int) -> bytes:
+    """Every member of a body (gzip allows several, one after another)."""
+    out = []
+    while body:
+        member = zlib.decompressobj(wbits)
+        out.append(member.decompress(body))
+        if not member.eof:
+            raise zlib.error("truncated")
+        body = member.unused_data
+    return b"".join(out)

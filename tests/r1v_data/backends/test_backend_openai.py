@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import pickle
@@ -277,21 +278,28 @@ def test_a_redirect_is_not_followed_and_its_target_is_named(serve, backends) -> 
 
 
 def test_a_port_that_does_not_speak_http_stops_the_run_at_once(backends) -> None:
-    """Another service's port (here one that greets in SSH): no retries for an hour of garbage."""
+    """Another service's port (here one that greets in SSH, then waits): no retries for an hour of
+    garbage, and no wait for a blank line that never comes."""
     seen: list[bytes] = []
 
     def greet(conn: socket.socket) -> None:
         with conn:
             seen.append(conn.recv(65536))
-            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            time.sleep(5)
+
+    def serve(listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the listener closes when the test is done
+            while True:
+                greet(listener.accept()[0])
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        threading.Thread(target=lambda: [greet(listener.accept()[0]) for _ in range(64)], daemon=True).start()
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
         with pytest.raises(
             BackendError, match=r"is not an HTTP server.*not an HTTP/1.x response.*check the port"
         ):
-            run(backends(url, concurrency=1), [req("a"), req("b")])
+            run(backends(url, concurrency=1, timeout_s=30), [req("a"), req("b")])
     assert len(seen) == 1  # one try, no retry
 
 
