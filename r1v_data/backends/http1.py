@@ -35,7 +35,6 @@ from urllib.parse import unquote, urlsplit
 MAX_HEAD = 64 * 1024  # a response head beyond this is not a server's answer we can read
 MAX_BODY = 512 * 1024 * 1024  # nor a body beyond this (a completion is kilobytes)
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
-_LINES = re.compile(r"\r?\n")  # not str.splitlines: a header value may hold \x85 or \x0c
 
 
 class HttpError(Exception):
@@ -271,7 +270,8 @@ class _ResponseParser:
             if len(self.buf) > MAX_HEAD:
                 raise BadResponse(f"no end of the response head within {MAX_HEAD} bytes")
             return False
-        lines = _LINES.split(bytes(self.buf[:end]).decode("latin-1"))
+        # not str.splitlines: a header value may hold \x85 or \x0c
+        lines = bytes(self.buf[:end]).decode("latin-1").replace("\r\n", "\n").split("\n")
         del self.buf[: end + sep]
         version, status = _status_line(lines[0])
         if 100 <= status < 200:
@@ -284,9 +284,7 @@ class _ResponseParser:
         """How the body is delimited, and whether the connection survives it."""
         connection = self.headers.get("connection", "").lower()
         self.keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        codings = [
-            c.strip() for c in self.headers.get("transfer-encoding", "").lower().split(",") if c.strip()
-        ]
+        codings = _codings(self.headers.get("transfer-encoding"))
         if self.status in (204, 304):
             self.length = 0
         elif codings and codings[-1] == "chunked":
@@ -302,8 +300,8 @@ class _ResponseParser:
 
     def _finish(self, body: bytes, reusable: bool) -> tuple[Response, bool]:
         # the content codings were applied first, then the transfer codings: undone the other way
-        for coding in reversed([*self.headers.get("content-encoding", "").lower().split(","), *self.codings]):
-            body = _decoded(body, coding.strip())
+        for coding in reversed([*_codings(self.headers.get("content-encoding")), *self.codings]):
+            body = _decoded(body, coding)
         return Response(self.status, self.headers, body), reusable and self.keep_alive
 
 
@@ -350,6 +348,11 @@ class _Chunks:
         return False
 
 
+def _codings(value: str | None) -> list[str]:
+    """The codings a Transfer-Encoding or Content-Encoding header lists, in the order applied."""
+    return [c for c in (c.strip() for c in value.lower().split(",")) if c] if value else []
+
+
 def _line_end(buf: bytearray, what: str) -> int:
     """Where the line at the front of `buf` ends (-1: not yet); a line past MAX_HEAD is refused."""
     end = buf.find(b"\r\n", 0, MAX_HEAD + 2)
@@ -361,8 +364,11 @@ def _line_end(buf: bytearray, what: str) -> int:
 def _head_end(buf: bytearray) -> tuple[int, int]:
     """Where a head ends and its blank line's length: CRLF CRLF, or LF LF from a server that ends
     lines with LF alone (RFC 9112 lets a client accept those); (-1, 0) if not yet."""
-    ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep, 0, MAX_HEAD + 4)) >= 0]
-    return min(ends) if ends else (-1, 0)
+    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+    bare = buf.find(b"\n\n", 0, end if end >= 0 else MAX_HEAD + 4)  # only in the head: a CRLF head has none
+    if bare >= 0:
+        return bare, 2
+    return (end, 4) if end >= 0 else (-1, 0)
 
 
 def _status_line(line: str) -> tuple[str, int]:
