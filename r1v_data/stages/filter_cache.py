@@ -12,7 +12,10 @@ everything it was computed from, and a later run with the same key reuses it:
   samples' and scores' parts as the run left them. Recorded only when the run left none
   unscored (no failed score; a calibrated reward model refits its levels every run);
 - the sample checks (`filter._sample_checks_key`): their drops, keyed by the samples' parts, the
-  checks' settings and each benchmark's `decontam.benchmark_identity`.
+  checks' settings and each benchmark's `decontam.benchmark_identity`;
+- `decisions`: the run's decision rows, keyed by all of the above and the whole configuration
+  (`decisions_key`). The same filter run again on unchanged parts copies them under its own run
+  id instead of joining every trace to its sample, its reward and its sample's drop again.
 
 A part is named by its table, file name, size and modification time: parts are written once,
 under a temporary name, and renamed into place, so any new, removed, compacted or rewritten part
@@ -52,6 +55,13 @@ def rewards_key(store: Store, scorer: str, version: str, errors_from: str | None
     """The key under which every candidate has a cached reward of `version` (see the docstring)."""
     state = parts_state(store, "traces", "samples", "scores")
     return text.stable_hash("rewards/1", __version__, scorer, version, errors_from, state)
+
+
+def decisions_key(config: dict[str, Any], reward_version: str, rewards: str, checks: str | None) -> str:
+    """The key of a run's decision rows: its configuration (every field, so that any change
+    misses), the reward version, the rewards' key (the traces', samples' and scores' parts) and
+    the sample checks' key."""
+    return text.stable_hash("decisions/1", __version__, config, reward_version, rewards, checks)
 
 
 @dataclass
