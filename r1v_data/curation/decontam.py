@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,10 +37,10 @@ from r1v_data.curation.ascii_text import join_ascii, word_tokens
 from r1v_data.curation.overlap import ImageIndex, TextIndex, Words, words
 from r1v_data.curation.phash import PHASH_VERSION, phash64
 from r1v_data.errors import ConfigError, SourceError
-from r1v_data.readers.images import ImageLimits
-from r1v_data.readers.presets import FIELDS, resolve
-from r1v_data.readers.samples import Prepared, RowPlan, conforming, prepare
-from r1v_data.readers.sources import Record, open_source
+
+if TYPE_CHECKING:
+    from r1v_data.readers.samples import Prepared, RowPlan
+    from r1v_data.readers.sources import Record
 
 DEFAULT_NGRAM = 13
 # Calibrated on MATH-Vision testmini (304 images; phash distances are always even): re-encoding
@@ -81,6 +81,8 @@ def parse_spec(spec: str) -> Spec:
     source, sep, options = spec.partition("#")
     if not sep or Path(spec).exists():
         return Spec(spec)
+    from r1v_data.readers.presets import FIELDS
+
     kwargs: dict[str, Any] = {"mapping": {}}
     for part in filter(None, options.split("&")):
         key, eq, value = (s.strip() for s in part.partition("="))
@@ -197,6 +199,9 @@ def load_benchmark(
     opts = parse_spec(spec)
     source, preset, mapping = _open(spec, opts)
     root = source.base_dir
+    from r1v_data.readers.images import ImageLimits
+    from r1v_data.readers.samples import RowPlan
+
     plan = RowPlan(preset, mapping, root / preset.image_dir, root, ImageLimits())
     items: list[str] = []
     docs: list[list[str]] = []
@@ -248,7 +253,11 @@ def benchmark_identity(
 
 
 def _open(spec: str, opts: Spec) -> tuple[Any, Any, Any]:
-    """The benchmark's source, with the preset and column mapping it is read by."""
+    """The benchmark's source, with the preset and column mapping it is read by. The readers are
+    imported here: a sample-check worker unpickles benchmarks only to search them."""
+    from r1v_data.readers.presets import resolve
+    from r1v_data.readers.sources import open_source
+
     try:
         source = open_source(opts.source, split=opts.split)
         columns, first = source.peek_columns()
@@ -274,6 +283,8 @@ def _check_settings(ngram: int, max_distance: int, min_ngrams: int, min_fraction
 def _prepared(records: Iterable[Record], plan: RowPlan, skipped: Counter[str]) -> list[Prepared]:
     """The rows ingest would take, as `prepare` reads them; the others counted in `skipped`. The
     schema check runs on all rows at once, not per row (most of the time of a benchmark's load)."""
+    from r1v_data.readers.samples import conforming, prepare
+
     prepared = []
     for record in records:
         prep = prepare(record, plan, validate=False)
