@@ -49,7 +49,14 @@ from r1v_data.grading.reward_scoring import (
     score_rewards,
 )
 from r1v_data.grading.rewards import RULE_SCORER
-from r1v_data.stages.filter_cache import Earlier, decisions_key, parts_state, rewards_key, traces_key
+from r1v_data.stages.filter_cache import (
+    Earlier,
+    decisions_key,
+    earlier_decisions,
+    parts_state,
+    rewards_key,
+    traces_key,
+)
 from r1v_data.stages.filter_rewards import model_runner
 from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
@@ -207,9 +214,8 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
                 memo["decisions"] = decisions_key(
                     cfg.model_dump(mode="json"), reward.version, memo["rewards"], checks
                 )
-            if (hit := earlier.find(("memo", "decisions"), memo.get("decisions"))) is not None:
-                _copy_decisions(store, run_id, hit[0], drops, result)
-            else:
+            hit = earlier.find(("memo", "decisions"), memo.get("decisions"))
+            if hit is None or not _copy_decisions(store, run_id, hit, drops, result):
                 unique_rows = (unique, memo.get("one_reward", False))
                 _write_decisions(store, run_id, cfg, reward, drops, unique_rows, result)
             status = "ok"
@@ -455,17 +461,18 @@ def _write_decisions(
         store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
 
 
-_EARLIER_DECISIONS = """SELECT * EXCLUDE (run_id, created_at), $run_id AS run_id, $now::TIMESTAMPTZ AS created_at
-FROM decisions WHERE run_id = $earlier"""
-
-
-def _copy_decisions(store: Store, run_id: str, earlier: str, drops: pa.Table, result: FilterResult) -> None:
-    """An earlier run's decision rows as this run's: its `decisions_key` is this run's, so the
-    rows are what `_write_decisions` would write (in one part, as there)."""
-    params = {"run_id": run_id, "now": utcnow(), "earlier": earlier}
-    result.samples_dropped, result.decisions_from = Counter(drops.column("stage").to_pylist()), earlier
-    batches = store.batches(_EARLIER_DECISIONS, None, params, 1 << 16, QUERY_MEMORY)
+def _copy_decisions(
+    store: Store, run_id: str, hit: tuple[str, dict[str, Any]], drops: pa.Table, result: FilterResult
+) -> bool:
+    """An earlier run's decision rows as this run's, when its `decisions_key` is this run's (so
+    its rows are what `_write_decisions` would write) and its part is there whole."""
+    counts = hit[1].get("counts", {})
+    rows = counts.get("samples", -1) + counts.get("traces", 0)
+    if (batches := earlier_decisions(store, hit[0], rows, run_id)) is None:
+        return False
+    result.samples_dropped, result.decisions_from = Counter(drops.column("stage").to_pylist()), hit[0]
     store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+    return True
 
 
 def _counted(batch: pa.RecordBatch, result: FilterResult) -> pa.RecordBatch:

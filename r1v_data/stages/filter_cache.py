@@ -25,11 +25,16 @@ changes the key. A wrong hit would be a wrong selection; a miss only costs the r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from r1v_data import __version__, text
-from r1v_data.store import Store
+from r1v_data.store import Store, utcnow
 
 _EARLIER = """
 SELECT r.run_id, m.manifest FROM runs r JOIN manifests m USING (run_id)
@@ -62,6 +67,24 @@ def decisions_key(config: dict[str, Any], reward_version: str, rewards: str, che
     misses), the reward version, the rewards' key (the traces', samples' and scores' parts) and
     the sample checks' key."""
     return text.stable_hash("decisions/1", __version__, config, reward_version, rewards, checks)
+
+
+def earlier_decisions(store: Store, earlier: str, rows: int, run_id: str) -> Iterator[pa.RecordBatch] | None:
+    """The decision rows of `earlier` (a filter run whose decisions key is this run's) as
+    `run_id`'s, read straight from the one part that run wrote; None if that part is not there
+    whole (`rows` rows), and then the decisions are computed again."""
+    part = store.root / "decisions" / f"part-{earlier}-00001.parquet"
+    if part not in store.parts("decisions") or pq.ParquetFile(part).metadata.num_rows != rows:
+        return None
+    return _as_run(pq.ParquetFile(part).iter_batches(1 << 16), run_id)
+
+
+def _as_run(batches: Iterator[pa.RecordBatch], run_id: str) -> Iterator[pa.RecordBatch]:
+    run, created = pa.array([run_id], pa.string()), pa.array([utcnow()], pa.timestamp("us", tz="UTC"))
+    for batch in batches:
+        same = pa.array(np.zeros(batch.num_rows, dtype=np.int64))  # each row takes the one value
+        batch = batch.set_column(batch.schema.get_field_index("run_id"), "run_id", run.take(same))
+        yield batch.set_column(batch.schema.get_field_index("created_at"), "created_at", created.take(same))
 
 
 @dataclass

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import ingest_geoqa, run_cli
 
@@ -86,6 +87,16 @@ def test_the_same_filter_again_copies_its_decisions_and_any_change_decides_anew(
     _add_traces(store, new)
     r = _filter(store, min_score=3, best_k=2)
     assert r.decisions_from is None and r.traces == first.traces + 3
+
+
+def test_decisions_are_computed_again_when_the_earlier_part_is_not_whole(store: Path) -> None:
+    """The copy reads the earlier run's own part; a part cut short is not copied, the decisions
+    are computed."""
+    first = _filter(store, min_score=3)
+    part = store / "decisions" / f"part-{first.run_id}-00001.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 10), part)
+    again = _filter(store, min_score=3)
+    assert again.decisions_from is None and again.kept == first.kept
 
 
 def test_new_traces_are_scored_after_a_cached_run(store: Path) -> None:
