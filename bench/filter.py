@@ -14,7 +14,10 @@ sample checks' worker processes), polled: an upper bound, as they need not peak 
 - filter, first run: rule rewards for every trace, image phashes, exact + near-duplicate dedup,
   13-gram decontamination against MATH-500, tau = 3, every decision written;
 - filter, second run: the same again, with what the first run left reused (rewards, phashes,
-  the sample checks: `r1v_data.stages.filter_cache`); the decisions are computed and written anew;
+  the sample checks, and the decisions themselves, copied under the new run's id:
+  `r1v_data.stages.filter_cache`);
+- filter at tau 4: a re-filter on what the first run left (rewards and sample checks reused),
+  whose decisions are computed and written anew;
 - dedup step alone (sizes up to --dedup-up-to): r1v's MinHash LSH and datasketch's MinHash +
   MinHashLSH on the same questions.
 """
@@ -202,15 +205,16 @@ def child(what: str, store: Path) -> None:
         row = duckdb.sql(f"SELECT count(*), sum(length(text)), sum(length(think)), count(DISTINCT sample_id), "
                          f"sum(completion_tokens), count(verdict) FROM read_parquet('{glob}')").fetchall()[0]  # fmt: skip
         out["rows"] = row[0]
-    elif what == "filter":
+    elif what in ("filter", "filter-tau4"):
         from r1v_data.config import FilterConfig
         from r1v_data.stages.filter import run_filter
 
         specs = [str(MATH500)] if MATH500.exists() else []
-        r = run_filter(FilterConfig(store=store, min_score=3, decontaminate=specs))
-        out.update(
-            rows=r.traces, kept=r.kept, dropped=dict(r.dropped), samples_dropped=dict(r.samples_dropped)
-        )
+        tau = 4 if what == "filter-tau4" else 3
+        r = run_filter(FilterConfig(store=store, min_score=tau, decontaminate=specs))
+        reused = [k for k in ("rewards", "sample_checks", "decisions") if getattr(r, f"{k}_from")]
+        out.update(rows=r.traces, kept=r.kept, dropped=dict(r.dropped), samples_dropped=dict(r.samples_dropped),
+                   reused=reused)  # fmt: skip
     elif what in ("dedup", "datasketch"):
         from r1v_data.store import Store
 
@@ -270,7 +274,7 @@ def main() -> None:
     ap.add_argument(
         "--built", type=Path, help="keep the synthetic stores here and reuse them on the next run"
     )
-    ap.add_argument("--child", choices=["scan", "filter", "dedup", "datasketch"])
+    ap.add_argument("--child", choices=["scan", "filter", "filter-tau4", "dedup", "datasketch"])
     ap.add_argument("--store", type=Path)
     args = ap.parse_args()
     if args.child:
@@ -298,6 +302,7 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
         ("DuckDB scan (ceiling)", "scan"),
         ("filter, first run", "filter"),
         ("filter, cached rewards", "filter"),
+        ("filter, cached, tau 4", "filter-tau4"),
     ]
     if n <= args.dedup_up_to:
         steps += [("dedup step: r1v", "dedup"), ("dedup step: datasketch", "datasketch")]
@@ -315,12 +320,11 @@ def one_size(store: Path, n: int, args: argparse.Namespace) -> None:
         )
         print(f"{label:<26} {r['rows']:>11,} rows {r['seconds']:>7.1f} s {r['rows'] / r['seconds']:>11,.0f} rows/s "
               f"{r.get('cpu_s', 0):>7.1f} CPU-s peak RSS {r['peak_rss_mb']:>6.0f} MB{split}", flush=True)  # fmt: skip
-        if what == "filter":
-            print(
-                f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}"
-            )
+        if what.startswith("filter"):
+            print(f"{'':<26} kept {r['kept']:,}; traces dropped {r['dropped']}; samples {r['samples_dropped']}; "
+                  f"reused {r['reused'] or 'nothing'}")  # fmt: skip
     scan = results["DuckDB scan (ceiling)"]
-    for label in ("filter, first run", "filter, cached rewards"):
+    for label in ("filter, first run", "filter, cached rewards", "filter, cached, tau 4"):
         r = results[label]
         if "error" not in r and "error" not in scan:
             print(f"{label} / DuckDB scan: {scan['seconds'] / r['seconds']:.3f}x the ceiling's rows/s "

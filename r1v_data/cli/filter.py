@@ -130,6 +130,10 @@ def _render(r: dict[str, Any]) -> None:
         out.print(
             f"sample checks: the same samples and settings as filter run {r['sample_checks_from']}, its drops reused"
         )
+    if r.get("decisions_from"):
+        out.print(
+            f"decisions: the same configuration and inputs as filter run {r['decisions_from']}, its decisions copied"
+        )
     for label, counts in (("samples dropped", r["samples_dropped"]), ("traces dropped", r["dropped"])):
         if counts:
             out.print(

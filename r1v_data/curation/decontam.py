@@ -29,15 +29,18 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from r1v_data.curation.ascii_text import join_ascii, word_tokens
 from r1v_data.curation.overlap import ImageIndex, TextIndex, Words, words
 from r1v_data.curation.phash import PHASH_VERSION, phash64
 from r1v_data.errors import ConfigError, SourceError
-from r1v_data.readers.images import ImageLimits
-from r1v_data.readers.presets import FIELDS, resolve
-from r1v_data.readers.samples import Prepared, RowPlan, conforming, prepare
-from r1v_data.readers.sources import Record, open_source
+
+if TYPE_CHECKING:
+    from r1v_data.readers.samples import Prepared, RowPlan
+    from r1v_data.readers.sources import Record
 
 DEFAULT_NGRAM = 13
 # Calibrated on MATH-Vision testmini (304 images; phash distances are always even): re-encoding
@@ -78,6 +81,8 @@ def parse_spec(spec: str) -> Spec:
     source, sep, options = spec.partition("#")
     if not sep or Path(spec).exists():
         return Spec(spec)
+    from r1v_data.readers.presets import FIELDS
+
     kwargs: dict[str, Any] = {"mapping": {}}
     for part in filter(None, options.split("&")):
         key, eq, value = (s.strip() for s in part.partition("="))
@@ -194,6 +199,9 @@ def load_benchmark(
     opts = parse_spec(spec)
     source, preset, mapping = _open(spec, opts)
     root = source.base_dir
+    from r1v_data.readers.images import ImageLimits
+    from r1v_data.readers.samples import RowPlan
+
     plan = RowPlan(preset, mapping, root / preset.image_dir, root, ImageLimits())
     items: list[str] = []
     docs: list[list[str]] = []
@@ -245,7 +253,11 @@ def benchmark_identity(
 
 
 def _open(spec: str, opts: Spec) -> tuple[Any, Any, Any]:
-    """The benchmark's source, with the preset and column mapping it is read by."""
+    """The benchmark's source, with the preset and column mapping it is read by. The readers are
+    imported here: a sample-check worker unpickles benchmarks only to search them."""
+    from r1v_data.readers.presets import resolve
+    from r1v_data.readers.sources import open_source
+
     try:
         source = open_source(opts.source, split=opts.split)
         columns, first = source.peek_columns()
@@ -271,6 +283,8 @@ def _check_settings(ngram: int, max_distance: int, min_ngrams: int, min_fraction
 def _prepared(records: Iterable[Record], plan: RowPlan, skipped: Counter[str]) -> list[Prepared]:
     """The rows ingest would take, as `prepare` reads them; the others counted in `skipped`. The
     schema check runs on all rows at once, not per row (most of the time of a benchmark's load)."""
+    from r1v_data.readers.samples import conforming, prepare
+
     prepared = []
     for record in records:
         prep = prepare(record, plan, validate=False)
@@ -291,7 +305,45 @@ def check_all(
 ) -> list[Hit | None]:
     """The first hit per candidate across several benchmarks, tried in the order given (text,
     then images, per benchmark). Each question is normalised once and each image hashed at most
-    once, however many benchmarks there are."""
+    once, however many benchmarks there are. Only the candidates `_may_hit` keeps are tested:
+    the others can hit nothing."""
+    todo = _may_hit(benchmarks, questions, images)
+    found = _check_exact(
+        benchmarks, [questions[i] for i in todo], [images[i] for i in todo] if images is not None else None
+    )
+    out: list[Hit | None] = [None] * len(questions)
+    for i, hit in zip(todo, found, strict=True):
+        out[i] = hit
+    return out
+
+
+def _may_hit(
+    benchmarks: Sequence[Benchmark],
+    questions: Sequence[str],
+    images: Sequence[Sequence[ImageLike] | None] | None,
+) -> list[int]:
+    """The candidates that may hit. The rest have no image to test, and words (`ascii_text`,
+    numpy: ~20 us a question less than `words`) that share no n-gram with any benchmark's index
+    and are no short text of one: hits are rare, so most candidates skip the Python test."""
+    joined = join_ascii(questions)
+    tokens = word_tokens(joined)
+    cleared = tokens.taken.copy()
+    for bench in benchmarks:
+        if (maybe := bench.text.could_match(tokens)) is None:
+            return list(range(len(questions)))
+        cleared &= ~maybe
+    exact = np.ones(len(questions), dtype=bool)
+    exact[joined.index[cleared]] = False
+    if images is not None and any(b.image_items for b in benchmarks):
+        exact |= np.fromiter((bool(im) for im in images), dtype=bool, count=len(questions))
+    return np.flatnonzero(exact).tolist()
+
+
+def _check_exact(
+    benchmarks: Sequence[Benchmark],
+    questions: Sequence[str],
+    images: Sequence[Sequence[ImageLike] | None] | None,
+) -> list[Hit | None]:
     out: list[Hit | None] = []
     for lo in range(0, len(questions), BATCH):
         batch = Words.of([words(q) for q in questions[lo : lo + BATCH]])

@@ -13,6 +13,8 @@ from itertools import chain, pairwise
 import numpy as np
 import pyarrow as pa
 
+from r1v_data.curation.ascii_text import Tokens, word_hashes
+
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial n-gram hash (mod 2**64)
 _CHOICES = re.compile(r"\n\s*choices:\s*\n.*\Z", re.DOTALL)  # text.render_question's options block
 _ASY = re.compile(r"\[asy\].*?(?:\[/asy\]|\Z)", re.DOTALL)  # Asymptote drawing code, not text
@@ -105,6 +107,36 @@ class TextIndex:
         get = self.vocab.get
         lut = np.fromiter((get(w, 0) for w in batch.distinct), dtype=np.int64, count=len(batch.distinct))
         return _ngram_hashes(lut[batch.ids], batch.lengths, self.n, self.values)
+
+    def could_match(self, tokens: Tokens) -> np.ndarray | None:
+        """For each text `ascii_text.word_tokens` took: whether `matches` may find it. Only a
+        superset (two words may hash alike; a text found here still takes `matches`), never a
+        miss. None when two of this index's words hash alike: then every text takes `matches`."""
+        if (lut := self._hashed_vocab()) is None:
+            return None
+        keys, ids = lut
+        word_ids = np.zeros(len(tokens.hashes), dtype=np.int64)
+        if len(keys):
+            slot = np.minimum(np.searchsorted(keys, tokens.hashes), len(keys) - 1)
+            word_ids = np.where(keys[slot] == tokens.hashes, ids[slot], 0)
+        out = (tokens.counts > 0) & (tokens.counts < self.n) & bool(self.short)
+        if len(self.hashes):
+            hashes, doc, _ = _ngram_hashes(word_ids, tokens.counts, self.n, self.values)
+            slot = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+            out[doc[self.hashes[slot] == hashes]] = True
+        return out
+
+    def _hashed_vocab(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sorted word hashes, their vocabulary ids) of the words a taken text can hold; None
+        if two of them collide. Made once per index, where it is used (a worker process)."""
+        if not hasattr(self, "_lut"):
+            words = list(self.vocab)
+            index, hashes = word_hashes(words)
+            ids = np.array([self.vocab[words[i]] for i in index.tolist()], dtype=np.int64)
+            order = np.argsort(hashes)
+            keys = hashes[order]
+            self._lut = None if np.any(keys[1:] == keys[:-1]) else (keys, ids[order])
+        return self._lut
 
     def matches(self, batch: Words) -> dict[int, tuple[int, int, int]]:
         """Candidate index -> (benchmark item, shared n-grams, start of the first shared one)."""

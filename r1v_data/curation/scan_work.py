@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from r1v_data.curation.dedup import exact_digest
+from r1v_data.curation.dedup import exact_digests
 from r1v_data.curation.minhash import band_keys, minhash_signatures
 from r1v_data.curation.phash import phash64
 from r1v_data.errors import R1VError
@@ -58,7 +58,7 @@ def text_work(
     settings: Settings, questions: list[str], shas: list[Any], hashes: list[list[int]]
 ) -> TextResult:
     """Exact-dedup digests, MinHash signatures and band keys, and contamination hits of a batch."""
-    digests = b"".join(exact_digest(q, s or ()) for q, s in zip(questions, shas, strict=True))
+    digests = exact_digests(questions, shas)
     sig = minhash_signatures(questions, num_perm=settings.num_perm)
     return TextResult(np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2), sig, band_keys(sig, *settings.lsh),
                       _contaminated(settings.benchmarks, questions, hashes))  # fmt: skip

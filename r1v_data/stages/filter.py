@@ -48,7 +48,15 @@ from r1v_data.grading.reward_scoring import (
     parse_reward,
     score_rewards,
 )
-from r1v_data.stages.filter_cache import Earlier, parts_state, rewards_key, traces_key
+from r1v_data.grading.rewards import RULE_SCORER
+from r1v_data.stages.filter_cache import (
+    Earlier,
+    decisions_key,
+    earlier_decisions,
+    parts_state,
+    rewards_key,
+    traces_key,
+)
 from r1v_data.stages.filter_rewards import model_runner
 from r1v_data.store import PartWriter, Store, sandbox, utcnow
 
@@ -80,6 +88,10 @@ LEFT JOIN ({{rewards}}) r USING (request_id)"""
 _LATEST_REWARDS = """SELECT request_id, arg_max(value, created_at) AS value FROM scores
 WHERE scorer = $scorer AND version = $version AND name = 'reward' GROUP BY request_id"""
 _ONE_REWARD = """SELECT request_id, value FROM scores WHERE scorer = $scorer AND version = $version AND name = 'reward'"""
+_ANY_REWARD = (
+    """SELECT 1 FROM scores WHERE scorer = $scorer AND version = $version AND name = 'reward' LIMIT 1"""
+)
+_ONE_ROW_A_SAMPLE = "SELECT count(*) = count(DISTINCT sample_id) FROM samples"
 _REWARD_ROWS = """SELECT count(*) = count(DISTINCT request_id) AND count(created_at) = count(*) FROM scores
 WHERE scorer = $scorer AND version = $version AND name = 'reward'"""
 
@@ -161,6 +173,7 @@ class FilterResult:
     error_set: int = 0
     sample_checks_from: str | None = None  # the filter run whose sample drops were reused
     rewards_from: str | None = None  # the filter run after which every candidate had its reward
+    decisions_from: str | None = None  # the filter run whose decisions this one copied
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,16 +202,22 @@ def run_filter(cfg: FilterConfig, progress: Progress | None = None) -> FilterRes
             ):
                 say("scoring rewards")
                 run_model = model_runner(executor, scores, cfg.reward_options, cfg.judge_max_tokens)
-                levels = _rewards(store, scores, cfg, reward, earlier, run_model, result)
+                levels, fresh = _rewards(store, scores, cfg, reward, earlier, run_model, result)
                 reward = replace(reward, version=levels)
                 say("checking samples")
                 checks, drops, described = _sample_rule_drops(store, scores, cfg, benchmarks, earlier, result)
             if reward.calibration is None and not result.rewards.get("failed"):  # every candidate scored
-                memo.update(_rewards_memo(store, cfg, reward, earlier))
+                one_each = fresh and unique and result.rewards["scored"] == traces["candidates"]
+                memo.update(_rewards_memo(store, cfg, reward, earlier, one_each))
             say("selecting traces")
-            _write_decisions(
-                store, run_id, cfg, reward, drops, (unique, memo.get("one_reward", False)), result
-            )
+            if "rewards" in memo:  # every candidate has its reward: the decisions can be keyed
+                memo["decisions"] = decisions_key(
+                    cfg.model_dump(mode="json"), reward.version, memo["rewards"], checks
+                )
+            hit = earlier.find(("memo", "decisions"), memo.get("decisions"))
+            if hit is None or not _copy_decisions(store, run_id, hit, drops, result):
+                unique_rows = (unique, memo.get("one_reward", False))
+                _write_decisions(store, run_id, cfg, reward, drops, unique_rows, result)
             status = "ok"
         except KeyboardInterrupt as exc:
             status = "interrupted"  # decisions are written in one step: none of this run's are kept
@@ -221,20 +240,24 @@ def _rewards(
     earlier: Earlier,
     run_model: Any,
     result: FilterResult,
-) -> str:
+) -> tuple[str, bool]:
     """Scores the candidates without a cached reward; returns the version of the level rows the
-    selection reads. Skipped when an earlier run left every one of these candidates scored."""
+    selection reads, and whether the store held none of them before (then this run wrote one
+    row per candidate). Skipped when an earlier run left every one of these candidates scored."""
     if reward.calibration is None:
         hit = earlier.find(
             ("memo", "rewards"), rewards_key(store, reward.scorer, reward.version, cfg.errors_from)
         )
         if hit is not None:
             result.rewards, result.rewards_from = {"scored": 0, "failed": 0}, hit[0]
-            return reward.version
+            return reward.version, False
+    params = {"scorer": reward.scorer, "version": reward.version}
+    # the rule writes one row per trace it scores; a model on an executor might retry a block
+    fresh = reward.scorer == RULE_SCORER and not store.query(_ANY_REWARD, params=params)[1]
     result.rewards, levels = score_rewards(
         store, scores, reward, cfg.reward_options, cfg.errors_from, cfg.judge_max_tokens, run_model
     )
-    return levels
+    return levels, fresh
 
 
 def _selection(cfg: FilterConfig) -> str:
@@ -245,10 +268,17 @@ def _selection(cfg: FilterConfig) -> str:
     return f"reward level >= tau {cfg.tau}"
 
 
-def _rewards_memo(store: Store, cfg: FilterConfig, reward: Reward, earlier: Earlier) -> dict[str, Any]:
+def _rewards_memo(
+    store: Store, cfg: FilterConfig, reward: Reward, earlier: Earlier, one_each: bool = False
+) -> dict[str, Any]:
     """The rewards' memo (`filter_cache`) once every candidate has its reward: the key, and
-    whether each trace has one level row (then the decision query need not pick the latest)."""
+    whether each trace has one level row (then the decision query need not pick the latest).
+    `one_each`: this run wrote the only level rows, as many as there are candidates, each of a
+    distinct id: with one sample row per sample id, that is one row per candidate, known without
+    counting the distinct ids of every row."""
     key = rewards_key(store, reward.scorer, reward.version, cfg.errors_from)
+    if one_each and store.query(_ONE_ROW_A_SAMPLE)[1][0][0]:  # then one row a candidate, none twice
+        return {"rewards": key, "one_reward": True}
     if (hit := earlier.find(("memo", "rewards"), key)) is not None and "one_reward" in hit[1]["memo"]:
         return {"rewards": key, "one_reward": hit[1]["memo"]["one_reward"]}
     params = {"scorer": reward.scorer, "version": reward.version}
@@ -259,10 +289,11 @@ def _rewards_memo(store: Store, cfg: FilterConfig, reward: Reward, earlier: Earl
 def _require_traces(store: Store, cfg: FilterConfig, earlier: Earlier) -> dict[str, Any]:
     """Filtering nothing is a mistake to report, not an empty selection to write. Returns the
     memo of what it found (`filter_cache`): `unique`, whether every candidate trace has its own
-    request id (a hash collision only costs a window)."""
+    request id (a hash collision only costs a window), and `candidates`, how many there are."""
     key = traces_key(store, cfg.errors_from)
     if (hit := earlier.find(("memo", "traces", "key"), key)) is not None:
-        return {"key": key, "unique": bool(hit[1]["memo"]["traces"]["unique"])}
+        found = hit[1]["memo"]["traces"]
+        return {"key": key, "unique": bool(found["unique"]), "candidates": found.get("candidates")}
     candidate = candidate_traces()
     sql = (f"SELECT count(*) FILTER (WHERE {candidate}), count(*), "
            f"count(DISTINCT hash(request_id)) FILTER (WHERE {candidate}) FROM traces")  # fmt: skip
@@ -270,7 +301,7 @@ def _require_traces(store: Store, cfg: FilterConfig, earlier: Earlier) -> dict[s
         sql, params={"errors": cfg.errors_from}, memory_limit=QUERY_MEMORY
     )[1][0]
     if completed:
-        return {"key": key, "unique": completed == distinct}
+        return {"key": key, "unique": completed == distinct, "candidates": completed}
     have = f"only {total} failed or refused requests" if total else "no traces"
     raise ConfigError(
         f"{cfg.store} has {have} to filter: make traces first with `r1v-data generate` or "
@@ -428,6 +459,20 @@ def _write_decisions(
     with store.sandboxed({"sample_drops": drops}, QUERY_MEMORY, ordered=False) as con:
         batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, *unique), params)
         store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+
+
+def _copy_decisions(
+    store: Store, run_id: str, hit: tuple[str, dict[str, Any]], drops: pa.Table, result: FilterResult
+) -> bool:
+    """An earlier run's decision rows as this run's, when its `decisions_key` is this run's (so
+    its rows are what `_write_decisions` would write) and its part is there whole."""
+    counts = hit[1].get("counts", {})
+    rows = counts.get("samples", -1) + counts.get("traces", 0)
+    if (batches := earlier_decisions(store, hit[0], rows, run_id)) is None:
+        return False
+    result.samples_dropped, result.decisions_from = Counter(drops.column("stage").to_pylist()), hit[0]
+    store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+    return True
 
 
 def _counted(batch: pa.RecordBatch, result: FilterResult) -> pa.RecordBatch:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import ingest_geoqa, run_cli
 
@@ -66,6 +67,36 @@ def test_a_rerun_reuses_the_rewards_and_checks_and_decides_the_same(store: Path)
     assert _decisions(store, again.run_id) == _decisions(store, first.run_id)
     other = _filter(store, min_score=4)  # another tau: the rewards still hold
     assert other.rewards_from == again.run_id and other.kept < again.kept  # the newest with that key
+
+
+def test_the_same_filter_again_copies_its_decisions_and_any_change_decides_anew(store: Path) -> None:
+    """A run whose configuration and inputs are an earlier run's writes that run's decision rows
+    under its own run id; another setting, or new traces, and the decisions are computed."""
+    first = _filter(store, min_score=3, best_k=2)
+    again = _filter(store, min_score=3, best_k=2)
+    assert (first.decisions_from, again.decisions_from) == (None, first.run_id)
+    assert _decisions(store, again.run_id) == _decisions(store, first.run_id)
+    same = ("samples", "samples_dropped", "traces", "kept", "dropped")
+    assert [getattr(again, k) for k in same] == [getattr(first, k) for k in same]
+    assert _rows(store, "SELECT count(*) AS n FROM decisions WHERE run_id = ?", [again.run_id])[0]["n"] > 0
+    assert _filter(store, min_score=3, best_k=1).decisions_from is None
+    assert _filter(store, min_score=3, best_k=2).decisions_from == again.run_id  # the newest with that key
+    new = [
+        {**t, "request_id": "new-" + t["request_id"]} for t in _rows(store, "SELECT * FROM traces LIMIT 3")
+    ]
+    _add_traces(store, new)
+    r = _filter(store, min_score=3, best_k=2)
+    assert r.decisions_from is None and r.traces == first.traces + 3
+
+
+def test_decisions_are_computed_again_when_the_earlier_part_is_not_whole(store: Path) -> None:
+    """The copy reads the earlier run's own part; a part cut short is not copied, the decisions
+    are computed."""
+    first = _filter(store, min_score=3)
+    part = store / "decisions" / f"part-{first.run_id}-00001.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 10), part)
+    again = _filter(store, min_score=3)
+    assert again.decisions_from is None and again.kept == first.kept
 
 
 def test_new_traces_are_scored_after_a_cached_run(store: Path) -> None:
