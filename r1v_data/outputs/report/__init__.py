@@ -10,6 +10,7 @@ sections (`funnel`, `traces`, `scores`, `mixture`, `gallery`, `pipeline`), `svg`
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from r1v_data.outputs.report.pipeline import pipeline_section
 from r1v_data.outputs.report.scores import scores
 from r1v_data.outputs.report.traces import lengths, teachers, verdicts
 from r1v_data.store import Store
+from r1v_data.store.store import spill_folder
 
 REPORT_NAME = "report.html"  # in a mix folder, beside README.md
 MEMORY_LIMIT = "1GB"  # the temporary tables spill to disk beyond it
@@ -59,14 +61,15 @@ def render_report(
 ) -> str:
     """The report of `store` as of the filter run `run` (None: not filtered yet), as HTML.
     `memory_limit` caps DuckDB's buffers; beyond it the temporary tables spill to disk."""
-    con = store.connect()
-    try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        prepare(store, con, run, drlc)
-        ctx = Context(con, run, filter_manifest, examples, prices or {}, mix)
-        parts = [(key, title, section(key, title, draw(ctx, drlc))) for key, title, draw in SECTIONS]
-    finally:
-        con.close()
+    with tempfile.TemporaryDirectory(prefix="r1v-report-", dir=spill_folder()) as folder:
+        con = store.connect()
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            prepare(store, con, run, drlc, Path(folder))
+            ctx = Context(con, run, filter_manifest, examples, prices or {}, mix)
+            parts = [(key, title, section(key, title, draw(ctx, drlc))) for key, title, draw in SECTIONS]
+        finally:
+            con.close()
     if pipeline is not None:
         parts.insert(
             0, ("pipeline", "Iterations", section("pipeline", "Iterations", pipeline_section(pipeline)))
