@@ -12,19 +12,17 @@ REJECTS_PER_RULE = 3
 PAIRS_PER_RULE = 6
 
 # a few drops per rule, picked by a hash (stable, spread over the store); their texts are looked
-# up afterwards by id, so no wide column is read for the other rows. Rows tied on rule and reason
-# come in the hash's order: with the decisions in several parts, DuckDB's threads handed them over
-# in any order, and the page changed from run to run
+# up afterwards by id, so no wide column is read for the other rows
 _REJECTS = """
 SELECT stage, reason, sample_id, request_id FROM decisions WHERE run_id = $run AND NOT kept
 QUALIFY row_number() OVER (PARTITION BY stage ORDER BY hash(coalesce(request_id, sample_id))) <= $n
-ORDER BY 1, 2, hash(coalesce(request_id, sample_id))"""
+ORDER BY 1, 2"""
 
 _PAIRS = """
 SELECT stage, reason, sample_id, nullif(regexp_extract(reason, 'duplicate of (\\S+)', 1), '') AS other
 FROM decisions WHERE run_id = $run AND request_id IS NULL AND stage IN ('dedup', 'decontamination')
 QUALIFY row_number() OVER (PARTITION BY stage ORDER BY hash(sample_id)) <= $n
-ORDER BY 1, 2, hash(sample_id)"""
+ORDER BY 1, 2"""
 
 
 def funnel(ctx: Context) -> list[str]:

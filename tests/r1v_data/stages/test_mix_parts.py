@@ -57,8 +57,7 @@ def _decided_store(
         s.finish_run(run, "ok", {}, {"command": "ingest"})
         run = s.begin_run("filter")
         decisions = duckdb.sql(decisions_sql, params={"run": run, "now": now}).to_arrow_table()
-        for seq in range(0, len(decisions), part_rows):  # as filter writes them, a batch at a time
-            s.write_part("decisions", decisions.slice(seq, part_rows), run, 1 + seq)
+        s.write_part("decisions", decisions, run, 1)
         s.finish_run(run, "ok", {}, {"command": "filter", "config": {}})
     return root, run
 
