@@ -1,6 +1,6 @@
 """What the report's sections read: one DuckDB connection over the store with three narrow
-temporary tables built once (a row per trace, the latest score per sample, DRLC's penalty per
-sample), and the helpers that aggregate them. Everything is counted, binned and sampled in
+tables built once (a row per trace, as Parquet files the sections stream; the latest score per
+sample and DRLC's penalty per sample, temporary tables), and the helpers that aggregate them. Everything is counted, binned and sampled in
 DuckDB; Python only ever holds the aggregates and the few examples shown."""
 
 from __future__ import annotations
