@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,13 @@ def ready(store: Path, n: int, built: Path | None) -> None:
     shutil.copytree(kept, store)
 
 
+def _cpu_s() -> float:
+    """This process's CPU seconds, DuckDB's threads included: on a shared machine the neighbours
+    move wall time far more than they move this."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child(store: Path, out: Path, kinds: str) -> None:
     from r1v_data.config import MixConfig
     from r1v_data.stages.mix import run_mix
@@ -97,7 +105,7 @@ def child(store: Path, out: Path, kinds: str) -> None:
     start = time.perf_counter()
     r = run_mix(MixConfig(store=store, out=out, kinds=kinds.split(","), shard_bytes=64 << 20))
     print(json.dumps({"rows": sum(r.rows.values()), "shards": sum(r.shards.values()),
-                      "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+                      "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s()}))  # fmt: skip
 
 
 def export(source: Path, dest: Path, layout: str) -> None:
@@ -107,7 +115,7 @@ def export(source: Path, dest: Path, layout: str) -> None:
     start = time.perf_counter()
     r = run_export(ExportConfig(source=source, dest=dest, format=layout))
     print(json.dumps({"rows": r.rows, "shards": r.images, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+                      "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s()}))  # fmt: skip
 
 
 def baseline(store: Path, out: Path, kinds: str) -> None:
@@ -133,7 +141,7 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
             print(f"{limit} ran out after {time.perf_counter() - start:.0f} s;", file=sys.stderr, flush=True)
     rows = con.sql(f"SELECT count(*) FROM '{out}.parquet'").fetchall()[0][0]
     print(json.dumps({"rows": rows, "shards": 1, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak_rss_mb(), "limit": limit}))  # fmt: skip
+                      "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s(), "limit": limit}))  # fmt: skip
 
 
 def _run(label: str, unit: str, args: list[str], limit: tuple[float, float]) -> None:
@@ -152,7 +160,7 @@ def _run(label: str, unit: str, args: list[str], limit: tuple[float, float]) -> 
         return
     r = json.loads(stdout.strip().splitlines()[-1])
     label += f" ({r['limit']})" if "limit" in r else ""
-    print(f"{label:<18} {r['rows']:>10,} {unit:<5} {r['seconds']:>7.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
+    print(f"{label:<18} {r['rows']:>10,} {unit:<5} {r['seconds']:>7.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s {r['cpu_s']:>7.1f} CPU-s  "
           f"{r['shards']:>6} {'images' if 'export' in label else 'shards'}  peak RSS {r['peak_rss_mb']:>6.0f} MB  "
           f"(load {load})", flush=True)  # fmt: skip
 
