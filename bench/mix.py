@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from filter import build, peak_rss_mb  # bench/filter.py: the same synthetic store
+from filter import _vm_hwm, build, peak_rss_mb  # bench/filter.py: the same synthetic store
 
 # the decisions of a filter that keeps everything: one row per sample, then one per trace
 _DECISIONS = """
@@ -90,6 +91,13 @@ def ready(store: Path, n: int, built: Path | None) -> None:
     shutil.copytree(kept, store)
 
 
+def _cpu_s() -> float:
+    """This process's CPU seconds, DuckDB's threads included: on a shared machine the neighbours
+    move wall time far more than they move this."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child(store: Path, out: Path, kinds: str) -> None:
     from r1v_data.config import MixConfig
     from r1v_data.stages.mix import run_mix
@@ -97,7 +105,7 @@ def child(store: Path, out: Path, kinds: str) -> None:
     start = time.perf_counter()
     r = run_mix(MixConfig(store=store, out=out, kinds=kinds.split(","), shard_bytes=64 << 20))
     print(json.dumps({"rows": sum(r.rows.values()), "shards": sum(r.shards.values()),
-                      "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+                      "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s()}))  # fmt: skip
 
 
 def export(source: Path, dest: Path, layout: str) -> None:
@@ -107,7 +115,7 @@ def export(source: Path, dest: Path, layout: str) -> None:
     start = time.perf_counter()
     r = run_export(ExportConfig(source=source, dest=dest, format=layout))
     print(json.dumps({"rows": r.rows, "shards": r.images, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak_rss_mb()}))  # fmt: skip
+                      "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s()}))  # fmt: skip
 
 
 def baseline(store: Path, out: Path, kinds: str) -> None:
@@ -129,24 +137,47 @@ def baseline(store: Path, out: Path, kinds: str) -> None:
             break
         except duckdb.OutOfMemoryException:
             con.close()
+            # the parent prints the last line if it has to stop this process
+            print(f"{limit} ran out after {time.perf_counter() - start:.0f} s;", file=sys.stderr, flush=True)
     rows = con.sql(f"SELECT count(*) FROM '{out}.parquet'").fetchall()[0][0]
     print(json.dumps({"rows": rows, "shards": 1, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak_rss_mb(), "limit": limit}))  # fmt: skip
+                      "peak_rss_mb": peak_rss_mb(), "cpu_s": _cpu_s(), "limit": limit}))  # fmt: skip
 
 
-def _run(label: str, unit: str, args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if proc.returncode:  # say so and go on: the other rows of this size still count
-        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]  # killed: no stderr
-        why = lines[-1]
-        print(f"{label:<18} failed: {why[:300]}", flush=True)
-        return
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+def _run(label: str, unit: str, args: list[str], limit: tuple[float, float]) -> None:
+    """One child, stopped past `limit` (seconds, MB of peak RSS): a line of figures, or of what
+    happened to it, and the bench goes on (the other rows of this size still count)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=out, stderr=err, text=True)
+        killed = _watch(proc, *limit)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    if killed or proc.returncode:
+        said = "".join(f"  {x[:300]}" for x in stderr.strip().splitlines()[-1:])  # killed: nothing said
+        why = killed or f"failed (exit status {proc.returncode})"
+        print(f"{label:<18} {why}{said}  (load {load})", flush=True)
+        return
+    r = json.loads(stdout.strip().splitlines()[-1])
     label += f" ({r['limit']})" if "limit" in r else ""
-    print(f"{label:<18} {r['rows']:>10,} {unit:<5} {r['seconds']:>7.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s  "
+    print(f"{label:<18} {r['rows']:>10,} {unit:<5} {r['seconds']:>7.1f} s  {r['rows'] / r['seconds']:>8,.0f} rows/s {r['cpu_s']:>7.1f} CPU-s  "
           f"{r['shards']:>6} {'images' if 'export' in label else 'shards'}  peak RSS {r['peak_rss_mb']:>6.0f} MB  "
           f"(load {load})", flush=True)  # fmt: skip
+
+
+def _watch(proc: subprocess.Popen[str], seconds: float, mb: float) -> str | None:
+    """Wait for `proc`, reading its peak RSS twice a second; kill it past `seconds` or `mb`, and
+    say so (a baseline that spills or runs out of memory would otherwise hold the bench for hours)."""
+    start, peak = time.perf_counter(), 0.0
+    while proc.poll() is None:
+        peak = max(peak, _vm_hwm(proc.pid) or 0.0)
+        elapsed = time.perf_counter() - start
+        if elapsed > seconds or peak > mb:
+            proc.kill()
+            proc.wait()
+            return f"killed after {elapsed:.0f} s at {peak:.0f} MB peak RSS (limits {seconds:.0f} s, {mb:.0f} MB)"
+        time.sleep(0.5)
+    return None
 
 
 def main() -> None:
@@ -157,6 +188,10 @@ def main() -> None:
         "--export", nargs="*", default=["llamafactory"], choices=["llamafactory", "easyr1", "verl"]
     )
     ap.add_argument("--built", type=Path, help="keep the decided stores here and reuse them")
+    ap.add_argument("--baseline-limit", type=float, nargs=2, default=[900, 2048], metavar=("S", "MB"),
+                    help="stop DuckDB's COPY past S seconds or MB of peak RSS (and say so)")  # fmt: skip
+    ap.add_argument("--limit", type=float, nargs=2, default=[3600, 4096], metavar=("S", "MB"),
+                    help="the same for mix and export")  # fmt: skip
     ap.add_argument("--child", nargs=3, metavar=("STORE", "OUT", "KINDS"))
     ap.add_argument("--baseline", nargs=3, metavar=("STORE", "OUT", "KINDS"))
     ap.add_argument("--export-child", nargs=3, metavar=("SOURCE", "DEST", "FORMAT"))
@@ -176,13 +211,15 @@ def main() -> None:
                 f"(store of {n:,} traces built and decided in {time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
-            _run("duckdb COPY", "SFT", ["--baseline", str(store), str(Path(tmp) / "copy"), kinds])
-            _run(f"r1v mix {kinds}", "rows", ["--child", str(store), str(mix), kinds])
+            copy = ["--baseline", str(store), str(Path(tmp) / "copy"), kinds]
+            _run("duckdb COPY", "SFT", copy, args.baseline_limit)
+            _run(f"r1v mix {kinds}", "rows", ["--child", str(store), str(mix), kinds], args.limit)
             for layout in args.export:
                 _run(
                     f"r1v export {layout}",
                     "rows",
                     ["--export-child", str(mix), str(Path(tmp) / layout), layout],
+                    args.limit,
                 )
                 subprocess.run(["rm", "-rf", str(Path(tmp) / layout)], check=True)  # disk: 20M rows of JSONL
 

@@ -10,6 +10,7 @@ sections (`funnel`, `traces`, `scores`, `mixture`, `gallery`, `pipeline`), `svg`
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from r1v_data.outputs.report.pipeline import pipeline_section
 from r1v_data.outputs.report.scores import scores
 from r1v_data.outputs.report.traces import lengths, teachers, verdicts
 from r1v_data.store import Store
+from r1v_data.store.store import spill_folder
 
 REPORT_NAME = "report.html"  # in a mix folder, beside README.md
-MEMORY_LIMIT = "1GB"  # the temporary tables spill to disk beyond it
+MEMORY_LIMIT = "1GB"  # DuckDB's joins and aggregations spill to disk beyond it
 # mix's report keeps to mix's own DuckDB limit: with 1 GB the report was mix's peak and grew with the
-# store (3M traces: 1.1 GB); at 256 MB it spills sooner (twice the time) and stays near 400 MB
+# store (3M traces: 1.1 GB, when its table of traces was a temporary table held in memory)
 MIX_MEMORY_LIMIT = "256MB"
 
 # (anchor, title, what draws it); every section is drawn whatever the store holds
@@ -58,15 +60,17 @@ def render_report(
     memory_limit: str = MEMORY_LIMIT,
 ) -> str:
     """The report of `store` as of the filter run `run` (None: not filtered yet), as HTML.
-    `memory_limit` caps DuckDB's buffers; beyond it the temporary tables spill to disk."""
-    con = store.connect()
-    try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        prepare(store, con, run, drlc)
-        ctx = Context(con, run, filter_manifest, examples, prices or {}, mix)
-        parts = [(key, title, section(key, title, draw(ctx, drlc))) for key, title, draw in SECTIONS]
-    finally:
-        con.close()
+    `memory_limit` caps DuckDB's buffers; beyond it they spill to disk. The table of traces is
+    written to a temporary folder under `spill_folder()`, removed when the page is made."""
+    with tempfile.TemporaryDirectory(prefix="r1v-report-", dir=spill_folder()) as folder:
+        con = store.connect()
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            prepare(store, con, run, drlc, Path(folder))
+            ctx = Context(con, run, filter_manifest, examples, prices or {}, mix)
+            parts = [(key, title, section(key, title, draw(ctx, drlc))) for key, title, draw in SECTIONS]
+        finally:
+            con.close()
     if pipeline is not None:
         parts.insert(
             0, ("pipeline", "Iterations", section("pipeline", "Iterations", pipeline_section(pipeline)))

@@ -1,11 +1,12 @@
 """What the report's sections read: one DuckDB connection over the store with three narrow
-temporary tables built once (a row per trace, the latest score per sample, DRLC's penalty per
-sample), and the helpers that aggregate them. Everything is counted, binned and sampled in
+tables built once (a row per trace, as Parquet files the sections stream; the latest score per
+sample and DRLC's penalty per sample, temporary tables), and the helpers that aggregate them. Everything is counted, binned and sampled in
 DuckDB; Python only ever holds the aggregates and the few examples shown."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -13,6 +14,7 @@ import duckdb
 from r1v_data.outputs.card import percentile_of_counts
 from r1v_data.store import Store
 from r1v_data.store.groups import each_group
+from r1v_data.store.sandbox import sql_str
 
 # the latest value of every per-sample QDAM/VTIA score (a re-score wins)
 SAMPLE_SCORES = """
@@ -36,15 +38,17 @@ SELECT sample_id,
        least(2, $floor * exp($slope * (1 - (sv + $beta * st + $gamma * si) / (1 + $beta + $gamma)))) AS penalty
 FROM p"""
 
-# one narrow row per trace, built a group of trace parts at a time (`store/groups.py`), each
-# group's decisions found first: in one query the joins' hash tables held every trace's decision
-# and sample, and 20M traces ran out of mix's 256MB. The ids are kept as their 64-bit hashes (the
-# gallery looks its few ids up): as text they were most of a row, 3 GB at 20M traces, spilled to
-# disk and read back by every section. Think tokens: the completion's tokens in the
+# one narrow row per trace, written a group of trace parts at a time (`store/groups.py`) to a
+# Parquet file of its own, each group's decisions found first: in one query the joins' hash tables
+# held every trace's decision and sample, and 20M traces ran out of mix's 256MB; as one temporary
+# table, the rows already written stayed in DuckDB's memory as far as its limit let them (256MB
+# from ~2M traces on: mix's peak grew with the store), and under 128MB an INSERT ran out at 20M.
+# The files are streamed by each section's scan, so the report's working set is a group's. The
+# ids are kept as their 64-bit hashes (the gallery looks its few ids up): as text they were most
+# of a row. Think tokens: the completion's tokens in the
 # share of its characters the think takes; imported traces have no token count and are measured
 # as bytes / 4.
-# traces a group: INSERT holds a group's new rows in memory until it ends, beside the group's
-# decisions and their hash table (groups of 1M ran out of 256 MB at 20M traces; 500k keep to it)
+# traces a group: its decisions (ids and all) are a hash table, and its samples another
 GROUP_ROWS = 500_000
 GROUP_DECISIONS = """
 CREATE OR REPLACE TEMP TABLE r_group_decisions AS
@@ -85,17 +89,22 @@ class Context:
         return self.rows(sql, **params)[0][0]
 
 
-def prepare(store: Store, con: duckdb.DuckDBPyConnection, run: str | None, drlc: Any) -> None:
-    """Build the temporary tables (one pass over traces; scores read once)."""
+def prepare(store: Store, con: duckdb.DuckDBPyConnection, run: str | None, drlc: Any, folder: Path) -> None:
+    """Build the temporary tables (one pass over traces, into Parquet files under `folder`; scores
+    read once)."""
     con.execute(SAMPLE_SCORES)
     con.execute(PENALTIES, {"floor": drlc.floor, "slope": drlc.slope, "beta": drlc.beta, "gamma": drlc.gamma})
     # the joins as written: a group's traces stream through, its samples, penalties and decisions
     # are the hash tables (left to its estimates, DuckDB may build on the traces, texts and all)
     con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+    files = []
     for i, _ in enumerate(each_group(store, con, "traces", GROUP_ROWS)):
         con.execute(GROUP_DECISIONS, {"run": run})
-        con.execute(("CREATE TEMP TABLE r_traces AS " if i == 0 else "INSERT INTO r_traces ") + GROUP_TRACES)
+        files.append(sql_str(str(folder / f"r_traces-{i:05d}.parquet")))
+        con.execute(f"COPY ({GROUP_TRACES}) TO '{files[-1]}' (FORMAT parquet)")
     con.execute("DROP TABLE r_group_decisions")
+    listed = ", ".join(f"'{f}'" for f in files)
+    con.execute(f"CREATE TEMP VIEW r_traces AS SELECT * FROM read_parquet([{listed}])")
     con.execute("RESET disabled_optimizers")
 
 
