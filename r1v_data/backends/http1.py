@@ -48,10 +48,6 @@ class CannotConnect(HttpError):
 class Disconnected(HttpError):
     """The connection closed or broke before the whole response had arrived."""
 
-    def __init__(self, reason: str, answered: bool):
-        super().__init__(reason)
-        self.answered = answered  # part of a response had arrived (the request was seen)
-
 
 class BadResponse(HttpError):
     """What came back is not an HTTP/1.x response this client can read."""
@@ -212,7 +208,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(done)
         else:
             reason = str(exc).strip() if exc else "the server closed the connection"
-            waiter.set_exception(Disconnected(reason or type(exc).__name__, answered=parser.started))
+            waiter.set_exception(Disconnected(reason or type(exc).__name__))
 
     def close(self) -> None:
         self.open = False
@@ -226,7 +222,6 @@ class _ResponseParser:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.received = 0  # bytes fed so far (a chunked body's are taken out of `buf` as they come)
-        self.started = False
         self.status = 0
         self.headers: dict[str, str] = {}
         self.keep_alive = False
@@ -237,7 +232,6 @@ class _ResponseParser:
 
     def feed(self, data: bytes) -> tuple[Response, bool] | None:
         """The response and whether the connection is reusable, once it is whole."""
-        self.started = True
         self.buf += data
         self.received += len(data)
         if self.received > MAX_BODY:

@@ -36,7 +36,7 @@ class AiohttpClient:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise CannotConnect(exception_reason(exc)) from None
         except aiohttp.ClientError as exc:  # disconnected, payload errors, resets
-            raise Disconnected(f"{type(exc).__name__}: {exception_reason(exc)}", answered=True) from None
+            raise Disconnected(f"{type(exc).__name__}: {exception_reason(exc)}") from None
 
     async def close(self) -> None:
         session, self._session = self._session, None
