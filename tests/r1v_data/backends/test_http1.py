@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from r1v_data.backends import http1
+from r1v_data.backends import http1_parse
 from r1v_data.backends.http1 import BadResponse, CannotConnect, Disconnected, Http1Client, split_url
 
 
@@ -324,7 +324,7 @@ def test_only_plain_http_urls_are_taken(url: str) -> None:
 
 
 def test_a_response_beyond_the_size_cap_is_a_bad_response(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http1, "MAX_BODY", 4096)  # the real cap is 512 MB
+    monkeypatch.setattr(http1_parse, "MAX_BODY", 4096)  # the real cap is 512 MB
 
     async def body(client: Http1Client, url: str) -> BadResponse:
         with pytest.raises(BadResponse, match="a response of more than"):
