@@ -81,6 +81,17 @@ def stats_json(store: Path) -> dict[str, Any]:
     return json.loads(run_cli("stats", "--store", store, "--json").stdout)
 
 
+def store_rows(store: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of `sql` over the store's tables, as dicts."""
+    from r1v_data.store import Store
+
+    con = Store.open(store).connect()
+    try:
+        return con.sql(sql, params=params).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+
+
 @pytest.fixture
 def sample_store(tmp_path: Path) -> Path:
     """A copy of `builtin:sample` ingested once per test session, at tmp_path/store."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -52,10 +52,10 @@ class ClientProcess:
         conn = self.start()
         conn.send(("proven", proven))
         window = 2 * self.backend.concurrency
-        pending = _Pending(iter(items))
+        pending = Pending(iter(items), lambda batch: conn.send(("requests", batch)))
         try:
             while True:
-                pending.top_up(conn, window)
+                pending.top_up(window)
                 if not pending.outstanding:
                     return
                 results = self._receive()
@@ -63,7 +63,7 @@ class ClientProcess:
                 # the child's free slots are refilled before the caller works through these
                 # results (grading, rows, the journal: most of a millisecond each); topped up only
                 # after them, a batch of results left the child that long without requests
-                pending.top_up(conn, window)
+                pending.top_up(window)
                 for item in results:
                     if isinstance(item, BackendError):
                         raise item
@@ -95,24 +95,26 @@ class ClientProcess:
             ) from None
 
 
-class _Pending:
-    """The requests not yet handed to the child, and how many it holds unanswered."""
+class Pending:
+    """The requests not yet handed to the client loop (`hand` takes a batch of them), and how many
+    it holds unanswered."""
 
-    def __init__(self, items: Iterator[tuple[Any, Any]]):
+    def __init__(self, items: Iterator[Any], hand: Callable[[list[Any]], None]):
         self.items = items
+        self.hand = hand
         self.outstanding = 0
         self.exhausted = False
 
-    def top_up(self, conn: Connection, window: int) -> None:
-        """Hand the child requests until it holds `window` (in flight and waiting there)."""
-        batch: list[tuple[Any, Any]] = []
+    def top_up(self, window: int) -> None:
+        """Hand the loop requests until it holds `window` (in flight and waiting there)."""
+        batch: list[Any] = []
         while not self.exhausted and self.outstanding + len(batch) < window:
             try:
                 batch.append(next(self.items))
             except StopIteration:
                 self.exhausted = True
         if batch:
-            conn.send(("requests", batch))
+            self.hand(batch)
             self.outstanding += len(batch)
 
 

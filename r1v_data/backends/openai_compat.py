@@ -73,7 +73,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 from r1v_data.backends.base import BackendError, GenRequest, GenResult
-from r1v_data.backends.client_process import ClientProcess
+from r1v_data.backends.client_process import ClientProcess, Pending
 from r1v_data.backends.endpoints import Endpoints
 from r1v_data.backends.http1 import BadResponse, CannotConnect, Http1Client, HttpError
 from r1v_data.backends.http_aiohttp import AiohttpClient
@@ -90,7 +90,7 @@ from r1v_data.backends.rate_budget import RateBudget, estimate_tokens
 from r1v_data.processes import pipe_streams, read_message, write_message
 from r1v_data.redact import redact
 
-# where the messages go while the rest of a body is encoded (`_body_json`): a string no body holds
+# where the messages go while the rest of a body is encoded (`_body_pieces`): a string no body holds
 _MESSAGES_MARK = "\x00r1v:messages\x00"
 _MESSAGES_MARK_JSON = json.dumps(_MESSAGES_MARK)
 # a body as sent (inline images), and as rendered (canonical: what request ids hash); made once,
@@ -275,17 +275,13 @@ class OpenAIBackend:
         (so the request identity changes with the image) without copying megabytes of base64
         into every trace row's prompt.
         """
-        return self._body_json(request, inline_images=False)
-
-    def _body_json(self, request: GenRequest, inline_images: bool) -> str:
-        """`body` as JSON (canonical without inline images)."""
-        return "".join(self._body_pieces(request, inline_images))
+        return "".join(self._body_pieces(request, inline_images=False))
 
     def _body_pieces(self, request: GenRequest, inline_images: bool) -> tuple[str, str, str]:
-        """`_body_json` in three pieces: before the messages, the messages, after them. The
-        messages are encoded once for all the requests that share them (the same string object):
-        a problem's n samples differ only in their sampling settings, and encoding its images'
-        base64 again for each was most of the driver's time."""
+        """`body` as JSON (canonical without inline images) in three pieces: before the messages,
+        the messages, after them. The messages are encoded once for all the requests that share
+        them (the same string object): a problem's n samples differ only in their sampling
+        settings, and encoding its images' base64 again for each was most of the driver's time."""
         encoder = _JSON[inline_images]
         body = self._body(request, _MESSAGES_MARK)
         if body.get("messages") is not _MESSAGES_MARK:  # extra_body replaced the messages
@@ -361,32 +357,22 @@ class OpenAIBackend:
         loop = self._start()
         results: queue.SimpleQueue[GenResult | BackendError] = queue.SimpleQueue()
         run = _Run(self, results)
-        in_flight = 0
-        exhausted = False
+        pending = Pending(encoded, lambda batch: loop.call_soon_threadsafe(run.spawn, batch))
         try:
             while True:
-                batch: list[tuple[_Sent, _Pieces]] = []
-                while not exhausted and in_flight + len(batch) < self.concurrency:
-                    try:
-                        batch.append(next(encoded))
-                    except StopIteration:
-                        exhausted = True
-                        break
-                if batch:
-                    loop.call_soon_threadsafe(run.spawn, batch)
-                    in_flight += len(batch)
-                if in_flight == 0:
+                pending.top_up(self.concurrency)
+                if not pending.outstanding:
                     return
                 # every result that is already back, taken in one go: the freed slots are then
                 # refilled by one wake-up of the loop instead of one per result (each wake-up and
                 # each blocking get hands the GIL over, which slowed the loop under load)
                 for item in self._results_ready(results):
-                    in_flight -= 1
+                    pending.outstanding -= 1
                     if isinstance(item, BackendError):
                         raise item
                     yield item
         finally:
-            if in_flight and self._loop is not None and not self._loop.is_closed():
+            if pending.outstanding and self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(run.cancel)
 
     def _results_ready(
@@ -513,14 +499,12 @@ class OpenAIBackend:
                     "the server or fix the URL in openai:URL#MODEL"
                 ) from None
             return _Attempt(error, transient=True, unreachable=True)
-        except BadResponse as exc:
-            if not self._answered:  # never a valid answer: a port of something else, not a glitch
+        except HttpError as exc:  # disconnected, resets, not HTTP
+            if isinstance(exc, BadResponse) and not self._answered:  # a port of something else
                 raise _Fatal(
                     f"{self.spec}: what answers at {endpoint.base_url} is not an HTTP server ({exc}); "
                     "check the port in openai:URL#MODEL"
                 ) from None
-            return _Attempt(self._scrub(f"BadResponse: {exception_reason(exc)}"), transient=True)
-        except HttpError as exc:  # disconnected, resets
             return _Attempt(self._scrub(f"{type(exc).__name__}: {exception_reason(exc)}"), transient=True)
         finally:
             self.endpoints.release(endpoint, unreachable=unreachable)

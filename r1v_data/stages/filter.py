@@ -455,10 +455,9 @@ def _write_decisions(
     decisions appear whole or not at all. `unique`: whether the request ids and the reward rows
     are unique (`_decisions_sql` leaves out what picks the latest of several)."""
     params = {**_params(cfg, reward), "run_id": run_id, "now": utcnow()}
-    result.samples_dropped = Counter(drops.column("stage").to_pylist())
     with store.sandboxed({"sample_drops": drops}, QUERY_MEMORY, ordered=False) as con:
         batches = _rows(con, _decisions_sql(cfg, _ALL_DECISIONS, *unique), params)
-        store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+        _write_decision_part(store, run_id, batches, drops, result)
 
 
 def _copy_decisions(
@@ -470,9 +469,17 @@ def _copy_decisions(
     rows = counts.get("samples", -1) + counts.get("traces", 0)
     if (batches := earlier_decisions(store, hit[0], rows, run_id)) is None:
         return False
-    result.samples_dropped, result.decisions_from = Counter(drops.column("stage").to_pylist()), hit[0]
-    store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
+    result.decisions_from = hit[0]
+    _write_decision_part(store, run_id, batches, drops, result)
     return True
+
+
+def _write_decision_part(
+    store: Store, run_id: str, batches: Iterator[pa.RecordBatch], drops: pa.Table, result: FilterResult
+) -> None:
+    """A run's decisions as its one part (whole or not at all), counted into `result`."""
+    result.samples_dropped = Counter(drops.column("stage").to_pylist())
+    store.write_part_stream("decisions", (_counted(b, result) for b in batches), run_id, 1)
 
 
 def _counted(batch: pa.RecordBatch, result: FilterResult) -> pa.RecordBatch:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import BIN
+from conftest import store_rows as rows
 from servers.fake_batch import FakeBatchAPI
 
 from r1v_data.config import GenerateConfig
@@ -45,14 +46,6 @@ def generate(store: Path, spec: str, limit: int = 10, notes: list[str] | None = 
             notes.append(note)
 
     return run_generate(cfg, progress=progress)
-
-
-def rows(store: Path, sql: str) -> list[dict[str, Any]]:
-    con = Store.open(store).connect()
-    try:
-        return con.sql(sql).to_arrow_table().to_pylist()
-    finally:
-        con.close()
 
 
 def one_trace_each(store: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import ingest_geoqa, ingest_json, mathv_with_outputs, run_cli, stats_json
+from conftest import store_rows as _rows
 from PIL import Image
 from servers.fake_openai import FakeOpenAI, FakeOpenAIProcess, request_text
 from tiny_models import build_tiny_llama, build_tiny_reward_model
@@ -25,14 +26,6 @@ GRPO = "geoqa_test_qwen2vl_7b_grpo_2epochs_legacy"
 
 def _filter(store: Path, *args: object) -> dict[str, Any]:
     return json.loads(run_cli("filter", "--store", store, *args, "--json").stdout)
-
-
-def _rows(store: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    con = Store.open(store).connect()
-    try:
-        return con.sql(sql, params=params).to_arrow_table().to_pylist()
-    finally:
-        con.close()
 
 
 def _decisions(store: Path, run_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from conftest import ingest_geoqa, run_cli
+from conftest import store_rows as _rows
 
 from r1v_data.config import FilterConfig
 from r1v_data.curation.decontam import benchmark_identity
@@ -36,14 +37,6 @@ def store(built: Path, tmp_path: Path) -> Path:
 
 def _filter(store: Path, **kw: Any) -> FilterResult:
     return run_filter(FilterConfig(store=store, **kw))
-
-
-def _rows(store: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    con = Store.open(store).connect()
-    try:
-        return con.sql(sql, params=params).to_arrow_table().to_pylist()
-    finally:
-        con.close()
 
 
 def _decisions(store: Path, run_id: str) -> list[tuple[Any, ...]]:
